@@ -1,0 +1,33 @@
+//! The wasmtime embedding of Hearth's training component.
+//!
+//! The API reads like wasmtime's own: one [`Runtime`] (engine, linker and
+//! [`Limits`], made once per process) → a [`LoadedComponent`] (compiled,
+//! digested) → one [`ComponentModel`] per loaded component, which owns its
+//! store and speaks the typed calls that `bindgen!` generates from `wit/`.
+//!
+//! The component itself is built from `worker-wasm/` by this crate's build
+//! script and embedded as [`BUILTIN_COMPONENT`]; it imports nothing.
+
+mod bindings;
+mod component_model;
+mod error;
+mod limits;
+mod runtime;
+
+pub use component_model::ComponentModel;
+pub use error::{Error, Result};
+pub use limits::Limits;
+pub use runtime::{LoadedComponent, Runtime};
+
+/// The training component built from `worker-wasm/` (wasm32, simd128).
+pub const BUILTIN_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hearth_trainer.wasm"));
+
+/// Hex SHA-256 of component bytes: how hosts and coordinators name a component.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,106 @@
+//! The engine and linker, made once per process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, StoreLimits};
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+
+/// How often the epoch advances (the granularity of call timeouts).
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-store host state: only the resource limiter (the component imports nothing).
+pub(crate) struct HostState {
+    pub(crate) limits: StoreLimits,
+}
+
+/// A wasmtime engine configured for training components, and its linker.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// A compiled component and the digest of its bytes.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    pub(crate) component: Component,
+    digest: String,
+}
+
+impl LoadedComponent {
+    /// Hex SHA-256 of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl Runtime {
+    /// Creates the engine (Cranelift, SIMD on, relaxed SIMD off so results are
+    /// the same on every engine, epoch interruption for call timeouts).
+    pub fn new(limits: Limits) -> Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .wasm_simd(true)
+            .wasm_relaxed_simd(false)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(Error::Load)?;
+        let linker = Linker::new(&engine);
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), stop_ticker.clone());
+        thread::Builder::new()
+            .name("hearth-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::Load(wasmtime::Error::msg(format!(
+                    "cannot start the epoch thread: {e}"
+                )))
+            })?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            stop_ticker,
+        })
+    }
+
+    /// Compiles component bytes (a malformed or mismatched component is an error).
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent> {
+        let component = Component::new(&self.engine, bytes).map_err(Error::Load)?;
+        Ok(LoadedComponent {
+            component,
+            digest: crate::digest(bytes),
+        })
+    }
+
+    /// Compiles the component built into this binary.
+    pub fn load_builtin(&self) -> Result<LoadedComponent> {
+        self.load(crate::BUILTIN_COMPONENT)
+    }
+
+    /// The limits every store of this runtime gets.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,151 @@
+//! 2×2 pooling with stride 2 (max, or average as in the classic LeNet-5).
+
+use super::Layer;
+
+/// Which reduction a [`Pool2x2`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Maximum of the window; the gradient goes to the first maximal input.
+    Max,
+    /// Mean of the window.
+    Avg,
+}
+
+/// Halves height and width of each channel.
+pub struct Pool2x2 {
+    name: String,
+    kind: PoolKind,
+    c: usize,
+    ih: usize,
+    iw: usize,
+}
+
+impl Pool2x2 {
+    /// A pooling layer over `c × ih × iw` (both even).
+    pub fn new(name: &str, kind: PoolKind, c: usize, ih: usize, iw: usize) -> Self {
+        debug_assert!(ih % 2 == 0 && iw % 2 == 0);
+        Self {
+            name: name.to_string(),
+            kind,
+            c,
+            ih,
+            iw,
+        }
+    }
+}
+
+impl Layer for Pool2x2 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> String {
+        match self.kind {
+            PoolKind::Max => "max-pool 2x2".into(),
+            PoolKind::Avg => "avg-pool 2x2".into(),
+        }
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        vec![self.c, self.ih / 2, self.iw / 2]
+    }
+
+    fn in_len(&self) -> usize {
+        self.c * self.ih * self.iw
+    }
+
+    fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
+        let (iw, ow) = (self.iw, self.iw / 2);
+        let planes = batch * self.c;
+        let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
+        for p in 0..planes {
+            let xp = &x[p * ip..(p + 1) * ip];
+            let yp = &mut y[p * op..(p + 1) * op];
+            for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
+                let r0 = &xp[2 * oy * iw..][..iw];
+                let r1 = &xp[(2 * oy + 1) * iw..][..iw];
+                for (ox, out) in yrow.iter_mut().enumerate() {
+                    let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                    *out = match self.kind {
+                        PoolKind::Max => max(max(a, b), max(c, d)),
+                        PoolKind::Avg => ((a + b) + (c + d)) * 0.25,
+                    };
+                }
+            }
+        }
+    }
+
+    fn backward(
+        &mut self,
+        _params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+        _dparams: &mut [f32],
+        batch: usize,
+    ) {
+        let Some(dx) = dx else { return };
+        let (iw, ow) = (self.iw, self.iw / 2);
+        let planes = batch * self.c;
+        let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
+        for p in 0..planes {
+            let xp = &x[p * ip..(p + 1) * ip];
+            let dxp = &mut dx[p * ip..(p + 1) * ip];
+            for oy in 0..self.ih / 2 {
+                for ox in 0..ow {
+                    let o = p * op + oy * ow + ox;
+                    let idx = [
+                        2 * oy * iw + 2 * ox,
+                        2 * oy * iw + 2 * ox + 1,
+                        (2 * oy + 1) * iw + 2 * ox,
+                        (2 * oy + 1) * iw + 2 * ox + 1,
+                    ];
+                    match self.kind {
+                        PoolKind::Max => {
+                            // Recompute the arg-max from the stored output: no index buffer.
+                            let win = idx.iter().position(|&i| xp[i] == y[o]).unwrap_or(0);
+                            for (n, &i) in idx.iter().enumerate() {
+                                dxp[i] = if n == win { dy[o] } else { 0.0 };
+                            }
+                        }
+                        PoolKind::Avg => {
+                            let g = dy[o] * 0.25;
+                            for &i in &idx {
+                                dxp[i] = g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `max` that is the same on every target (no `fmaxf` NaN/sign-of-zero differences).
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::gradcheck;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        // Random inputs have no ties, so max-pool is differentiable there.
+        gradcheck::check(&mut Pool2x2::new("max", PoolKind::Max, 2, 4, 6), 2, 1e-3);
+        gradcheck::check(&mut Pool2x2::new("avg", PoolKind::Avg, 2, 4, 6), 2, 1e-2);
+    }
+
+    #[test]
+    fn max_pool_picks_the_maximum() {
+        let mut p = Pool2x2::new("m", PoolKind::Max, 1, 2, 4);
+        let x = [1.0, 5.0, -1.0, -2.0, 3.0, 2.0, -3.0, -0.5];
+        let mut y = [0.0; 2];
+        p.forward(&[], &x, &mut y, 1);
+        assert_eq!(y, [5.0, -0.5]);
+    }
+}

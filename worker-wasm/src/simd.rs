@@ -1,0 +1,155 @@
+//! A four-lane `f32` vector whose results are bit-identical on every target.
+//!
+//! On `wasm32` with `simd128` it is a `v128`; elsewhere it is a `[f32; 4]` that
+//! LLVM turns into SSE/NEON. Every operation is a lane-wise IEEE add or multiply
+//! (never a fused multiply-add, never relaxed SIMD), so the wasm component, the
+//! browser module and the native library compute the same bits.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod imp {
+    use core::arch::wasm32::*;
+
+    /// Four `f32` lanes.
+    #[derive(Clone, Copy)]
+    pub struct F32x4(v128);
+
+    impl F32x4 {
+        /// All lanes zero.
+        #[inline(always)]
+        pub fn zero() -> Self {
+            Self(f32x4_splat(0.0))
+        }
+        /// All lanes `x`.
+        #[inline(always)]
+        pub fn splat(x: f32) -> Self {
+            Self(f32x4_splat(x))
+        }
+        /// Loads the first four elements of `s` (panics if shorter).
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            assert!(s.len() >= 4);
+            // SAFETY: four f32 are readable at s.as_ptr(); v128_load is unaligned.
+            Self(unsafe { v128_load(s.as_ptr() as *const v128) })
+        }
+        /// Stores into the first four elements of `s` (panics if shorter).
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            assert!(s.len() >= 4);
+            // SAFETY: four f32 are writable at s.as_mut_ptr(); v128_store is unaligned.
+            unsafe { v128_store(s.as_mut_ptr() as *mut v128, self.0) }
+        }
+        /// Lane-wise `self + o`.
+        #[inline(always)]
+        pub fn add(self, o: Self) -> Self {
+            Self(f32x4_add(self.0, o.0))
+        }
+        /// Lane-wise `self - o`.
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            Self(f32x4_sub(self.0, o.0))
+        }
+        /// Lane-wise `self * o`.
+        #[inline(always)]
+        pub fn mul(self, o: Self) -> Self {
+            Self(f32x4_mul(self.0, o.0))
+        }
+        /// Lane-wise `self + a * b`, rounded twice (no fusion).
+        #[inline(always)]
+        pub fn mul_add(self, a: Self, b: Self) -> Self {
+            self.add(a.mul(b))
+        }
+        /// The lanes as an array.
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            [
+                f32x4_extract_lane::<0>(self.0),
+                f32x4_extract_lane::<1>(self.0),
+                f32x4_extract_lane::<2>(self.0),
+                f32x4_extract_lane::<3>(self.0),
+            ]
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod imp {
+    /// Four `f32` lanes.
+    #[derive(Clone, Copy)]
+    pub struct F32x4([f32; 4]);
+
+    impl F32x4 {
+        /// All lanes zero.
+        #[inline(always)]
+        pub fn zero() -> Self {
+            Self([0.0; 4])
+        }
+        /// All lanes `x`.
+        #[inline(always)]
+        pub fn splat(x: f32) -> Self {
+            Self([x; 4])
+        }
+        /// Loads the first four elements of `s` (panics if shorter).
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            Self([s[0], s[1], s[2], s[3]])
+        }
+        /// Stores into the first four elements of `s` (panics if shorter).
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            s[..4].copy_from_slice(&self.0);
+        }
+        /// Lane-wise `self + o`.
+        #[inline(always)]
+        pub fn add(self, o: Self) -> Self {
+            Self(core::array::from_fn(|i| self.0[i] + o.0[i]))
+        }
+        /// Lane-wise `self - o`.
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            Self(core::array::from_fn(|i| self.0[i] - o.0[i]))
+        }
+        /// Lane-wise `self * o`.
+        #[inline(always)]
+        pub fn mul(self, o: Self) -> Self {
+            Self(core::array::from_fn(|i| self.0[i] * o.0[i]))
+        }
+        /// Lane-wise `self + a * b`, rounded twice (no fusion).
+        #[inline(always)]
+        pub fn mul_add(self, a: Self, b: Self) -> Self {
+            self.add(a.mul(b))
+        }
+        /// The lanes as an array.
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            self.0
+        }
+    }
+}
+
+pub use imp::F32x4;
+
+impl F32x4 {
+    /// Sum of the lanes in a fixed order: `(l0 + l1) + (l2 + l3)`.
+    #[inline(always)]
+    pub fn sum(self) -> f32 {
+        let l = self.to_array();
+        (l[0] + l[1]) + (l[2] + l[3])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_ops_match_scalar() {
+        let a = F32x4::load(&[1.0, 2.0, 3.0, 4.0]);
+        let b = F32x4::splat(0.5);
+        let mut out = [0.0; 4];
+        F32x4::splat(1.0).mul_add(a, b).store(&mut out);
+        assert_eq!(out, [1.5, 2.0, 2.5, 3.0]);
+        assert_eq!(a.sub(b).to_array(), [0.5, 1.5, 2.5, 3.5]);
+        assert_eq!(a.sum(), 10.0);
+        assert_eq!(F32x4::zero().to_array(), [0.0; 4]);
+    }
+}
