@@ -1,0 +1,90 @@
+//! `hearth-host bench`: training-step throughput, native and inside wasmtime,
+//! single thread, on real MNIST batches.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hearth_worker::{ModelConfig, OptimizerConfig};
+
+use crate::backend::{Backend, BackendKind};
+
+/// Options of `bench`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Architecture: lenet5, lenet5-tanh or lenet-mxnet.
+    #[arg(long, default_value = "lenet5")]
+    arch: String,
+    /// Samples per training step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seconds of measurement per backend (after one second of warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Repetitions per backend; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+/// Runs the benchmark and prints img/s for both backends and their ratio.
+pub fn run(args: Args) -> Result<()> {
+    let mnist =
+        hearth_mnist::load(&hearth_mnist::bundled_dir()).context("loading bundled MNIST")?;
+    let n_batches = 64;
+    let batches: Vec<(Vec<u8>, Vec<u8>)> = (0..n_batches)
+        .map(|b| {
+            let idx: Vec<usize> = (b * args.batch..(b + 1) * args.batch)
+                .map(|i| i % mnist.train.len())
+                .collect();
+            let (mut p, mut l) = (Vec::new(), Vec::new());
+            mnist.train.gather(&idx, &mut p, &mut l);
+            (p, l)
+        })
+        .collect();
+    let config = ModelConfig {
+        arch: args.arch.clone(),
+        seed: 1,
+        optimizer: OptimizerConfig::default(),
+    };
+    println!(
+        "training step, {} batch {}, single thread, {} × {:.0} s each",
+        args.arch, args.batch, args.repeats, args.seconds
+    );
+    let mut results = Vec::new();
+    for kind in [BackendKind::Native, BackendKind::Wasmtime] {
+        let mut backend = Backend::new(kind, &config)?;
+        let mut step = 0usize;
+        let mut measure = |d: Duration| -> Result<f64> {
+            let start = Instant::now();
+            let mut images = 0usize;
+            while start.elapsed() < d {
+                let (p, l) = &batches[step % n_batches];
+                backend.train_batch(p, l)?;
+                images += l.len();
+                step += 1;
+            }
+            Ok(images as f64 / start.elapsed().as_secs_f64())
+        };
+        measure(Duration::from_secs(1))?;
+        let mut runs: Vec<f64> = (0..args.repeats.max(1))
+            .map(|_| measure(Duration::from_secs_f64(args.seconds)))
+            .collect::<Result<_>>()?;
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        println!(
+            "  {:<9} {:>9.0} img/s  (runs: {})",
+            format!("{kind:?}").to_lowercase(),
+            median,
+            runs.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        results.push(median);
+    }
+    println!(
+        "  wasmtime / native = {:.3} (native is {:.2}× faster)",
+        results[1] / results[0],
+        results[0] / results[1]
+    );
+    Ok(())
+}

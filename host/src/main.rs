@@ -1,0 +1,49 @@
+//! `hearth-host`: the device binary.
+//!
+//! Runs Hearth's training component inside wasmtime. Subcommands:
+//! - `train-local`: train on this device alone, print per-epoch figures,
+//!   write `results.json` and `model.safetensors`;
+//! - `bench`: training-step throughput, native vs inside wasmtime;
+//! - `describe`: the layers and parameter layout of an architecture.
+//!
+//! Run `hearth-host --help` for the options.
+
+mod backend;
+mod bench;
+mod checkpoint;
+mod describe;
+mod train_local;
+
+use clap::{Parser, Subcommand};
+
+/// Hearth device binary: in-home training on a WebAssembly component.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on this device alone (the study's single-board run).
+    TrainLocal(train_local::Args),
+    /// Measure training-step throughput natively and inside wasmtime.
+    Bench(bench::Args),
+    /// Print the layers and parameter layout of an architecture.
+    Describe(describe::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::TrainLocal(args) => train_local::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Describe(args) => describe::run(args),
+    }
+}
