@@ -56,7 +56,48 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes sure the standard library for wasm32-unknown-unknown is installed.
+///
+/// `rust-toolchain.toml` lists the target, but rustup only honours that when
+/// it installs the toolchain; on a machine that already had 1.95 it is
+/// missing, so add it here (rustup is how this workspace pins its toolchain).
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(&rustc)
+        .args([
+            "--print",
+            "target-libdir",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
+        .output();
+    let installed = out.ok().filter(|o| o.status.success()).is_some_and(|o| {
+        let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        Path::new(&dir).join("libcore.rlib").exists()
+            || fs::read_dir(&dir).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
+            })
+    });
+    if installed {
+        return Ok(());
+    }
+    println!(
+        "cargo:warning=installing the wasm32-unknown-unknown target with rustup (listed in rust-toolchain.toml)"
+    );
+    let status = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .context("running rustup (needed to add the wasm32-unknown-unknown target)")?;
+    if !status.success() {
+        bail!("rustup target add wasm32-unknown-unknown failed ({status})");
+    }
+    Ok(())
+}
+
 fn build_module(root: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
+    ensure_wasm_target()?;
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)

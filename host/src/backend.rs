@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::ValueEnum;
 use hearth_runtime::{ComponentModel, Limits, LoadedComponent, Runtime};
-use hearth_worker::{ArchInfo, EvalStats, Model, ModelConfig, TrainStats};
+use hearth_worker::{ArchInfo, EvalStats, Model, ModelConfig, OptimizerConfig, TrainStats};
 
 /// Which implementation runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -77,6 +77,24 @@ impl Backend {
             Backend::Wasmtime { model, .. } => model.evaluate(pixels, labels, false)?,
             Backend::Native(m) => m.evaluate(pixels, labels, false)?,
         })
+    }
+
+    /// Changes hyper-parameters (keeps momentum).
+    pub fn set_optimizer(&mut self, config: OptimizerConfig) -> Result<()> {
+        match self {
+            Backend::Wasmtime { model, .. } => model.set_optimizer(config)?,
+            Backend::Native(m) => m.set_optimizer(config)?,
+        }
+        Ok(())
+    }
+
+    /// Replaces the parameters.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        match self {
+            Backend::Wasmtime { model, .. } => model.set_params(params)?,
+            Backend::Native(m) => m.set_params(params)?,
+        }
+        Ok(())
     }
 
     /// The flat parameters.

@@ -74,6 +74,22 @@ pub fn load(path: &Path, arch: &ArchInfo) -> Result<Vec<f32>> {
     Ok(params)
 }
 
+/// The architecture name stored in a checkpoint's metadata.
+pub fn arch_of(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    meta.metadata()
+        .as_ref()
+        .and_then(|m| m.get("arch").cloned())
+        .with_context(|| {
+            format!(
+                "{} does not say its architecture: pass --arch",
+                path.display()
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +108,7 @@ mod tests {
         let path = dir.join("m.safetensors");
         save(&path, &m.describe(), m.params(), HashMap::new()).unwrap();
         let back = load(&path, &m.describe()).unwrap();
+        assert_eq!(arch_of(&path).unwrap(), "lenet5");
         assert_eq!(back, m.params());
         let bytes = std::fs::read(&path).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

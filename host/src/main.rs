@@ -4,7 +4,8 @@
 //! - `train-local`: train on this device alone, print per-epoch figures,
 //!   write `results.json` and `model.safetensors`;
 //! - `bench`: training-step throughput, native vs inside wasmtime;
-//! - `describe`: the layers and parameter layout of an architecture.
+//! - `describe`: the layers and parameter layout of an architecture;
+//! - `evaluate`: score a saved `model.safetensors` on the test set.
 //!
 //! Run `hearth-host --help` for the options.
 
@@ -12,6 +13,7 @@ mod backend;
 mod bench;
 mod checkpoint;
 mod describe;
+mod evaluate;
 mod train_local;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,8 @@ enum Command {
     Bench(bench::Args),
     /// Print the layers and parameter layout of an architecture.
     Describe(describe::Args),
+    /// Score a saved model (model.safetensors) on the MNIST test set.
+    Evaluate(evaluate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::TrainLocal(args) => train_local::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
     }
 }

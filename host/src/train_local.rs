@@ -12,7 +12,7 @@ use rand_pcg::Pcg64Mcg;
 use serde::Serialize;
 
 use hearth_mnist::Split;
-use hearth_worker::{ModelConfig, OptimizerConfig};
+use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
 use crate::checkpoint;
@@ -32,6 +32,9 @@ pub struct Args {
     /// Learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f32,
+    /// Learning-rate schedule over the run: cosine (decay to 0) or constant.
+    #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
+    pub lr_schedule: LrSchedule,
     /// Momentum.
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
@@ -83,6 +86,7 @@ struct RunReport<'a> {
     epochs: usize,
     batch: usize,
     learning_rate: f32,
+    lr_schedule: String,
     momentum: f32,
     weight_decay: f32,
     seed: u64,
@@ -132,6 +136,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut order: Vec<usize> = (0..train.len()).collect();
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     let mut total_train = 0.0;
+    let steps_per_epoch = train.len().div_ceil(args.batch);
+    let total_steps = steps_per_epoch * args.epochs;
+    let mut step = 0;
     for epoch in 1..=args.epochs {
         // A seeded shuffle per epoch; every sample is used exactly once.
         order.sort_unstable();
@@ -145,6 +152,12 @@ pub fn run(args: Args) -> Result<()> {
             pixels.clear();
             labels.clear();
             train.gather(chunk, &mut pixels, &mut labels);
+            let lr = args.lr_schedule.rate(args.lr, step, total_steps);
+            backend.set_optimizer(OptimizerConfig {
+                learning_rate: lr,
+                ..config.optimizer
+            })?;
+            step += 1;
             let s = backend.train_batch(&pixels, &labels)?;
             loss_sum += s.loss as f64 * s.count as f64;
             correct += s.correct as u64;
@@ -187,6 +200,7 @@ pub fn run(args: Args) -> Result<()> {
         epochs: args.epochs,
         batch: args.batch,
         learning_rate: args.lr,
+        lr_schedule: format!("{:?}", args.lr_schedule).to_lowercase(),
         momentum: args.momentum,
         weight_decay: args.wd,
         seed: args.seed,
@@ -232,6 +246,10 @@ fn evaluate(backend: &mut Backend, split: &Split) -> Result<(f64, f64)> {
         loss / split.len() as f64,
         correct as f64 / split.len() as f64,
     ))
+}
+
+fn parse_schedule(s: &str) -> Result<LrSchedule, String> {
+    LrSchedule::parse(s).ok_or_else(|| format!("unknown schedule {s:?}: use cosine or constant"))
 }
 
 fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {

@@ -96,67 +96,72 @@ fn nn_rows<const MR: usize>(
             ap[p * MR + r] = a[(i0 + r) * a_rs + (p0 + p) * a_cs];
         }
     }
-    let ap = &ap[..kc * MR];
-    let b = &b[p0 * ldb..];
-
-    let mut j = 0;
-    while j + 8 <= n {
-        let mut acc = [[F32x4::zero(); 2]; MR];
-        if accumulate {
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let row = &c[(i0 + r) * ldc + j..];
-                acc_r[0] = F32x4::load(&row[0..4]);
-                acc_r[1] = F32x4::load(&row[4..8]);
+    // SAFETY: `gemm_nn` asserted that rows i0..i0+MR of C hold n columns at
+    // stride ldc and that rows p0..p0+kc of B hold n columns at stride ldb;
+    // every pointer below stays inside those ranges (j + 8 <= n, j + 4 <= n,
+    // j < n), and `ap` holds kc * MR packed values.
+    unsafe {
+        let ap = ap.as_ptr();
+        let bp = b.as_ptr().add(p0 * ldb);
+        let cp = c.as_mut_ptr().add(i0 * ldc);
+        let mut j = 0;
+        while j + 8 <= n {
+            let mut acc = [[F32x4::zero(); 2]; MR];
+            if accumulate {
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let row = cp.add(r * ldc + j);
+                    acc_r[0] = F32x4::load_ptr(row);
+                    acc_r[1] = F32x4::load_ptr(row.add(4));
+                }
             }
+            for p in 0..kc {
+                let row = bp.add(p * ldb + j);
+                let b0 = F32x4::load_ptr(row);
+                let b1 = F32x4::load_ptr(row.add(4));
+                let a_col = ap.add(p * MR);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let s = F32x4::splat(*a_col.add(r));
+                    acc_r[0] = acc_r[0].mul_add(s, b0);
+                    acc_r[1] = acc_r[1].mul_add(s, b1);
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let row = cp.add(r * ldc + j);
+                acc_r[0].store_ptr(row);
+                acc_r[1].store_ptr(row.add(4));
+            }
+            j += 8;
         }
-        for (p, a_col) in ap.chunks_exact(MR).enumerate() {
-            let row = &b[p * ldb + j..p * ldb + j + 8];
-            let b0 = F32x4::load(&row[0..4]);
-            let b1 = F32x4::load(&row[4..8]);
+        while j + 4 <= n {
+            let mut acc = [F32x4::zero(); MR];
+            if accumulate {
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    *acc_r = F32x4::load_ptr(cp.add(r * ldc + j));
+                }
+            }
+            for p in 0..kc {
+                let b0 = F32x4::load_ptr(bp.add(p * ldb + j));
+                let a_col = ap.add(p * MR);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    *acc_r = acc_r.mul_add(F32x4::splat(*a_col.add(r)), b0);
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                acc_r.store_ptr(cp.add(r * ldc + j));
+            }
+            j += 4;
+        }
+        while j < n {
             for r in 0..MR {
-                let s = F32x4::splat(a_col[r]);
-                acc[r][0] = acc[r][0].mul_add(s, b0);
-                acc[r][1] = acc[r][1].mul_add(s, b1);
+                let out = cp.add(r * ldc + j);
+                let mut s = if accumulate { *out } else { 0.0 };
+                for p in 0..kc {
+                    s += *ap.add(p * MR + r) * *bp.add(p * ldb + j);
+                }
+                *out = s;
             }
+            j += 1;
         }
-        for (r, acc_r) in acc.iter().enumerate() {
-            let row = &mut c[(i0 + r) * ldc + j..];
-            acc_r[0].store(&mut row[0..4]);
-            acc_r[1].store(&mut row[4..8]);
-        }
-        j += 8;
-    }
-    while j + 4 <= n {
-        let mut acc = [F32x4::zero(); MR];
-        if accumulate {
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                *acc_r = F32x4::load(&c[(i0 + r) * ldc + j..]);
-            }
-        }
-        for (p, a_col) in ap.chunks_exact(MR).enumerate() {
-            let b0 = F32x4::load(&b[p * ldb + j..]);
-            for r in 0..MR {
-                acc[r] = acc[r].mul_add(F32x4::splat(a_col[r]), b0);
-            }
-        }
-        for (r, acc_r) in acc.iter().enumerate() {
-            acc_r.store(&mut c[(i0 + r) * ldc + j..]);
-        }
-        j += 4;
-    }
-    while j < n {
-        for r in 0..MR {
-            let mut s = if accumulate {
-                c[(i0 + r) * ldc + j]
-            } else {
-                0.0
-            };
-            for (p, a_col) in ap.chunks_exact(MR).enumerate() {
-                s += a_col[r] * b[p * ldb + j];
-            }
-            c[(i0 + r) * ldc + j] = s;
-        }
-        j += 1;
     }
 }
 
@@ -223,28 +228,33 @@ type NtArgs<'a> = (
 fn nt_block<const MR: usize, const NR: usize>(args: NtArgs<'_>) {
     let (i, j, k, a, lda, b, ldb, c, ldc, accumulate) = args;
     let k4 = k - k % 4;
-    let a_rows: [&[f32]; MR] = core::array::from_fn(|r| &a[(i + r) * lda..(i + r) * lda + k]);
-    let b_rows: [&[f32]; NR] = core::array::from_fn(|q| &b[(j + q) * ldb..(j + q) * ldb + k]);
-    let mut acc = [[F32x4::zero(); NR]; MR];
-    let mut p = 0;
-    while p < k4 {
-        let bv: [F32x4; NR] = core::array::from_fn(|q| F32x4::load(&b_rows[q][p..p + 4]));
-        for r in 0..MR {
-            let av = F32x4::load(&a_rows[r][p..p + 4]);
-            for q in 0..NR {
-                acc[r][q] = acc[r][q].mul_add(av, bv[q]);
+    // SAFETY: `gemm_nt` asserted that rows i..i+MR of A and j..j+NR of B hold
+    // k values at their strides and that C holds rows i..i+MR, columns j..j+NR;
+    // all pointers below stay inside (p + 4 <= k4 <= k, t < k).
+    unsafe {
+        let a_rows: [*const f32; MR] = core::array::from_fn(|r| a.as_ptr().add((i + r) * lda));
+        let b_rows: [*const f32; NR] = core::array::from_fn(|q| b.as_ptr().add((j + q) * ldb));
+        let mut acc = [[F32x4::zero(); NR]; MR];
+        let mut p = 0;
+        while p < k4 {
+            let bv: [F32x4; NR] = core::array::from_fn(|q| F32x4::load_ptr(b_rows[q].add(p)));
+            for r in 0..MR {
+                let av = F32x4::load_ptr(a_rows[r].add(p));
+                for q in 0..NR {
+                    acc[r][q] = acc[r][q].mul_add(av, bv[q]);
+                }
             }
+            p += 4;
         }
-        p += 4;
-    }
-    for r in 0..MR {
-        for q in 0..NR {
-            let mut s = acc[r][q].sum();
-            for t in k4..k {
-                s += a_rows[r][t] * b_rows[q][t];
+        for r in 0..MR {
+            for q in 0..NR {
+                let mut s = acc[r][q].sum();
+                for t in k4..k {
+                    s += *a_rows[r].add(t) * *b_rows[q].add(t);
+                }
+                let out = c.as_mut_ptr().add((i + r) * ldc + j + q);
+                *out = if accumulate { *out + s } else { s };
             }
-            let out = &mut c[(i + r) * ldc + j + q];
-            *out = if accumulate { *out + s } else { s };
         }
     }
 }

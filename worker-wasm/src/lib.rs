@@ -22,6 +22,7 @@ pub mod model;
 pub mod optimizer;
 #[cfg(test)]
 mod reference;
+pub mod schedule;
 pub mod simd;
 
 #[cfg(feature = "component")]
@@ -31,3 +32,4 @@ pub use arch::{ARCHITECTURES, CLASSES, IMAGE_LEN};
 pub use error::{Error, Result};
 pub use model::{ArchInfo, EvalStats, LayerInfo, Model, ModelConfig, TensorInfo, TrainStats};
 pub use optimizer::OptimizerConfig;
+pub use schedule::LrSchedule;

@@ -38,6 +38,24 @@ mod imp {
             // SAFETY: four f32 are writable at s.as_mut_ptr(); v128_store is unaligned.
             unsafe { v128_store(s.as_mut_ptr() as *mut v128, self.0) }
         }
+        /// Loads four `f32` from `p`.
+        ///
+        /// # Safety
+        /// `p..p+4` must be readable.
+        #[inline(always)]
+        pub unsafe fn load_ptr(p: *const f32) -> Self {
+            // SAFETY: the caller guarantees four readable f32; v128_load is unaligned.
+            Self(unsafe { v128_load(p as *const v128) })
+        }
+        /// Stores four `f32` at `p`.
+        ///
+        /// # Safety
+        /// `p..p+4` must be writable.
+        #[inline(always)]
+        pub unsafe fn store_ptr(self, p: *mut f32) {
+            // SAFETY: the caller guarantees four writable f32; v128_store is unaligned.
+            unsafe { v128_store(p as *mut v128, self.0) }
+        }
         /// Lane-wise `self + o`.
         #[inline(always)]
         pub fn add(self, o: Self) -> Self {
@@ -98,6 +116,24 @@ mod imp {
         pub fn store(self, s: &mut [f32]) {
             s[..4].copy_from_slice(&self.0);
         }
+        /// Loads four `f32` from `p`.
+        ///
+        /// # Safety
+        /// `p..p+4` must be readable.
+        #[inline(always)]
+        pub unsafe fn load_ptr(p: *const f32) -> Self {
+            // SAFETY: the caller guarantees four readable f32.
+            Self(unsafe { core::ptr::read_unaligned(p as *const [f32; 4]) })
+        }
+        /// Stores four `f32` at `p`.
+        ///
+        /// # Safety
+        /// `p..p+4` must be writable.
+        #[inline(always)]
+        pub unsafe fn store_ptr(self, p: *mut f32) {
+            // SAFETY: the caller guarantees four writable f32.
+            unsafe { core::ptr::write_unaligned(p as *mut [f32; 4], self.0) }
+        }
         /// Lane-wise `self + o`.
         #[inline(always)]
         pub fn add(self, o: Self) -> Self {
@@ -137,6 +173,55 @@ impl F32x4 {
     }
 }
 
+/// `dst.copy_from_slice(src)` without a `memcpy`/`memory.copy` call: rows in
+/// im2col are 5 to 28 floats, where a libcall costs more than the copy.
+#[inline(always)]
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(4);
+    let mut s = src.chunks_exact(4);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        F32x4::load(sc).store(dc);
+    }
+    for (dv, sv) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *dv = *sv;
+    }
+}
+
+/// `dst.fill(0.0)` without a `memset`/`memory.fill` call (short rows).
+#[inline(always)]
+pub fn zero(dst: &mut [f32]) {
+    let mut d = dst.chunks_exact_mut(4);
+    for dc in &mut d {
+        F32x4::zero().store(dc);
+    }
+    for v in d.into_remainder() {
+        *v = 0.0;
+    }
+}
+
+/// `y += alpha · x`, four lanes at a time.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len());
+    let a = F32x4::splat(alpha);
+    let n4 = y.len() - y.len() % 4;
+    // SAFETY: both slices have y.len() elements and i + 4 <= n4 <= len.
+    unsafe {
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let mut i = 0;
+        while i < n4 {
+            F32x4::load_ptr(yp.add(i))
+                .mul_add(a, F32x4::load_ptr(xp.add(i)))
+                .store_ptr(yp.add(i));
+            i += 4;
+        }
+    }
+    for i in n4..y.len() {
+        y[i] += alpha * x[i];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +236,17 @@ mod tests {
         assert_eq!(a.sub(b).to_array(), [0.5, 1.5, 2.5, 3.5]);
         assert_eq!(a.sum(), 10.0);
         assert_eq!(F32x4::zero().to_array(), [0.0; 4]);
+    }
+
+    #[test]
+    fn row_helpers_handle_tails() {
+        let src: Vec<f32> = (0..7).map(|i| i as f32).collect();
+        let mut dst = vec![9.0; 7];
+        copy(&mut dst, &src);
+        assert_eq!(dst, src);
+        axpy(&mut dst, 2.0, &src);
+        assert_eq!(dst, src.iter().map(|x| 3.0 * x).collect::<Vec<_>>());
+        zero(&mut dst[1..]);
+        assert_eq!(dst, [0.0; 7]);
     }
 }
