@@ -365,6 +365,60 @@ impl Model {
         }
     }
 
+    /// Forward and backward time of each layer over `reps` training steps on
+    /// one batch (native profiling aid; parameters are not updated).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn layer_times(
+        &mut self,
+        pixels: &[u8],
+        labels: &[u8],
+        reps: usize,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        use std::time::Instant;
+        let batch = check_batch(pixels, labels, MAX_TRAIN_BATCH)?;
+        let n = self.layers.len();
+        let mut times = vec![(0.0, 0.0); n];
+        for _ in 0..reps {
+            self.forward(pixels, batch);
+            for (i, t) in times.iter_mut().enumerate() {
+                let (lo, hi) = self.acts.split_at_mut(i + 1);
+                let r = self.ranges[i].clone();
+                let start = Instant::now();
+                self.layers[i].forward(&self.params[r], &lo[i], &mut hi[0], batch);
+                t.0 += start.elapsed().as_secs_f64();
+            }
+            let (_, hi) = self.dacts.split_at_mut(n);
+            softmax_cross_entropy(
+                &self.acts[n][..batch * CLASSES],
+                labels,
+                &mut self.probs,
+                Some(&mut hi[0][..batch * CLASSES]),
+            );
+            for i in (0..n).rev() {
+                let (lo, hi) = self.dacts.split_at_mut(i + 1);
+                let dx = if i > 0 { Some(&mut lo[i][..]) } else { None };
+                let r = self.ranges[i].clone();
+                let start = Instant::now();
+                self.layers[i].backward(
+                    &self.params[r.clone()],
+                    &self.acts[i],
+                    &self.acts[i + 1],
+                    &hi[0],
+                    dx,
+                    &mut self.grads[r],
+                    batch,
+                );
+                times[i].1 += start.elapsed().as_secs_f64();
+            }
+        }
+        Ok(self
+            .layers
+            .iter()
+            .zip(times)
+            .map(|(l, (f, b))| (l.name().to_string(), f / reps as f64, b / reps as f64))
+            .collect())
+    }
+
     /// Grows the batch buffers to hold `batch` samples (never shrinks them).
     fn reserve(&mut self, batch: usize) {
         if batch <= self.capacity {

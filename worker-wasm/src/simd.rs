@@ -200,28 +200,6 @@ pub fn zero(dst: &mut [f32]) {
     }
 }
 
-/// `y += alpha · x`, four lanes at a time.
-#[inline(always)]
-pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len());
-    let a = F32x4::splat(alpha);
-    let n4 = y.len() - y.len() % 4;
-    // SAFETY: both slices have y.len() elements and i + 4 <= n4 <= len.
-    unsafe {
-        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
-        let mut i = 0;
-        while i < n4 {
-            F32x4::load_ptr(yp.add(i))
-                .mul_add(a, F32x4::load_ptr(xp.add(i)))
-                .store_ptr(yp.add(i));
-            i += 4;
-        }
-    }
-    for i in n4..y.len() {
-        y[i] += alpha * x[i];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,8 +222,6 @@ mod tests {
         let mut dst = vec![9.0; 7];
         copy(&mut dst, &src);
         assert_eq!(dst, src);
-        axpy(&mut dst, 2.0, &src);
-        assert_eq!(dst, src.iter().map(|x| 3.0 * x).collect::<Vec<_>>());
         zero(&mut dst[1..]);
         assert_eq!(dst, [0.0; 7]);
     }

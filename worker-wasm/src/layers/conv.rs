@@ -1,11 +1,5 @@
 //! 2-D convolution (stride 1, square kernel, zero padding) as im2col + GEMM,
 //! one sample at a time so the column buffer stays in L1/L2.
-//!
-//! The backward pass looks at the output gradient first: behind a max-pool
-//! at least three quarters of it are zero (and ReLU zeroes more), so when
-//! most of it is zero, `dW` and `dX` are built from the non-zero entries
-//! only (axpy updates on an im2row layout) instead of dense products. The
-//! choice depends only on the data, so every target takes the same path.
 
 use super::{Layer, TensorSpec, add_sum};
 use crate::gemm::{gemm_nn, gemm_nt};
@@ -123,107 +117,8 @@ impl Conv2d {
         }
     }
 
-    /// Range of kernel columns `kx` whose input column `ox + kx − pad` is inside the image.
-    fn valid_kx(&self, ox: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(ox).min(self.k);
-        let hi = (self.iw + self.pad).saturating_sub(ox).min(self.k);
-        (lo, hi.max(lo))
-    }
-
-    /// Unfolds one sample into `self.cols` as rows: `(oh·ow) × (cin·k·k)`,
-    /// so the receptive field of output position `p` is row `p`.
-    fn im2row(&mut self, x: &[f32]) {
-        let (k, kk) = (self.k, self.kk());
-        for oy in 0..self.oh {
-            for ox in 0..self.ow {
-                let (lo, hi) = self.valid_kx(ox);
-                let row = &mut self.cols[(oy * self.ow + ox) * kk..][..kk];
-                for ci in 0..self.cin {
-                    for ky in 0..k {
-                        let dst = &mut row[(ci * k + ky) * k..][..k];
-                        let iy = oy + ky;
-                        if iy < self.pad || iy - self.pad >= self.ih {
-                            simd::zero(dst);
-                            continue;
-                        }
-                        let src = &x[(ci * self.ih + iy - self.pad) * self.iw..][..self.iw];
-                        dst[..lo].fill(0.0);
-                        simd::copy(
-                            &mut dst[lo..hi],
-                            &src[ox + lo - self.pad..ox + hi - self.pad],
-                        );
-                        dst[hi..].fill(0.0);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Folds rows of `self.dcols` (im2row layout) back, adding into `dx`.
-    fn row2im(&self, dx: &mut [f32]) {
-        let (k, kk) = (self.k, self.kk());
-        for oy in 0..self.oh {
-            for ox in 0..self.ow {
-                let (lo, hi) = self.valid_kx(ox);
-                let row = &self.dcols[(oy * self.ow + ox) * kk..][..kk];
-                for ci in 0..self.cin {
-                    for ky in 0..k {
-                        let iy = oy + ky;
-                        if iy < self.pad || iy - self.pad >= self.ih {
-                            continue;
-                        }
-                        let dst = &mut dx[(ci * self.ih + iy - self.pad) * self.iw..][..self.iw];
-                        let src = &row[(ci * k + ky) * k..][..k];
-                        for (d, s) in dst[ox + lo - self.pad..ox + hi - self.pad]
-                            .iter_mut()
-                            .zip(&src[lo..hi])
-                        {
-                            *d += *s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Backward of one sample from the non-zero entries of `dyb` only.
-    fn backward_sparse(
-        &mut self,
-        w: &[f32],
-        xb: &[f32],
-        dyb: &[f32],
-        dxb: Option<&mut [f32]>,
-        dw: &mut [f32],
-        dbias: &mut [f32],
-    ) {
-        let (kk, hw) = (self.kk(), self.oh * self.ow);
-        self.im2row(xb);
-        let want_dx = dxb.is_some();
-        if want_dx {
-            self.dcols.fill(0.0);
-        }
-        for co in 0..self.cout {
-            let dyc = &dyb[co * hw..(co + 1) * hw];
-            let dw_row = &mut dw[co * kk..(co + 1) * kk];
-            let w_row = &w[co * kk..(co + 1) * kk];
-            for (p, &g) in dyc.iter().enumerate() {
-                if g != 0.0 {
-                    simd::axpy(dw_row, g, &self.cols[p * kk..(p + 1) * kk]);
-                    if want_dx {
-                        simd::axpy(&mut self.dcols[p * kk..(p + 1) * kk], g, w_row);
-                    }
-                }
-            }
-            add_sum(dyc, &mut dbias[co]);
-        }
-        if let Some(dxb) = dxb {
-            dxb.fill(0.0);
-            self.row2im(dxb);
-        }
-    }
-
-    /// Backward of one sample with dense products.
-    fn backward_dense(
+    /// Backward of one sample: `dW += dY·colsᵀ`, `dX = col2im(Wᵀ·dY)`.
+    fn backward_sample(
         &mut self,
         w: &[f32],
         xb: &[f32],
@@ -329,12 +224,7 @@ impl Layer for Conv2d {
             let dxb = dx
                 .as_deref_mut()
                 .map(|d| &mut d[b * in_len..(b + 1) * in_len]);
-            let nonzero = dyb.iter().filter(|&&g| g != 0.0).count();
-            if nonzero * 2 <= dyb.len() {
-                self.backward_sparse(w, xb, dyb, dxb, dw, dbias);
-            } else {
-                self.backward_dense(w, xb, dyb, dxb, dw, dbias);
-            }
+            self.backward_sample(w, xb, dyb, dxb, dw, dbias);
         }
     }
 }
@@ -349,32 +239,6 @@ mod tests {
         gradcheck::check(&mut Conv2d::new("pad", 2, 3, 3, 1, 5, 5), 2, 1e-2);
         gradcheck::check(&mut Conv2d::new("valid", 3, 2, 3, 0, 6, 6), 2, 1e-2);
         gradcheck::check(&mut Conv2d::new("lenet", 1, 2, 5, 2, 8, 8), 1, 1e-2);
-    }
-
-    #[test]
-    fn sparse_and_dense_backward_agree() {
-        for (pad, k) in [(2, 5), (0, 3), (1, 3)] {
-            let mut c = Conv2d::new("c", 2, 3, k, pad, 7, 7);
-            let n: usize = c.tensors().iter().map(|t| t.len()).sum();
-            let p = gradcheck::values(n, 4);
-            let x = gradcheck::values(c.in_len(), 5);
-            // Mostly zero output gradient, as behind a max-pool.
-            let dy: Vec<f32> = gradcheck::values(c.out_len(), 6)
-                .iter()
-                .enumerate()
-                .map(|(i, v)| if i % 4 == 0 { *v } else { 0.0 })
-                .collect();
-            let (mut dx1, mut dx2) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-            let (mut dp1, mut dp2) = (vec![0.0; n], vec![0.0; n]);
-            let (w, _) = p.split_at(c.cout * c.kk());
-            let (dw1, db1) = dp1.split_at_mut(c.cout * c.kk());
-            c.backward_sparse(w, &x, &dy, Some(&mut dx1), dw1, db1);
-            let (dw2, db2) = dp2.split_at_mut(c.cout * c.kk());
-            c.backward_dense(w, &x, &dy, Some(&mut dx2), dw2, db2);
-            for (a, b) in dp1.iter().zip(&dp2).chain(dx1.iter().zip(&dx2)) {
-                assert!((a - b).abs() < 1e-5, "pad {pad} k {k}: {a} vs {b}");
-            }
-        }
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Pool2x2 {
     c: usize,
     ih: usize,
     iw: usize,
+    /// Max-pool only: which of the four inputs (0..=3) won, per output.
+    winner: Vec<u8>,
 }
 
 impl Pool2x2 {
@@ -30,6 +32,7 @@ impl Pool2x2 {
             c,
             ih,
             iw,
+            winner: Vec::new(),
         }
     }
 }
@@ -58,18 +61,33 @@ impl Layer for Pool2x2 {
         let (iw, ow) = (self.iw, self.iw / 2);
         let planes = batch * self.c;
         let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
+        if self.kind == PoolKind::Max && self.winner.len() < planes * op {
+            self.winner.resize(planes * op, 0);
+        }
         for p in 0..planes {
             let xp = &x[p * ip..(p + 1) * ip];
             let yp = &mut y[p * op..(p + 1) * op];
+            let wp = if self.kind == PoolKind::Max {
+                &mut self.winner[p * op..(p + 1) * op]
+            } else {
+                &mut [][..]
+            };
             for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
                 let r0 = &xp[2 * oy * iw..][..iw];
                 let r1 = &xp[(2 * oy + 1) * iw..][..iw];
                 for (ox, out) in yrow.iter_mut().enumerate() {
-                    let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
-                    *out = match self.kind {
-                        PoolKind::Max => max(max(a, b), max(c, d)),
-                        PoolKind::Avg => ((a + b) + (c + d)) * 0.25,
-                    };
+                    let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                    match self.kind {
+                        PoolKind::Max => {
+                            // First maximal input wins (strict comparisons, as selects).
+                            let (m01, i01) = if v[1] > v[0] { (v[1], 1) } else { (v[0], 0) };
+                            let (m23, i23) = if v[3] > v[2] { (v[3], 3) } else { (v[2], 2) };
+                            let (m, i) = if m23 > m01 { (m23, i23) } else { (m01, i01) };
+                            *out = m;
+                            wp[oy * ow + ox] = i;
+                        }
+                        PoolKind::Avg => *out = ((v[0] + v[1]) + (v[2] + v[3])) * 0.25,
+                    }
                 }
             }
         }
@@ -78,8 +96,8 @@ impl Layer for Pool2x2 {
     fn backward(
         &mut self,
         _params: &[f32],
-        x: &[f32],
-        y: &[f32],
+        _x: &[f32],
+        _y: &[f32],
         dy: &[f32],
         dx: Option<&mut [f32]>,
         _dparams: &mut [f32],
@@ -90,42 +108,29 @@ impl Layer for Pool2x2 {
         let planes = batch * self.c;
         let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
         for p in 0..planes {
-            let xp = &x[p * ip..(p + 1) * ip];
             let dxp = &mut dx[p * ip..(p + 1) * ip];
+            let dyp = &dy[p * op..(p + 1) * op];
             for oy in 0..self.ih / 2 {
+                let (top, bottom) = dxp[2 * oy * iw..(2 * oy + 2) * iw].split_at_mut(iw);
                 for ox in 0..ow {
-                    let o = p * op + oy * ow + ox;
-                    let idx = [
-                        2 * oy * iw + 2 * ox,
-                        2 * oy * iw + 2 * ox + 1,
-                        (2 * oy + 1) * iw + 2 * ox,
-                        (2 * oy + 1) * iw + 2 * ox + 1,
-                    ];
-                    match self.kind {
+                    let o = oy * ow + ox;
+                    let g = dyp[o];
+                    let cells = match self.kind {
                         PoolKind::Max => {
-                            // Recompute the arg-max from the stored output: no index buffer.
-                            let win = idx.iter().position(|&i| xp[i] == y[o]).unwrap_or(0);
-                            for (n, &i) in idx.iter().enumerate() {
-                                dxp[i] = if n == win { dy[o] } else { 0.0 };
-                            }
+                            let mut c = [0.0; 4];
+                            c[self.winner[p * op + o] as usize] = g;
+                            c
                         }
-                        PoolKind::Avg => {
-                            let g = dy[o] * 0.25;
-                            for &i in &idx {
-                                dxp[i] = g;
-                            }
-                        }
-                    }
+                        PoolKind::Avg => [g * 0.25; 4],
+                    };
+                    top[2 * ox] = cells[0];
+                    top[2 * ox + 1] = cells[1];
+                    bottom[2 * ox] = cells[2];
+                    bottom[2 * ox + 1] = cells[3];
                 }
             }
         }
     }
-}
-
-/// `max` that is the same on every target (no `fmaxf` NaN/sign-of-zero differences).
-#[inline(always)]
-fn max(a: f32, b: f32) -> f32 {
-    if b > a { b } else { a }
 }
 
 #[cfg(test)]
