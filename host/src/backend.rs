@@ -23,7 +23,7 @@ pub enum Backend {
         model: Box<ComponentModel>,
         /// Digest of the component.
         digest: String,
-        _runtime: Runtime,
+        _runtime: Box<Runtime>,
     },
     /// Native.
     Native(Box<Model>),
@@ -40,7 +40,7 @@ impl Backend {
                 Backend::Wasmtime {
                     model: Box::new(model),
                     digest: component.digest().to_string(),
-                    _runtime: runtime,
+                    _runtime: Box::new(runtime),
                 }
             }
             BackendKind::Native => Backend::Native(Box::new(Model::new(config)?)),

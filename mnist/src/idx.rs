@@ -80,7 +80,7 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<Array2<u8>> {
         });
     }
     let body = &data[16..];
-    let expected = n.checked_mul(IMAGE_LEN).unwrap_or(usize::MAX);
+    let expected = n.saturating_mul(IMAGE_LEN);
     if body.len() != expected {
         return Err(Error::Truncated {
             path: path.to_path_buf(),

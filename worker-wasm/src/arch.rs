@@ -81,7 +81,7 @@ mod tests {
             .unwrap()
             .iter()
             .flat_map(|l| l.tensors())
-            .map(|t| t.len())
+            .map(|t| t.numel())
             .sum()
     }
 

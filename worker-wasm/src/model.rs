@@ -134,16 +134,16 @@ impl Model {
                 match spec.xavier_fans {
                     Some((fan_in, fan_out)) => {
                         let a = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-                        params.extend((0..spec.len()).map(|_| rng.random_range(-a..a)));
+                        params.extend((0..spec.numel()).map(|_| rng.random_range(-a..a)));
                     }
-                    None => params.resize(offset + spec.len(), 0.0),
+                    None => params.resize(offset + spec.numel(), 0.0),
                 }
                 decay.push((offset..params.len(), spec.wd_mult));
                 tensors.push(TensorInfo {
                     name: format!("{}.{}", layer.name(), spec.name),
                     shape: spec.shape.clone(),
                     offset,
-                    len: spec.len(),
+                    len: spec.numel(),
                 });
             }
             ranges.push(start..params.len());
@@ -329,7 +329,7 @@ impl Model {
 
     /// Class probabilities (`count × 10`) for `count` images.
     pub fn predict(&mut self, pixels: &[u8]) -> Result<Vec<f32>> {
-        if pixels.is_empty() || pixels.len() % IMAGE_LEN != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(IMAGE_LEN) {
             return Err(Error::InvalidBatch(format!(
                 "{} pixel bytes is not a positive multiple of {IMAGE_LEN} (28x28)",
                 pixels.len()

@@ -58,23 +58,23 @@ mod imp {
         }
         /// Lane-wise `self + o`.
         #[inline(always)]
-        pub fn add(self, o: Self) -> Self {
+        pub(super) fn vadd(self, o: Self) -> Self {
             Self(f32x4_add(self.0, o.0))
         }
         /// Lane-wise `self - o`.
         #[inline(always)]
-        pub fn sub(self, o: Self) -> Self {
+        pub(super) fn vsub(self, o: Self) -> Self {
             Self(f32x4_sub(self.0, o.0))
         }
         /// Lane-wise `self * o`.
         #[inline(always)]
-        pub fn mul(self, o: Self) -> Self {
+        pub(super) fn vmul(self, o: Self) -> Self {
             Self(f32x4_mul(self.0, o.0))
         }
         /// Lane-wise `self + a * b`, rounded twice (no fusion).
         #[inline(always)]
         pub fn mul_add(self, a: Self, b: Self) -> Self {
-            self.add(a.mul(b))
+            self.vadd(a.vmul(b))
         }
         /// The lanes as an array.
         #[inline(always)]
@@ -136,23 +136,23 @@ mod imp {
         }
         /// Lane-wise `self + o`.
         #[inline(always)]
-        pub fn add(self, o: Self) -> Self {
+        pub(super) fn vadd(self, o: Self) -> Self {
             Self(core::array::from_fn(|i| self.0[i] + o.0[i]))
         }
         /// Lane-wise `self - o`.
         #[inline(always)]
-        pub fn sub(self, o: Self) -> Self {
+        pub(super) fn vsub(self, o: Self) -> Self {
             Self(core::array::from_fn(|i| self.0[i] - o.0[i]))
         }
         /// Lane-wise `self * o`.
         #[inline(always)]
-        pub fn mul(self, o: Self) -> Self {
+        pub(super) fn vmul(self, o: Self) -> Self {
             Self(core::array::from_fn(|i| self.0[i] * o.0[i]))
         }
         /// Lane-wise `self + a * b`, rounded twice (no fusion).
         #[inline(always)]
         pub fn mul_add(self, a: Self, b: Self) -> Self {
-            self.add(a.mul(b))
+            self.vadd(a.vmul(b))
         }
         /// The lanes as an array.
         #[inline(always)]
@@ -163,6 +163,33 @@ mod imp {
 }
 
 pub use imp::F32x4;
+
+impl core::ops::Add for F32x4 {
+    type Output = Self;
+    /// Lane-wise sum.
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.vadd(o)
+    }
+}
+
+impl core::ops::Sub for F32x4 {
+    type Output = Self;
+    /// Lane-wise difference.
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        self.vsub(o)
+    }
+}
+
+impl core::ops::Mul for F32x4 {
+    type Output = Self;
+    /// Lane-wise product.
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self.vmul(o)
+    }
+}
 
 impl F32x4 {
     /// Sum of the lanes in a fixed order: `(l0 + l1) + (l2 + l3)`.
@@ -211,7 +238,7 @@ mod tests {
         let mut out = [0.0; 4];
         F32x4::splat(1.0).mul_add(a, b).store(&mut out);
         assert_eq!(out, [1.5, 2.0, 2.5, 3.0]);
-        assert_eq!(a.sub(b).to_array(), [0.5, 1.5, 2.5, 3.5]);
+        assert_eq!((a - b).to_array(), [0.5, 1.5, 2.5, 3.5]);
         assert_eq!(a.sum(), 10.0);
         assert_eq!(F32x4::zero().to_array(), [0.0; 4]);
     }

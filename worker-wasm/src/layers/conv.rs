@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn forward_matches_direct_convolution() {
         let mut c = Conv2d::new("c", 2, 3, 3, 1, 4, 5);
-        let n: usize = c.tensors().iter().map(|t| t.len()).sum();
+        let n: usize = c.tensors().iter().map(|t| t.numel()).sum();
         let p = gradcheck::values(n, 9);
         let x = gradcheck::values(c.in_len(), 8);
         let mut y = vec![0.0; c.out_len()];

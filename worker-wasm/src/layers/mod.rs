@@ -26,7 +26,7 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     /// Number of elements.
-    pub fn len(&self) -> usize {
+    pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }
@@ -75,7 +75,7 @@ pub(crate) fn add_sum(v: &[f32], out: &mut f32) {
     let mut acc = F32x4::zero();
     let mut chunks = v.chunks_exact(4);
     for c in &mut chunks {
-        acc = acc.add(F32x4::load(c));
+        acc = acc + F32x4::load(c);
     }
     let mut s = acc.sum();
     for &x in chunks.remainder() {
@@ -124,7 +124,7 @@ pub(crate) mod gradcheck {
 
     /// Checks `∂L/∂params` and `∂L/∂x` of `layer` against central differences.
     pub fn check(layer: &mut dyn Layer, batch: usize, eps: f32) {
-        let n_params: usize = layer.tensors().iter().map(|t| t.len()).sum();
+        let n_params: usize = layer.tensors().iter().map(|t| t.numel()).sum();
         let mut params = values(n_params, 1);
         for p in params.iter_mut() {
             *p *= 0.5;

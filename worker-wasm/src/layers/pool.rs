@@ -25,7 +25,7 @@ pub struct Pool2x2 {
 impl Pool2x2 {
     /// A pooling layer over `c × ih × iw` (both even).
     pub fn new(name: &str, kind: PoolKind, c: usize, ih: usize, iw: usize) -> Self {
-        debug_assert!(ih % 2 == 0 && iw % 2 == 0);
+        debug_assert!(ih.is_multiple_of(2) && iw.is_multiple_of(2));
         Self {
             name: name.to_string(),
             kind,
