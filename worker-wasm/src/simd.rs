@@ -200,30 +200,83 @@ impl F32x4 {
     }
 }
 
-/// `dst.copy_from_slice(src)` without a `memcpy`/`memory.copy` call: rows in
-/// im2col are 5 to 28 floats, where a libcall costs more than the copy.
+// The helpers below never loop over a scalar tail: LLVM turns such loops
+// into `memcpy`/`memset` calls, which in wasm are `memory.copy`/`memory.fill`
+// libcalls that cost far more than the one to three floats they move.
+
+/// Copies `n` floats from `src` to `dst`, four lanes at a time.
+///
+/// # Safety
+/// `src..src+n` must be readable, `dst..dst+n` writable, and they must not overlap.
 #[inline(always)]
-pub fn copy(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(4);
-    let mut s = src.chunks_exact(4);
-    for (dc, sc) in (&mut d).zip(&mut s) {
-        F32x4::load(sc).store(dc);
-    }
-    for (dv, sv) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *dv = *sv;
+pub unsafe fn copy_ptr(dst: *mut f32, src: *const f32, n: usize) {
+    // SAFETY: every access is below n, within the caller's guarantee.
+    unsafe {
+        if n >= 4 {
+            let mut i = 0;
+            while i + 4 <= n {
+                F32x4::load_ptr(src.add(i)).store_ptr(dst.add(i));
+                i += 4;
+            }
+            if i < n {
+                // The last four again, overlapping: same values, no tail loop.
+                F32x4::load_ptr(src.add(n - 4)).store_ptr(dst.add(n - 4));
+            }
+        } else {
+            for t in 0..3 {
+                if t < n {
+                    *dst.add(t) = *src.add(t);
+                }
+            }
+        }
     }
 }
 
-/// `dst.fill(0.0)` without a `memset`/`memory.fill` call (short rows).
+/// Writes `n` zeros at `dst`, four lanes at a time.
+///
+/// # Safety
+/// `dst..dst+n` must be writable.
 #[inline(always)]
-pub fn zero(dst: &mut [f32]) {
-    let mut d = dst.chunks_exact_mut(4);
-    for dc in &mut d {
-        F32x4::zero().store(dc);
+pub unsafe fn zero_ptr(dst: *mut f32, n: usize) {
+    // SAFETY: every access is below n, within the caller's guarantee.
+    unsafe {
+        if n >= 4 {
+            let mut i = 0;
+            while i + 4 <= n {
+                F32x4::zero().store_ptr(dst.add(i));
+                i += 4;
+            }
+            if i < n {
+                F32x4::zero().store_ptr(dst.add(n - 4));
+            }
+        } else {
+            for t in 0..3 {
+                if t < n {
+                    *dst.add(t) = 0.0;
+                }
+            }
+        }
     }
-    for v in d.into_remainder() {
-        *v = 0.0;
+}
+
+/// `dst[i] += src[i]` for `n` floats, four lanes at a time.
+///
+/// # Safety
+/// `src..src+n` must be readable, `dst..dst+n` writable, and they must not overlap.
+#[inline(always)]
+pub unsafe fn add_ptr(dst: *mut f32, src: *const f32, n: usize) {
+    // SAFETY: every access is below n, within the caller's guarantee.
+    unsafe {
+        let mut i = 0;
+        while i + 4 <= n {
+            (F32x4::load_ptr(dst.add(i)) + F32x4::load_ptr(src.add(i))).store_ptr(dst.add(i));
+            i += 4;
+        }
+        for t in 0..3 {
+            if i + t < n {
+                *dst.add(i + t) += *src.add(i + t);
+            }
+        }
     }
 }
 
@@ -245,11 +298,23 @@ mod tests {
 
     #[test]
     fn row_helpers_handle_tails() {
-        let src: Vec<f32> = (0..7).map(|i| i as f32).collect();
-        let mut dst = vec![9.0; 7];
-        copy(&mut dst, &src);
-        assert_eq!(dst, src);
-        zero(&mut dst[1..]);
-        assert_eq!(dst, [0.0; 7]);
+        for n in 0..13 {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+            let mut dst = vec![9.0f32; n + 1];
+            // SAFETY: src holds n floats, dst n + 1.
+            unsafe {
+                copy_ptr(dst.as_mut_ptr(), src.as_ptr(), n);
+                assert_eq!(&dst[..n], &src[..], "copy {n}");
+                add_ptr(dst.as_mut_ptr(), src.as_ptr(), n);
+                assert_eq!(
+                    dst[..n],
+                    src.iter().map(|x| 2.0 * x).collect::<Vec<_>>()[..],
+                    "add {n}"
+                );
+                zero_ptr(dst.as_mut_ptr(), n);
+            }
+            assert!(dst[..n].iter().all(|&x| x == 0.0), "zero {n}");
+            assert_eq!(dst[n], 9.0, "wrote past the end at {n}");
+        }
     }
 }

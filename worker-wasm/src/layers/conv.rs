@@ -63,27 +63,44 @@ impl Conv2d {
     }
 
     /// Unfolds one sample `x` (`cin × ih × iw`) into `self.cols`.
+    ///
+    /// This runs once per sample per pass over rows of 8 to 28 floats, so it
+    /// works on raw pointers after one size check: in wasm, per-row slicing
+    /// and `memory.copy` calls made it six times slower than natively.
     fn im2col(&mut self, x: &[f32]) {
-        let (k, hw) = (self.k, self.oh * self.ow);
-        for ci in 0..self.cin {
+        // Locals, not fields: stores through the column pointer could alias
+        // `self` as far as the optimizer knows, forcing reloads per row.
+        let (cin, k, pad, ih, iw, oh, ow) = (
+            self.cin, self.k, self.pad, self.ih, self.iw, self.oh, self.ow,
+        );
+        let hw = oh * ow;
+        assert!(x.len() >= cin * ih * iw && self.cols.len() >= cin * k * k * hw);
+        let ranges: [(usize, usize); 8] =
+            core::array::from_fn(|kx| if kx < k { self.valid_ox(kx) } else { (0, 0) });
+        assert!(k <= ranges.len(), "kernels up to 8x8");
+        let xp = x.as_ptr();
+        let cp = self.cols.as_mut_ptr();
+        for ci in 0..cin {
             for ky in 0..k {
-                for kx in 0..k {
-                    let (lo, hi) = self.valid_ox(kx);
-                    let row = &mut self.cols[((ci * k + ky) * k + kx) * hw..][..hw];
-                    for oy in 0..self.oh {
-                        let out = &mut row[oy * self.ow..(oy + 1) * self.ow];
-                        let iy = oy + ky;
-                        if iy < self.pad || iy - self.pad >= self.ih {
-                            simd::zero(out);
-                            continue;
+                for (kx, &(lo, hi)) in ranges.iter().enumerate().take(k) {
+                    // SAFETY: the row starts below cin·k·k·hw (asserted above);
+                    // each output row writes ow floats inside it; the source
+                    // range lo + kx - pad .. hi + kx - pad lies inside input
+                    // row iy - pad (valid_ox keeps it within 0..iw).
+                    unsafe {
+                        let row = cp.add(((ci * k + ky) * k + kx) * hw);
+                        for oy in 0..oh {
+                            let out = row.add(oy * ow);
+                            let iy = oy + ky;
+                            if iy < pad || iy - pad >= ih {
+                                simd::zero_ptr(out, ow);
+                                continue;
+                            }
+                            let src = xp.add((ci * ih + iy - pad) * iw + lo + kx - pad);
+                            simd::zero_ptr(out, lo);
+                            simd::copy_ptr(out.add(lo), src, hi - lo);
+                            simd::zero_ptr(out.add(hi), ow - hi);
                         }
-                        let src = &x[(ci * self.ih + iy - self.pad) * self.iw..][..self.iw];
-                        simd::zero(&mut out[..lo]);
-                        simd::copy(
-                            &mut out[lo..hi],
-                            &src[lo + kx - self.pad..hi + kx - self.pad],
-                        );
-                        simd::zero(&mut out[hi..]);
                     }
                 }
             }
@@ -92,24 +109,27 @@ impl Conv2d {
 
     /// Folds `self.dcols` back, adding into one sample's input gradient `dx`.
     fn col2im(&self, dx: &mut [f32]) {
-        let (k, hw) = (self.k, self.oh * self.ow);
-        for ci in 0..self.cin {
+        let (cin, k, pad, ih, iw, oh, ow) = (
+            self.cin, self.k, self.pad, self.ih, self.iw, self.oh, self.ow,
+        );
+        let hw = oh * ow;
+        assert!(dx.len() >= cin * ih * iw && self.dcols.len() >= cin * k * k * hw);
+        let dp = dx.as_mut_ptr();
+        let cp = self.dcols.as_ptr();
+        for ci in 0..cin {
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &self.dcols[((ci * k + ky) * k + kx) * hw..][..hw];
                     let (lo, hi) = self.valid_ox(kx);
-                    for oy in 0..self.oh {
-                        let iy = oy + ky;
-                        if iy < self.pad || iy - self.pad >= self.ih {
-                            continue;
-                        }
-                        let dst = &mut dx[(ci * self.ih + iy - self.pad) * self.iw..][..self.iw];
-                        let src = &row[oy * self.ow..(oy + 1) * self.ow];
-                        for (d, s) in dst[lo + kx - self.pad..hi + kx - self.pad]
-                            .iter_mut()
-                            .zip(&src[lo..hi])
-                        {
-                            *d += *s;
+                    // SAFETY: as in `im2col`, with source and destination swapped.
+                    unsafe {
+                        let row = cp.add(((ci * k + ky) * k + kx) * hw);
+                        for oy in 0..oh {
+                            let iy = oy + ky;
+                            if iy < pad || iy - pad >= ih {
+                                continue;
+                            }
+                            let dst = dp.add((ci * ih + iy - pad) * iw + lo + kx - pad);
+                            simd::add_ptr(dst, row.add(oy * ow + lo), hi - lo);
                         }
                     }
                 }

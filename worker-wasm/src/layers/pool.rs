@@ -58,35 +58,49 @@ impl Layer for Pool2x2 {
     }
 
     fn forward(&mut self, _params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
-        let (iw, ow) = (self.iw, self.iw / 2);
+        let (iw, ow, oh) = (self.iw, self.iw / 2, self.ih / 2);
         let planes = batch * self.c;
-        let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
-        if self.kind == PoolKind::Max && self.winner.len() < planes * op {
-            self.winner.resize(planes * op, 0);
-        }
-        for p in 0..planes {
-            let xp = &x[p * ip..(p + 1) * ip];
-            let yp = &mut y[p * op..(p + 1) * op];
-            let wp = if self.kind == PoolKind::Max {
-                &mut self.winner[p * op..(p + 1) * op]
-            } else {
-                &mut [][..]
-            };
-            for (oy, yrow) in yp.chunks_exact_mut(ow).enumerate() {
-                let r0 = &xp[2 * oy * iw..][..iw];
-                let r1 = &xp[(2 * oy + 1) * iw..][..iw];
-                for (ox, out) in yrow.iter_mut().enumerate() {
-                    let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                    match self.kind {
-                        PoolKind::Max => {
+        let (ip, op) = (self.ih * iw, oh * ow);
+        match self.kind {
+            PoolKind::Max => {
+                if self.winner.len() < planes * op {
+                    self.winner.resize(planes * op, 0);
+                }
+                let winner = &mut self.winner[..planes * op];
+                for ((xp, yp), wp) in x[..planes * ip]
+                    .chunks_exact(ip)
+                    .zip(y[..planes * op].chunks_exact_mut(op))
+                    .zip(winner.chunks_exact_mut(op))
+                {
+                    for oy in 0..oh {
+                        let (r0, r1) = xp[2 * oy * iw..(2 * oy + 2) * iw].split_at(iw);
+                        let (yrow, wrow) = (
+                            &mut yp[oy * ow..(oy + 1) * ow],
+                            &mut wp[oy * ow..(oy + 1) * ow],
+                        );
+                        for ox in 0..ow {
+                            let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
                             // First maximal input wins (strict comparisons, as selects).
                             let (m01, i01) = if v[1] > v[0] { (v[1], 1) } else { (v[0], 0) };
                             let (m23, i23) = if v[3] > v[2] { (v[3], 3) } else { (v[2], 2) };
                             let (m, i) = if m23 > m01 { (m23, i23) } else { (m01, i01) };
-                            *out = m;
-                            wp[oy * ow + ox] = i;
+                            yrow[ox] = m;
+                            wrow[ox] = i;
                         }
-                        PoolKind::Avg => *out = ((v[0] + v[1]) + (v[2] + v[3])) * 0.25,
+                    }
+                }
+            }
+            PoolKind::Avg => {
+                for (xp, yp) in x[..planes * ip]
+                    .chunks_exact(ip)
+                    .zip(y[..planes * op].chunks_exact_mut(op))
+                {
+                    for oy in 0..oh {
+                        let (r0, r1) = xp[2 * oy * iw..(2 * oy + 2) * iw].split_at(iw);
+                        for (ox, out) in yp[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                            *out = ((r0[2 * ox] + r0[2 * ox + 1]) + (r1[2 * ox] + r1[2 * ox + 1]))
+                                * 0.25;
+                        }
                     }
                 }
             }
@@ -104,24 +118,27 @@ impl Layer for Pool2x2 {
         batch: usize,
     ) {
         let Some(dx) = dx else { return };
-        let (iw, ow) = (self.iw, self.iw / 2);
+        let (iw, ow, oh) = (self.iw, self.iw / 2, self.ih / 2);
         let planes = batch * self.c;
-        let (ip, op) = (self.ih * iw, (self.ih / 2) * ow);
-        for p in 0..planes {
-            let dxp = &mut dx[p * ip..(p + 1) * ip];
-            let dyp = &dy[p * op..(p + 1) * op];
-            for oy in 0..self.ih / 2 {
+        let (ip, op) = (self.ih * iw, oh * ow);
+        let max = self.kind == PoolKind::Max;
+        let winner = &self.winner[..if max { planes * op } else { 0 }];
+        for (p, (dxp, dyp)) in dx[..planes * ip]
+            .chunks_exact_mut(ip)
+            .zip(dy[..planes * op].chunks_exact(op))
+            .enumerate()
+        {
+            for oy in 0..oh {
                 let (top, bottom) = dxp[2 * oy * iw..(2 * oy + 2) * iw].split_at_mut(iw);
                 for ox in 0..ow {
                     let o = oy * ow + ox;
                     let g = dyp[o];
-                    let cells = match self.kind {
-                        PoolKind::Max => {
-                            let mut c = [0.0; 4];
-                            c[self.winner[p * op + o] as usize] = g;
-                            c
-                        }
-                        PoolKind::Avg => [g * 0.25; 4],
+                    let cells = if max {
+                        let mut c = [0.0; 4];
+                        c[winner[p * op + o] as usize & 3] = g;
+                        c
+                    } else {
+                        [g * 0.25; 4]
                     };
                     top[2 * ox] = cells[0];
                     top[2 * ox + 1] = cells[1];
