@@ -31,10 +31,10 @@ pub enum Backend {
 
 impl Backend {
     /// Builds a model on `kind`, loading the built-in component for wasmtime.
-    pub fn new(kind: BackendKind, config: &ModelConfig) -> Result<Self> {
+    pub fn new(kind: BackendKind, config: &ModelConfig, limits: Limits) -> Result<Self> {
         Ok(match kind {
             BackendKind::Wasmtime => {
-                let runtime = Runtime::new(Limits::default())?;
+                let runtime = Runtime::new(limits)?;
                 let component: LoadedComponent = runtime.load_builtin()?;
                 let model = ComponentModel::new(&runtime, &component, config)?;
                 Backend::Wasmtime {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
+use hearth_runtime::Limits;
 
 /// Options of `bench`.
 #[derive(clap::Args, Debug)]
@@ -49,9 +50,27 @@ pub fn run(args: Args) -> Result<()> {
         "training step, {} batch {}, single thread, {} × {:.0} s each",
         args.arch, args.batch, args.repeats, args.seconds
     );
+    let checked = Limits::default();
+    let unchecked = Limits {
+        call_timeout: None,
+        ..Limits::default()
+    };
+    let setups = [
+        ("native", BackendKind::Native, checked),
+        (
+            "wasmtime, call timeout on (default)",
+            BackendKind::Wasmtime,
+            checked,
+        ),
+        (
+            "wasmtime, call timeout off",
+            BackendKind::Wasmtime,
+            unchecked,
+        ),
+    ];
     let mut results = Vec::new();
-    for kind in [BackendKind::Native, BackendKind::Wasmtime] {
-        let mut backend = Backend::new(kind, &config)?;
+    for (label, kind, limits) in setups {
+        let mut backend = Backend::new(kind, &config, limits)?;
         let mut step = 0usize;
         let mut measure = |d: Duration| -> Result<f64> {
             let start = Instant::now();
@@ -70,21 +89,19 @@ pub fn run(args: Args) -> Result<()> {
             .collect::<Result<_>>()?;
         runs.sort_by(f64::total_cmp);
         let median = runs[runs.len() / 2];
+        let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "  {:<9} {:>9.0} img/s  (runs: {})",
-            format!("{kind:?}").to_lowercase(),
-            median,
-            runs.iter()
-                .map(|r| format!("{r:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "  {label:<36} {median:>7.0} img/s  (runs: {})",
+            all.join(", ")
         );
         results.push(median);
     }
-    println!(
-        "  wasmtime / native = {:.3} (native is {:.2}× faster)",
-        results[1] / results[0],
-        results[0] / results[1]
-    );
+    for (i, label) in [(1, "timeout on"), (2, "timeout off")] {
+        println!(
+            "  wasmtime ({label}) / native = {:.3}  (native is {:.2}x faster)",
+            results[i] / results[0],
+            results[0] / results[i]
+        );
+    }
     Ok(())
 }

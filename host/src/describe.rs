@@ -4,6 +4,7 @@ use anyhow::Result;
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
+use hearth_runtime::Limits;
 
 /// Options of `describe`.
 #[derive(clap::Args)]
@@ -20,7 +21,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: 0,
         optimizer: OptimizerConfig::default(),
     };
-    let backend = Backend::new(BackendKind::Wasmtime, &config)?;
+    let backend = Backend::new(BackendKind::Wasmtime, &config, Limits::default())?;
     let a = backend.describe();
     println!("{} — input {:?}", a.name, a.input_shape);
     println!(

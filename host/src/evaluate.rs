@@ -8,6 +8,7 @@ use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
 use crate::checkpoint;
+use hearth_runtime::Limits;
 
 /// Options of `evaluate`.
 #[derive(clap::Args, Debug)]
@@ -37,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: 0,
         optimizer: OptimizerConfig::default(),
     };
-    let mut backend = Backend::new(BackendKind::Wasmtime, &config)?;
+    let mut backend = Backend::new(BackendKind::Wasmtime, &config, Limits::default())?;
     let params = checkpoint::load(&args.model, &backend.describe())?;
     backend.set_params(&params)?;
     let start = Instant::now();

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,6 +16,7 @@ use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
 use crate::checkpoint;
+use hearth_runtime::Limits;
 
 /// Options of `train-local`.
 #[derive(clap::Args, Debug)]
@@ -59,6 +60,10 @@ pub struct Args {
     /// wasmtime (the product) or native (for comparison).
     #[arg(long, value_enum, default_value_t = BackendKind::Wasmtime)]
     pub backend: BackendKind,
+    /// Longest a single component call may run, in seconds; 0 turns the
+    /// check off (faster, see `hearth-host bench`), trusting the component.
+    #[arg(long, default_value_t = 600)]
+    pub call_timeout: u64,
     /// No progress bars (logs only).
     #[arg(long)]
     pub quiet: bool,
@@ -90,6 +95,7 @@ struct RunReport<'a> {
     momentum: f32,
     weight_decay: f32,
     seed: u64,
+    call_timeout_seconds: Option<u64>,
     train_samples: usize,
     test_samples: usize,
     per_epoch: &'a [EpochReport],
@@ -123,7 +129,12 @@ pub fn run(args: Args) -> Result<()> {
             weight_decay: args.wd,
         },
     };
-    let mut backend = Backend::new(args.backend, &config)?;
+    let timeout = (args.call_timeout > 0).then(|| Duration::from_secs(args.call_timeout));
+    let limits = Limits {
+        call_timeout: timeout,
+        ..Limits::default()
+    };
+    let mut backend = Backend::new(args.backend, &config, limits)?;
     let arch = backend.describe();
     tracing::info!(
         arch = %arch.name, params = arch.param_count, backend = ?args.backend,
@@ -204,6 +215,7 @@ pub fn run(args: Args) -> Result<()> {
         momentum: args.momentum,
         weight_decay: args.wd,
         seed: args.seed,
+        call_timeout_seconds: (args.call_timeout > 0).then_some(args.call_timeout),
         train_samples: train.len(),
         test_samples: test.len(),
         per_epoch: &reports,

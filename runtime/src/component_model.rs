@@ -19,7 +19,8 @@ pub struct ComponentModel {
     store: Store<HostState>,
     bindings: TrainerComponent,
     model: ResourceAny,
-    deadline_ticks: u64,
+    /// Epoch ticks a call may take (`None`: no epoch checks compiled in).
+    deadline_ticks: Option<u64>,
     arch: ArchInfo,
 }
 
@@ -39,9 +40,12 @@ impl ComponentModel {
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        let deadline_ticks =
-            (limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(deadline_ticks);
+        let deadline_ticks = limits
+            .call_timeout
+            .map(|t| (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
+        if let Some(ticks) = deadline_ticks {
+            store.set_epoch_deadline(ticks);
+        }
         let bindings =
             TrainerComponent::instantiate(&mut store, &component.component, &runtime.linker)
                 .map_err(Error::Load)?;
@@ -76,7 +80,9 @@ impl ComponentModel {
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(1000);
+        if runtime.limits().call_timeout.is_some() {
+            store.set_epoch_deadline(1000);
+        }
         let bindings =
             TrainerComponent::instantiate(&mut store, &component.component, &runtime.linker)
                 .map_err(Error::Load)?;
@@ -91,7 +97,9 @@ impl ComponentModel {
         &mut self,
         f: impl FnOnce(&TrainerExports, &mut Store<HostState>, ResourceAny) -> wasmtime::Result<R>,
     ) -> Result<R> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
         f(
             self.bindings.hearth_trainer_trainer(),
             &mut self.store,

@@ -43,34 +43,36 @@ impl LoadedComponent {
 
 impl Runtime {
     /// Creates the engine (Cranelift, SIMD on, relaxed SIMD off so results are
-    /// the same on every engine, epoch interruption for call timeouts).
+    /// the same on every engine, epoch interruption if calls have a timeout).
     pub fn new(limits: Limits) -> Result<Self> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .wasm_simd(true)
             .wasm_relaxed_simd(false)
-            .epoch_interruption(true);
+            .epoch_interruption(limits.call_timeout.is_some());
         let engine = Engine::new(&config).map_err(Error::Load)?;
         let linker = Linker::new(&engine);
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (weak, stop) = (engine.weak(), stop_ticker.clone());
-        thread::Builder::new()
-            .name("hearth-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+        if limits.call_timeout.is_some() {
+            let (weak, stop) = (engine.weak(), stop_ticker.clone());
+            thread::Builder::new()
+                .name("hearth-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        thread::sleep(EPOCH_TICK);
+                        match weak.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => break,
+                        }
                     }
-                }
-            })
-            .map_err(|e| {
-                Error::Load(wasmtime::Error::msg(format!(
-                    "cannot start the epoch thread: {e}"
-                )))
-            })?;
+                })
+                .map_err(|e| {
+                    Error::Load(wasmtime::Error::msg(format!(
+                        "cannot start the epoch thread: {e}"
+                    )))
+                })?;
+        }
         Ok(Self {
             engine,
             linker,

@@ -149,6 +149,23 @@ fn bad_input_is_rejected_and_the_model_survives() {
 }
 
 #[test]
+fn without_a_timeout_results_are_the_same() {
+    let fast = Runtime::new(Limits {
+        call_timeout: None,
+        ..Limits::default()
+    })
+    .unwrap();
+    let safe = Runtime::new(Limits::default()).unwrap();
+    let (a, b) = (fast.load_builtin().unwrap(), safe.load_builtin().unwrap());
+    let mut m1 = ComponentModel::new(&fast, &a, &config("lenet5")).unwrap();
+    let mut m2 = ComponentModel::new(&safe, &b, &config("lenet5")).unwrap();
+    let (px, lb) = mnist_batch(0, 64);
+    m1.train_batch(&px, &lb).unwrap();
+    m2.train_batch(&px, &lb).unwrap();
+    assert_eq!(bits(&m1.params().unwrap()), bits(&m2.params().unwrap()));
+}
+
+#[test]
 fn tampered_component_fails_to_load() {
     let runtime = Runtime::new(Limits::default()).unwrap();
     let mut bytes = hearth_runtime::BUILTIN_COMPONENT.to_vec();
@@ -182,7 +199,7 @@ fn memory_and_time_limits_trap_instead_of_hanging_the_host() {
     ));
 
     let hasty = Runtime::new(Limits {
-        call_timeout: Duration::from_millis(20),
+        call_timeout: Some(Duration::from_millis(20)),
         ..Limits::default()
     })
     .unwrap();
