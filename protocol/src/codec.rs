@@ -1,0 +1,241 @@
+//! Frames to messages and back.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::ProtocolError;
+use crate::messages::*;
+use crate::{IMAGE_LEN, MAX_FRAME, VERSION};
+
+/// Bytes before the header: version, kind, header length.
+const PREFIX: usize = 6;
+
+/// Control fields of [`Assign`] (the bulk data follows as payload).
+#[derive(Serialize, Deserialize)]
+struct AssignHeader {
+    round: u64,
+    params_version: u64,
+    local_steps: u32,
+    batch_size: u32,
+    learning_rate: f32,
+    batch_ids: Vec<u32>,
+    /// Number of parameters in the payload, if any are sent.
+    params_len: Option<u32>,
+    samples: u32,
+}
+
+/// Control fields of [`RoundResult`].
+#[derive(Serialize, Deserialize)]
+struct ResultHeader {
+    round: u64,
+    params_version: u64,
+    samples: u32,
+    loss_sum: f64,
+    correct: u32,
+    kind: UpdateKind,
+    len: u32,
+}
+
+fn frame(kind: u8, header: &impl Serialize, payload_len: usize) -> Vec<u8> {
+    // postcard only fails on writer errors; a Vec writer cannot fail.
+    let header = postcard::to_allocvec(header).unwrap_or_default();
+    let mut out = Vec::with_capacity(PREFIX + header.len() + payload_len);
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out
+}
+
+fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn get_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Encodes a message as one binary frame.
+pub fn encode(message: &Message) -> Vec<u8> {
+    let kind = message.kind();
+    match message {
+        Message::Hello(m) => frame(kind, m, 0),
+        Message::Welcome(m) => frame(kind, m, 0),
+        Message::Reject(m) => frame(kind, m, 0),
+        Message::Heartbeat(m) => frame(kind, m, 0),
+        Message::Error(m) => frame(kind, m, 0),
+        Message::Goodbye(m) => frame(kind, m, 0),
+        Message::Assign(m) => {
+            let header = AssignHeader {
+                round: m.round,
+                params_version: m.params_version,
+                local_steps: m.local_steps,
+                batch_size: m.batch_size,
+                learning_rate: m.learning_rate,
+                batch_ids: m.batch_ids.clone(),
+                params_len: m.params.as_ref().map(|p| p.len() as u32),
+                samples: m.labels.len() as u32,
+            };
+            let params_bytes = m.params.as_ref().map_or(0, |p| p.len() * 4);
+            let mut out = frame(
+                kind,
+                &header,
+                params_bytes + m.pixels.len() + m.labels.len(),
+            );
+            if let Some(p) = &m.params {
+                put_f32s(&mut out, p);
+            }
+            out.extend_from_slice(&m.pixels);
+            out.extend_from_slice(&m.labels);
+            out
+        }
+        Message::Result(m) => {
+            let header = ResultHeader {
+                round: m.round,
+                params_version: m.params_version,
+                samples: m.samples,
+                loss_sum: m.loss_sum,
+                correct: m.correct,
+                kind: m.kind,
+                len: m.values.len() as u32,
+            };
+            let mut out = frame(kind, &header, m.values.len() * 4);
+            put_f32s(&mut out, &m.values);
+            out
+        }
+    }
+}
+
+/// Decodes one frame. Total: any input gives a message or an error.
+pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
+    if bytes.len() > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < PREFIX {
+        return Err(ProtocolError::Truncated {
+            needed: PREFIX,
+            have: bytes.len(),
+        });
+    }
+    if bytes[0] != VERSION {
+        return Err(ProtocolError::Version {
+            found: bytes[0],
+            supported: VERSION,
+        });
+    }
+    let kind = bytes[1];
+    let header_len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;
+    let header_end = PREFIX
+        .checked_add(header_len)
+        .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+    if bytes.len() < header_end {
+        return Err(ProtocolError::Truncated {
+            needed: header_end,
+            have: bytes.len(),
+        });
+    }
+    let header = &bytes[PREFIX..header_end];
+    let payload = &bytes[header_end..];
+    let name = Message::kind_name(kind);
+    let no_payload = |m: Message| {
+        if payload.is_empty() {
+            Ok(m)
+        } else {
+            Err(ProtocolError::PayloadLength {
+                kind: name,
+                expected: 0,
+                found: payload.len(),
+            })
+        }
+    };
+    match kind {
+        1 => no_payload(Message::Hello(parse(name, header)?)),
+        2 => no_payload(Message::Welcome(parse(name, header)?)),
+        3 => no_payload(Message::Reject(parse(name, header)?)),
+        6 => no_payload(Message::Heartbeat(parse(name, header)?)),
+        7 => no_payload(Message::Error(parse(name, header)?)),
+        8 => no_payload(Message::Goodbye(parse(name, header)?)),
+        4 => {
+            let h: AssignHeader = parse(name, header)?;
+            let params_bytes = h.params_len.map_or(0, |n| n as usize * 4);
+            let samples = h.samples as usize;
+            let expected = params_bytes
+                .checked_add(
+                    samples
+                        .checked_mul(IMAGE_LEN + 1)
+                        .ok_or(ProtocolError::TooLarge(usize::MAX))?,
+                )
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+            if payload.len() != expected {
+                return Err(ProtocolError::PayloadLength {
+                    kind: name,
+                    expected,
+                    found: payload.len(),
+                });
+            }
+            let (params, rest) = payload.split_at(params_bytes);
+            let (pixels, labels) = rest.split_at(samples * IMAGE_LEN);
+            if let Some(index) = labels.iter().position(|&l| l > 9) {
+                return Err(ProtocolError::BadLabel {
+                    index,
+                    value: labels[index],
+                });
+            }
+            Ok(Message::Assign(Assign {
+                round: h.round,
+                params_version: h.params_version,
+                local_steps: h.local_steps,
+                batch_size: h.batch_size,
+                learning_rate: h.learning_rate,
+                batch_ids: h.batch_ids,
+                params: h.params_len.map(|_| get_f32s(params)),
+                pixels: pixels.to_vec(),
+                labels: labels.to_vec(),
+            }))
+        }
+        5 => {
+            let h: ResultHeader = parse(name, header)?;
+            let expected = h.len as usize * 4;
+            if payload.len() != expected {
+                return Err(ProtocolError::PayloadLength {
+                    kind: name,
+                    expected,
+                    found: payload.len(),
+                });
+            }
+            Ok(Message::Result(RoundResult {
+                round: h.round,
+                params_version: h.params_version,
+                samples: h.samples,
+                loss_sum: h.loss_sum,
+                correct: h.correct,
+                kind: h.kind,
+                values: get_f32s(payload),
+            }))
+        }
+        other => Err(ProtocolError::UnknownKind(other)),
+    }
+}
+
+/// Decodes a header that must use every byte.
+fn parse<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, ProtocolError> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| ProtocolError::Header {
+        kind,
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::Header {
+            kind,
+            reason: format!("{} trailing bytes", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests;

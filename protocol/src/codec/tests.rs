@@ -1,0 +1,191 @@
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+use super::*;
+
+fn samples() -> Vec<Message> {
+    let caps = Capabilities {
+        kind: WorkerKind::Host,
+        architectures: vec!["lenet5".into(), "lenet-mxnet".into()],
+        threads: 1,
+        memory_mib: 512,
+        images_per_second: 3900.0,
+    };
+    vec![
+        Message::Hello(Hello {
+            worker_id: "pi-kitchen".into(),
+            auth_token: "s3cret".into(),
+            component_digest: "ab".repeat(32),
+            capabilities: caps,
+        }),
+        Message::Welcome(Welcome {
+            session: 7,
+            arch: "lenet5".into(),
+            seed: 1,
+            optimizer: OptimizerParams {
+                learning_rate: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+            },
+            heartbeat_ms: 2000,
+        }),
+        Message::Reject(Reject {
+            reason: "bad token".into(),
+        }),
+        Message::Assign(Assign {
+            round: 3,
+            params_version: 2,
+            local_steps: 4,
+            batch_size: 2,
+            learning_rate: 0.04,
+            batch_ids: vec![10, 11],
+            params: Some(vec![0.5, -1.25, f32::MIN_POSITIVE]),
+            pixels: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(),
+            labels: vec![3, 9],
+        }),
+        Message::Assign(Assign {
+            round: 4,
+            params_version: 2,
+            local_steps: 1,
+            batch_size: 1,
+            learning_rate: 0.04,
+            batch_ids: vec![12],
+            params: None,
+            pixels: vec![0; IMAGE_LEN],
+            labels: vec![0],
+        }),
+        Message::Result(RoundResult {
+            round: 3,
+            params_version: 2,
+            samples: 2,
+            loss_sum: 1.5,
+            correct: 1,
+            kind: UpdateKind::Delta,
+            values: vec![1.0, 2.0, -3.5],
+        }),
+        Message::Heartbeat(Heartbeat { sent_ms: 123_456 }),
+        Message::Error(ErrorReport {
+            round: Some(3),
+            reason: "wrong length".into(),
+        }),
+        Message::Goodbye(Goodbye {
+            reason: "shutting down".into(),
+        }),
+    ]
+}
+
+#[test]
+fn every_message_round_trips() {
+    for m in samples() {
+        let bytes = encode(&m);
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(bytes[1], m.kind());
+        assert_eq!(decode(&bytes), Ok(m));
+    }
+}
+
+#[test]
+fn bulk_data_is_raw_little_endian() {
+    // A full LeNet-5 parameter vector costs exactly 4 bytes per parameter.
+    let values: Vec<f32> = (0..61_706).map(|i| i as f32 * 0.5).collect();
+    let m = Message::Result(RoundResult {
+        round: 1,
+        params_version: 0,
+        samples: 64,
+        loss_sum: 0.0,
+        correct: 0,
+        kind: UpdateKind::Params,
+        values: values.clone(),
+    });
+    let bytes = encode(&m);
+    let header_len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;
+    assert!(header_len < 32, "header is {header_len} bytes");
+    assert_eq!(bytes.len(), 6 + header_len + 61_706 * 4);
+    let payload = &bytes[6 + header_len..];
+    assert_eq!(&payload[4..8], &0.5f32.to_le_bytes());
+}
+
+#[test]
+fn malformed_frames_are_errors() {
+    let good = encode(&samples()[3]);
+    assert!(matches!(decode(&[]), Err(ProtocolError::Truncated { .. })));
+    let mut v = good.clone();
+    v[0] = 2;
+    assert_eq!(
+        decode(&v),
+        Err(ProtocolError::Version {
+            found: 2,
+            supported: VERSION
+        })
+    );
+    let mut v = good.clone();
+    v[1] = 99;
+    assert_eq!(decode(&v), Err(ProtocolError::UnknownKind(99)));
+    let mut v = good.clone();
+    v.push(0);
+    assert!(matches!(
+        decode(&v),
+        Err(ProtocolError::PayloadLength { kind: "assign", .. })
+    ));
+    let mut v = good.clone();
+    let last = v.len() - 1;
+    v[last] = 10; // the last label
+    assert_eq!(
+        decode(&v),
+        Err(ProtocolError::BadLabel {
+            index: 1,
+            value: 10
+        })
+    );
+    let mut v = encode(&samples()[6]);
+    v.push(1);
+    assert!(matches!(
+        decode(&v),
+        Err(ProtocolError::PayloadLength {
+            kind: "heartbeat",
+            ..
+        })
+    ));
+    // A header length that points past the end.
+    let mut v = encode(&samples()[8]);
+    v[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode(&v), Err(ProtocolError::Truncated { .. })));
+    assert!(matches!(
+        decode(&vec![0u8; MAX_FRAME + 1]),
+        Err(ProtocolError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn every_truncation_of_every_message_is_an_error() {
+    for m in samples() {
+        let bytes = encode(&m);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "{m:?} cut at {cut} decoded");
+        }
+    }
+}
+
+/// Decoding is total: random and mutated frames never panic.
+#[test]
+fn random_and_mutated_frames_never_panic() {
+    let mut rng = Pcg64Mcg::seed_from_u64(42);
+    let good: Vec<Vec<u8>> = samples().iter().map(encode).collect();
+    for _ in 0..20_000 {
+        let len = rng.random_range(0..64);
+        let mut noise: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if len > 1 && rng.random_bool(0.5) {
+            noise[0] = VERSION;
+            noise[1] = rng.random_range(1..=8);
+        }
+        let _ = decode(&noise);
+    }
+    for _ in 0..20_000 {
+        let mut v = good[rng.random_range(0..good.len())].clone();
+        for _ in 0..rng.random_range(1..4) {
+            let i = rng.random_range(0..v.len());
+            v[i] = rng.random();
+        }
+        let _ = decode(&v);
+    }
+}

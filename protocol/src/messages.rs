@@ -1,0 +1,204 @@
+//! The messages of the protocol, one struct per message.
+//!
+//! Flow: worker → `Hello`; coordinator → `Welcome` or `Reject`; then rounds of
+//! coordinator → `Assign`, worker → `Result`; either side may send
+//! `Heartbeat`, `Error` (a problem with one message; the session goes on) and
+//! `Goodbye` (the session ends).
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of device a worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerKind {
+    /// `hearth-host`: wasmtime on a device.
+    Host,
+    /// A browser tab running the same compute through wasm-bindgen.
+    Browser,
+}
+
+/// What a worker can do, as it reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Host or browser.
+    pub kind: WorkerKind,
+    /// Architectures its component can build.
+    pub architectures: Vec<String>,
+    /// Threads it will use for training.
+    pub threads: u32,
+    /// Memory it may use, in MiB.
+    pub memory_mib: u32,
+    /// Its own estimate of training throughput (0 if unknown).
+    pub images_per_second: f32,
+}
+
+/// Worker → coordinator: the first message of a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Stable id of the device (survives reconnects).
+    pub worker_id: String,
+    /// Shared secret of the household.
+    pub auth_token: String,
+    /// Hex SHA-256 of the training component the worker runs.
+    pub component_digest: String,
+    /// What the worker can do.
+    pub capabilities: Capabilities,
+}
+
+/// SGD hyper-parameters as sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerParams {
+    /// Peak learning rate.
+    pub learning_rate: f32,
+    /// Momentum.
+    pub momentum: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+}
+
+/// Coordinator → worker: admitted, and what to build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Session id (changes on every admission).
+    pub session: u64,
+    /// Architecture to build.
+    pub arch: String,
+    /// Initialization seed.
+    pub seed: u64,
+    /// Optimizer hyper-parameters.
+    pub optimizer: OptimizerParams,
+    /// How often the worker should send a heartbeat, in milliseconds.
+    pub heartbeat_ms: u32,
+}
+
+/// Coordinator → worker: not admitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    /// Why, for the worker's log.
+    pub reason: String,
+}
+
+/// Coordinator → worker: train on these samples from these parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assign {
+    /// Round number.
+    pub round: u64,
+    /// Version of the global parameters the round starts from.
+    pub params_version: u64,
+    /// Local SGD steps (1 = synchronous SGD, more = FedAvg).
+    pub local_steps: u32,
+    /// Samples per local step.
+    pub batch_size: u32,
+    /// Learning rate for this round.
+    pub learning_rate: f32,
+    /// Ledger ids of the batches in this assignment.
+    pub batch_ids: Vec<u32>,
+    /// The global parameters, unless the worker already has `params_version`.
+    pub params: Option<Vec<f32>>,
+    /// `samples × 784` pixels.
+    pub pixels: Vec<u8>,
+    /// One label per sample, 0..=9.
+    pub labels: Vec<u8>,
+}
+
+/// Whether a result carries parameters or their change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateKind {
+    /// The worker's parameters after the round.
+    Params,
+    /// Parameters after minus parameters before.
+    Delta,
+}
+
+/// Worker → coordinator: what a round produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundResult {
+    /// Round number it answers.
+    pub round: u64,
+    /// Parameter version it started from.
+    pub params_version: u64,
+    /// Samples trained on.
+    pub samples: u32,
+    /// Sum of per-sample training losses (before each step).
+    pub loss_sum: f64,
+    /// Samples classified right (before each step).
+    pub correct: u32,
+    /// Parameters or delta.
+    pub kind: UpdateKind,
+    /// The vector itself.
+    pub values: Vec<f32>,
+}
+
+/// Either side: still alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender's clock, milliseconds (for round-trip estimates).
+    pub sent_ms: u64,
+}
+
+/// Either side: a problem with one message; the session continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// Round concerned, if any.
+    pub round: Option<u64>,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// Either side: the session ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why, for the other side's log.
+    pub reason: String,
+}
+
+/// Any message of the protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`Reject`].
+    Reject(Reject),
+    /// See [`Assign`].
+    Assign(Assign),
+    /// See [`RoundResult`].
+    Result(RoundResult),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`ErrorReport`].
+    Error(ErrorReport),
+    /// See [`Goodbye`].
+    Goodbye(Goodbye),
+}
+
+impl Message {
+    /// The kind byte of this message on the wire.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => 1,
+            Message::Welcome(_) => 2,
+            Message::Reject(_) => 3,
+            Message::Assign(_) => 4,
+            Message::Result(_) => 5,
+            Message::Heartbeat(_) => 6,
+            Message::Error(_) => 7,
+            Message::Goodbye(_) => 8,
+        }
+    }
+
+    /// Name of a kind byte, for errors and logs.
+    pub fn kind_name(kind: u8) -> &'static str {
+        match kind {
+            1 => "hello",
+            2 => "welcome",
+            3 => "reject",
+            4 => "assign",
+            5 => "result",
+            6 => "heartbeat",
+            7 => "error",
+            8 => "goodbye",
+            _ => "unknown",
+        }
+    }
+}
