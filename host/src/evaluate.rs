@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
-use crate::checkpoint;
 use hearth_runtime::Limits;
+use hearth_runtime::checkpoint;
 
 /// Options of `evaluate`.
 #[derive(clap::Args, Debug)]

@@ -1,6 +1,8 @@
 //! `hearth-host`: the device binary.
 //!
 //! Runs Hearth's training component inside wasmtime. Subcommands:
+//! - `work`: join a coordinator (`--coordinator ws://…/ws`) and train the
+//!   rounds it assigns, reconnecting with backoff;
 //! - `train-local`: train on this device alone, print per-epoch figures,
 //!   write `results.json` and `model.safetensors`;
 //! - `bench`: training-step throughput, native vs inside wasmtime;
@@ -11,10 +13,10 @@
 
 mod backend;
 mod bench;
-mod checkpoint;
 mod describe;
 mod evaluate;
 mod train_local;
+mod work;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join a coordinator and train the rounds it assigns.
+    Work(work::Args),
     /// Train on this device alone (the study's single-board run).
     TrainLocal(train_local::Args),
     /// Measure training-step throughput natively and inside wasmtime.
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Work(args) => work::run(args),
         Command::TrainLocal(args) => train_local::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Describe(args) => describe::run(args),

@@ -15,8 +15,8 @@ use hearth_mnist::Split;
 use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
-use crate::checkpoint;
 use hearth_runtime::Limits;
+use hearth_runtime::checkpoint;
 
 /// Options of `train-local`.
 #[derive(clap::Args, Debug)]

@@ -9,6 +9,7 @@
 //! script and embedded as [`BUILTIN_COMPONENT`]; it imports nothing.
 
 mod bindings;
+pub mod checkpoint;
 mod component_model;
 mod error;
 mod limits;

@@ -1,4 +1,5 @@
-//! Model parameters as `safetensors`, one tensor per named parameter.
+//! Model parameters as `safetensors`, one tensor per named parameter
+//! (shared by the device host and the coordinator).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,308 @@
+//! `hearth-coordinator`: the server of Hearth's distributed training.
+//!
+//! - `train --local-workers N`: serve on loopback, start N `hearth-host work`
+//!   processes, train, write the results (the one-command main job);
+//! - `serve`: wait for workers from the household's devices.
+//!
+//! Outputs in `--out`: `metrics.jsonl` (one line per epoch), `ledger.jsonl`
+//! (which batch and which samples each worker trained on, per epoch),
+//! `model.safetensors`, `summary.json`.
+
+mod ledger;
+mod session;
+mod strategy;
+mod training;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hearth_protocol as proto;
+use hearth_runtime::{ComponentModel, Limits, Runtime, checkpoint};
+use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
+
+use crate::session::Admission;
+use crate::strategy::FedAvgM;
+use crate::training::{Plan, Trainer};
+
+/// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command_,
+}
+
+#[derive(Subcommand)]
+enum Command_ {
+    /// Serve on loopback and train with N local `hearth-host` processes.
+    Train {
+        /// Worker processes to start on this machine.
+        #[arg(long, default_value_t = 4)]
+        local_workers: usize,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Serve and train with the workers that connect.
+    Serve {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// Options shared by `train` and `serve`.
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Architecture: lenet5, lenet5-tanh or lenet-mxnet.
+    #[arg(long, default_value = "lenet5")]
+    arch: String,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Samples per local step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Local steps (batches) per worker per round: 1 is synchronous SGD,
+    /// more is FedAvg (fewer rounds, fewer bytes).
+    #[arg(long, default_value_t = 4)]
+    local_steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    /// Learning-rate schedule over the run: cosine or constant.
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
+    /// Momentum, applied on the coordinator (as MXNet's parameter server does).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Weight decay (not on biases).
+    #[arg(long, default_value_t = 1e-4)]
+    wd: f32,
+    /// Seed of the initialization and the per-epoch shuffles.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// MNIST directory (default: the bundled copy).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Address to listen on (`train` defaults to a free loopback port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Shared secret workers must present.
+    #[arg(long, default_value = "hearth-local")]
+    token: String,
+    /// Workers to wait for before the first round.
+    #[arg(long, default_value_t = 1)]
+    min_workers: usize,
+    /// Seconds a worker may take for one round before its batches are reassigned.
+    #[arg(long, default_value_t = 120)]
+    round_timeout: u64,
+    /// Output directory.
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// No progress bars or worker tables.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command_::Train { local_workers, run } => {
+            let min = run.min_workers.max(local_workers.min(1));
+            train(
+                RunArgs {
+                    min_workers: min,
+                    ..run
+                },
+                local_workers,
+                "127.0.0.1:0",
+            )
+        }
+        Command_::Serve { run } => train(run, 0, "127.0.0.1:7070"),
+    }
+}
+
+fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()> {
+    let schedule = LrSchedule::parse(&args.lr_schedule).with_context(|| {
+        format!(
+            "unknown --lr-schedule {:?}: use cosine or constant",
+            args.lr_schedule
+        )
+    })?;
+    let dir = args.data.clone().unwrap_or_else(hearth_mnist::bundled_dir);
+    let mut data = hearth_mnist::load(&dir)
+        .with_context(|| format!("loading MNIST from {}", dir.display()))?;
+    if let Some(n) = args.train_limit {
+        data.train = data.train.head(n);
+    }
+    if let Some(n) = args.test_limit {
+        data.test = data.test.head(n);
+    }
+    anyhow::ensure!(
+        !data.train.is_empty() && !data.test.is_empty(),
+        "empty training or test set"
+    );
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+
+    // The global model lives in the same component the devices run.
+    let runtime = Runtime::new(Limits::default())?;
+    let component = runtime.load_builtin()?;
+    let optimizer = OptimizerConfig {
+        learning_rate: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.wd,
+    };
+    let config = ModelConfig {
+        arch: args.arch.clone(),
+        seed: args.seed,
+        optimizer,
+    };
+    let evaluator = ComponentModel::new(&runtime, &component, &config)?;
+    let arch = evaluator.describe().clone();
+
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let admission = Arc::new(Admission {
+        events: events_tx,
+        token: args.token.clone(),
+        component_digest: component.digest().to_string(),
+        welcome: proto::Welcome {
+            session: 1,
+            arch: args.arch.clone(),
+            seed: args.seed,
+            // Workers step without momentum; the coordinator applies it.
+            optimizer: proto::OptimizerParams {
+                learning_rate: args.lr,
+                momentum: 0.0,
+                weight_decay: args.wd,
+            },
+            heartbeat_ms: 5000,
+        },
+        next_conn: AtomicU64::new(1),
+    });
+    let listen: SocketAddr = match args.listen {
+        Some(a) => a,
+        None => default_listen.parse()?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/ws", axum::routing::get(session::upgrade))
+        .with_state(admission);
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    let url = format!("ws://{addr}/ws");
+    println!(
+        "coordinator listening on {url} ({} params, {})",
+        arch.param_count, arch.name
+    );
+
+    let mut children = spawn_local_workers(local_workers, &url, &args.token)?;
+    let plan = Plan {
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        schedule,
+        seed: args.seed,
+        min_workers: args.min_workers,
+        round_timeout: Duration::from_secs(args.round_timeout.max(1)),
+        out: args.out.clone(),
+        quiet: args.quiet,
+    };
+    let strategy = Box::new(FedAvgM::new(args.local_steps, args.momentum));
+    let start = Instant::now();
+    let result = Trainer::new(plan, data, events_rx, strategy, evaluator).and_then(|t| t.run());
+    let outcome = result.and_then(|(summary, params)| {
+        let meta = HashMap::from([(
+            "test_accuracy".to_string(),
+            format!("{:.4}", summary.final_test_accuracy),
+        )]);
+        checkpoint::save(&args.out.join("model.safetensors"), &arch, &params, meta)?;
+        let path = args.out.join("summary.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
+            100.0 * summary.final_test_accuracy,
+            args.epochs,
+            start.elapsed().as_secs_f64(),
+            args.out.display()
+        );
+        Ok(())
+    });
+    stop_children(&mut children);
+    outcome
+}
+
+/// Starts `n` `hearth-host work` processes next to this binary.
+fn spawn_local_workers(n: usize, url: &str, token: &str) -> Result<Vec<Child>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let exe = std::env::current_exe()?;
+    let host = exe.with_file_name("hearth-host");
+    anyhow::ensure!(
+        host.is_file(),
+        "{} not found: build it with `cargo build --release -p hearth-host`",
+        host.display()
+    );
+    (0..n)
+        .map(|i| {
+            Command::new(&host)
+                .args([
+                    "work",
+                    "--coordinator",
+                    url,
+                    "--token",
+                    token,
+                    "--name",
+                    &format!("local-{}", i + 1),
+                ])
+                .stdin(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", host.display()))
+        })
+        .collect()
+}
+
+/// Waits up to 10 s for the workers to leave after their goodbye, then kills them.
+fn stop_children(children: &mut [Child]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for child in children.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

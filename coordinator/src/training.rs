@@ -1,0 +1,638 @@
+//! The training loop: epochs of rounds over the ledger, run on its own thread.
+//!
+//! Per round: the strategy says how many batches each connected worker gets;
+//! the ledger hands them out; the images and the global parameters go out in
+//! one `Assign` frame per worker; results are validated (right round, right
+//! worker, right length, finite) and aggregated; anything lost or rejected
+//! goes back to the queue. After each epoch the global model is evaluated on
+//! the test set inside the same wasmtime component the devices run.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hearth_mnist::Mnist;
+use hearth_protocol::{self as proto, Message};
+use hearth_runtime::ComponentModel;
+use hearth_worker::LrSchedule;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::ledger::{BatchId, Ledger};
+use crate::session::{ConnId, Event};
+use crate::strategy::{Contribution, Strategy, WorkerView, validate};
+
+/// Settings of a training run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per local step.
+    pub batch: usize,
+    /// Peak learning rate and its schedule.
+    pub lr: f32,
+    /// Schedule over all rounds.
+    pub schedule: LrSchedule,
+    /// Ledger shuffle seed.
+    pub seed: u64,
+    /// Workers to wait for before the first round.
+    pub min_workers: usize,
+    /// A worker that has not answered a round in this time loses its batches.
+    pub round_timeout: Duration,
+    /// Where metrics, ledger, model and summary go.
+    pub out: PathBuf,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+/// A connected worker.
+struct Worker {
+    name: String,
+    frames: UnboundedSender<Vec<u8>>,
+    /// The round it is working on and its batches.
+    busy: Option<(u64, Vec<BatchId>, Instant)>,
+    rounds: u64,
+    images: u64,
+    busy_seconds: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    rejected: u64,
+}
+
+impl Worker {
+    fn images_per_second(&self) -> f64 {
+        if self.busy_seconds > 0.0 {
+            self.images as f64 / self.busy_seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn send(&mut self, message: &Message) {
+        let frame = proto::encode(message);
+        self.bytes_out += frame.len() as u64;
+        // A closed channel means the session ended; its Left event follows.
+        let _ = self.frames.send(frame);
+    }
+}
+
+/// Per-worker totals, in the summary and the per-epoch table.
+#[derive(Debug, Serialize)]
+pub struct WorkerReport {
+    name: String,
+    rounds: u64,
+    images: u64,
+    images_per_second: f64,
+    bytes_sent_to: u64,
+    bytes_received_from: u64,
+    rejected_results: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Serialize)]
+struct EpochMetrics {
+    epoch: usize,
+    rounds: u64,
+    wall_seconds: f64,
+    train_loss: f64,
+    train_accuracy: f64,
+    test_loss: f64,
+    test_accuracy: f64,
+    workers: usize,
+    bytes_sent: u64,
+    bytes_received: u64,
+    requeued_batches: u64,
+    rejected_results: u64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Strategy name.
+    pub strategy: String,
+    /// Test accuracy after the last epoch.
+    pub final_test_accuracy: f64,
+    /// Per-epoch test accuracy.
+    pub test_accuracy: Vec<f64>,
+    /// Per-epoch wall time.
+    pub epoch_seconds: Vec<f64>,
+    /// Bytes on the wire per epoch (both directions).
+    pub bytes_per_epoch: Vec<u64>,
+    /// Totals per worker name.
+    pub workers: Vec<WorkerReport>,
+}
+
+/// The loop's state.
+pub struct Trainer {
+    plan: Plan,
+    data: Mnist,
+    events: Receiver<Event>,
+    strategy: Box<dyn Strategy>,
+    evaluator: ComponentModel,
+    global: Vec<f32>,
+    version: u64,
+    round: u64,
+    workers: BTreeMap<ConnId, Worker>,
+    /// Totals of workers that left, by name.
+    departed: BTreeMap<String, WorkerReport>,
+    ledger_out: BufWriter<File>,
+    metrics_out: BufWriter<File>,
+}
+
+impl Trainer {
+    /// Prepares a run; `evaluator` holds the initial global model.
+    pub fn new(
+        plan: Plan,
+        data: Mnist,
+        events: Receiver<Event>,
+        mut strategy: Box<dyn Strategy>,
+        mut evaluator: ComponentModel,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&plan.out)
+            .with_context(|| format!("creating {}", plan.out.display()))?;
+        let open = |name: &str| -> Result<BufWriter<File>> {
+            let p = plan.out.join(name);
+            Ok(BufWriter::new(
+                File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+            ))
+        };
+        let global = evaluator.params()?;
+        strategy.initialize(&global);
+        Ok(Self {
+            ledger_out: open("ledger.jsonl")?,
+            metrics_out: open("metrics.jsonl")?,
+            plan,
+            data,
+            events,
+            strategy,
+            evaluator,
+            global,
+            version: 0,
+            round: 0,
+            workers: BTreeMap::new(),
+            departed: BTreeMap::new(),
+        })
+    }
+
+    /// Runs every epoch, then says goodbye to the workers.
+    pub fn run(mut self) -> Result<(Summary, Vec<f32>)> {
+        let n = self.data.train.len();
+        let rounds_per_epoch = n.div_ceil(self.plan.batch) as u64;
+        let total_steps = rounds_per_epoch * self.plan.epochs as u64;
+        let mut summary = Summary {
+            strategy: self.strategy.name(),
+            final_test_accuracy: 0.0,
+            test_accuracy: Vec::new(),
+            epoch_seconds: Vec::new(),
+            bytes_per_epoch: Vec::new(),
+            workers: Vec::new(),
+        };
+        let mut steps_done = 0u64;
+        for epoch in 1..=self.plan.epochs {
+            let mut ledger = Ledger::new(epoch, n, self.plan.batch, self.plan.seed);
+            let bar = progress(
+                self.plan.quiet,
+                ledger.batches() as u64,
+                epoch,
+                self.plan.epochs,
+            );
+            let start = Instant::now();
+            let bytes_before = self.bytes_total();
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
+            let (mut requeued, mut rejected, first_round) = (0u64, 0u64, self.round);
+            while !ledger.is_complete() {
+                self.wait_for_workers()?;
+                let lr = self.plan.schedule.rate(
+                    self.plan.lr,
+                    steps_done as usize,
+                    total_steps as usize,
+                );
+                let outcome = self.play_round(&mut ledger, lr)?;
+                loss_sum += outcome.loss_sum;
+                correct += outcome.correct;
+                seen += outcome.samples;
+                requeued += outcome.requeued;
+                rejected += outcome.rejected;
+                steps_done += outcome.batches;
+                bar.set_position((ledger.batches() - ledger.pending()) as u64);
+                bar.set_message(format!("{} workers", self.workers.len()));
+            }
+            bar.finish_and_clear();
+            let wall = start.elapsed().as_secs_f64();
+            self.evaluator.set_params(&self.global)?;
+            let test = &self.data.test;
+            let eval = self.evaluator.evaluate(
+                test.pixels(),
+                test.labels.as_slice().unwrap_or(&[]),
+                false,
+            )?;
+            let bytes = self.bytes_total();
+            let m = EpochMetrics {
+                epoch,
+                rounds: self.round - first_round,
+                wall_seconds: wall,
+                train_loss: loss_sum / seen.max(1) as f64,
+                train_accuracy: correct as f64 / seen.max(1) as f64,
+                test_loss: eval.loss_sum / eval.count.max(1) as f64,
+                test_accuracy: eval.correct as f64 / eval.count.max(1) as f64,
+                workers: self.workers.len(),
+                bytes_sent: bytes.0 - bytes_before.0,
+                bytes_received: bytes.1 - bytes_before.1,
+                requeued_batches: requeued,
+                rejected_results: rejected,
+            };
+            println!(
+                "epoch {epoch:>2}/{}  {:>6.1} s  {} rounds  train loss {:.4} acc {:.2} %  test acc {:.2} %  {:.1} MB on the wire",
+                self.plan.epochs,
+                m.wall_seconds,
+                m.rounds,
+                m.train_loss,
+                100.0 * m.train_accuracy,
+                100.0 * m.test_accuracy,
+                (m.bytes_sent + m.bytes_received) as f64 / 1e6
+            );
+            self.print_workers();
+            serde_json::to_writer(&mut self.metrics_out, &m)?;
+            writeln!(self.metrics_out)?;
+            self.metrics_out.flush()?;
+            self.ledger_out.flush()?;
+            summary.test_accuracy.push(m.test_accuracy);
+            summary.epoch_seconds.push(m.wall_seconds);
+            summary
+                .bytes_per_epoch
+                .push(m.bytes_sent + m.bytes_received);
+            summary.final_test_accuracy = m.test_accuracy;
+        }
+        for w in self.workers.values_mut() {
+            w.send(&Message::Goodbye(proto::Goodbye {
+                reason: "training finished".into(),
+            }));
+        }
+        summary.workers = self.reports();
+        Ok((summary, self.global))
+    }
+
+    fn bytes_total(&self) -> (u64, u64) {
+        let live = self
+            .workers
+            .values()
+            .fold((0, 0), |a, w| (a.0 + w.bytes_out, a.1 + w.bytes_in));
+        self.departed.values().fold(live, |a, w| {
+            (a.0 + w.bytes_sent_to, a.1 + w.bytes_received_from)
+        })
+    }
+
+    fn reports(&self) -> Vec<WorkerReport> {
+        let mut all: BTreeMap<String, WorkerReport> = BTreeMap::new();
+        let add = |all: &mut BTreeMap<String, WorkerReport>, r: WorkerReport| {
+            let e = all.entry(r.name.clone()).or_insert(WorkerReport {
+                name: r.name.clone(),
+                rounds: 0,
+                images: 0,
+                images_per_second: 0.0,
+                bytes_sent_to: 0,
+                bytes_received_from: 0,
+                rejected_results: 0,
+            });
+            e.rounds += r.rounds;
+            e.images += r.images;
+            e.images_per_second = e.images_per_second.max(r.images_per_second);
+            e.bytes_sent_to += r.bytes_sent_to;
+            e.bytes_received_from += r.bytes_received_from;
+            e.rejected_results += r.rejected_results;
+        };
+        for r in self.departed.values() {
+            add(
+                &mut all,
+                WorkerReport {
+                    name: r.name.clone(),
+                    ..*r
+                },
+            );
+        }
+        for w in self.workers.values() {
+            add(&mut all, report(w));
+        }
+        all.into_values().collect()
+    }
+
+    fn print_workers(&self) {
+        if self.plan.quiet {
+            return;
+        }
+        println!(
+            "  {:<16} {:>7} {:>9} {:>9} {:>12} {:>12}",
+            "worker", "rounds", "images", "img/s", "sent MB", "received MB"
+        );
+        for r in self.reports() {
+            println!(
+                "  {:<16} {:>7} {:>9} {:>9.0} {:>12.2} {:>12.2}",
+                r.name,
+                r.rounds,
+                r.images,
+                r.images_per_second,
+                r.bytes_sent_to as f64 / 1e6,
+                r.bytes_received_from as f64 / 1e6
+            );
+        }
+    }
+
+    /// Blocks until at least `min_workers` are connected (and ≥ 1 always).
+    fn wait_for_workers(&mut self) -> Result<()> {
+        let mut logged = false;
+        while self.workers.len() < self.plan.min_workers.max(1) {
+            if !logged {
+                tracing::info!(
+                    connected = self.workers.len(),
+                    needed = self.plan.min_workers.max(1),
+                    "waiting for workers"
+                );
+                logged = true;
+            }
+            match self.events.recv_timeout(Duration::from_secs(1)) {
+                Ok(event) => self.handle_idle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the server stopped"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Events outside a round (or from workers not in it).
+    fn handle_idle(&mut self, event: Event) {
+        match event {
+            Event::Joined {
+                conn,
+                name,
+                capabilities,
+                frames,
+            } => {
+                tracing::info!(worker = %name, kind = ?capabilities.kind, "joined");
+                self.workers.insert(
+                    conn,
+                    Worker {
+                        name,
+                        frames,
+                        busy: None,
+                        rounds: 0,
+                        images: 0,
+                        busy_seconds: 0.0,
+                        bytes_in: 0,
+                        bytes_out: 0,
+                        rejected: 0,
+                    },
+                );
+            }
+            Event::Left { conn } => self.remove(conn),
+            Event::Garbage { conn, bytes, error } => {
+                self.refuse(conn, bytes, None, &format!("malformed frame: {error}"))
+            }
+            Event::Frame {
+                conn,
+                bytes,
+                message,
+            } => {
+                if let Some(w) = self.workers.get_mut(&conn) {
+                    w.bytes_in += bytes as u64;
+                }
+                match message {
+                    Message::Result(r) => self.refuse(
+                        conn,
+                        0,
+                        Some(r.round),
+                        "a result for a round this worker was not given",
+                    ),
+                    Message::Goodbye(_) => self.remove(conn),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        if let Some(w) = self.workers.remove(&conn) {
+            tracing::info!(worker = %w.name, "left");
+            let r = report(&w);
+            let e = self.departed.entry(w.name.clone()).or_insert(WorkerReport {
+                name: w.name.clone(),
+                rounds: 0,
+                images: 0,
+                images_per_second: 0.0,
+                bytes_sent_to: 0,
+                bytes_received_from: 0,
+                rejected_results: 0,
+            });
+            e.rounds += r.rounds;
+            e.images += r.images;
+            e.images_per_second = e.images_per_second.max(r.images_per_second);
+            e.bytes_sent_to += r.bytes_sent_to;
+            e.bytes_received_from += r.bytes_received_from;
+            e.rejected_results += r.rejected_results;
+        }
+    }
+
+    /// Logs a refused message and tells the worker why; the model is untouched.
+    fn refuse(&mut self, conn: ConnId, bytes: usize, round: Option<u64>, reason: &str) {
+        if let Some(w) = self.workers.get_mut(&conn) {
+            w.bytes_in += bytes as u64;
+            w.rejected += 1;
+            tracing::warn!(worker = %w.name, ?round, %reason, "refused");
+            w.send(&Message::Error(proto::ErrorReport {
+                round,
+                reason: reason.to_string(),
+            }));
+        }
+    }
+
+    /// One round; returns its totals.
+    fn play_round(&mut self, ledger: &mut Ledger, lr: f32) -> Result<RoundOutcome> {
+        self.round += 1;
+        let round = self.round;
+        let conns: Vec<ConnId> = self.workers.keys().copied().collect();
+        let views: Vec<WorkerView> = conns
+            .iter()
+            .map(|c| WorkerView {
+                name: self.workers[c].name.clone(),
+                images_per_second: self.workers[c].images_per_second(),
+            })
+            .collect();
+        let shares = self.strategy.configure_round(&views, ledger.pending());
+        let mut outcome = RoundOutcome::default();
+        for ((conn, share), view) in conns.iter().zip(shares).zip(&views) {
+            tracing::debug!(worker = %view.name, batches = share, round, "assign");
+            if share == 0 {
+                continue;
+            }
+            let Some(w) = self.workers.get_mut(conn) else {
+                continue;
+            };
+            let batches = ledger.assign(&w.name, round, share);
+            let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+            for &b in &batches {
+                let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
+                self.data.train.gather(&idx, &mut pixels, &mut labels);
+            }
+            w.send(&Message::Assign(proto::Assign {
+                round,
+                params_version: self.version,
+                local_steps: batches.len() as u32,
+                batch_size: self.plan.batch as u32,
+                learning_rate: lr,
+                batch_ids: batches.clone(),
+                params: Some(self.global.clone()),
+                pixels,
+                labels,
+            }));
+            w.busy = Some((round, batches, Instant::now()));
+        }
+        let deadline = Instant::now() + self.plan.round_timeout;
+        let mut contributions = Vec::new();
+        while self.workers.values().any(|w| w.busy.is_some()) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(wait) {
+                Ok(Event::Frame {
+                    conn,
+                    bytes,
+                    message: Message::Result(r),
+                }) => {
+                    let expected = self.global.len();
+                    let Some(w) = self.workers.get_mut(&conn) else {
+                        continue;
+                    };
+                    w.bytes_in += bytes as u64;
+                    let Some((busy_round, batches, sent)) = w.busy.clone() else {
+                        self.refuse(
+                            conn,
+                            0,
+                            Some(r.round),
+                            "a result for a round this worker was not given",
+                        );
+                        outcome.rejected += 1;
+                        continue;
+                    };
+                    let samples: usize = batches.iter().map(|&b| ledger.samples(b).len()).sum();
+                    let problem = if r.round != busy_round {
+                        Some(format!(
+                            "result for round {}, but this worker is in round {busy_round}",
+                            r.round
+                        ))
+                    } else if r.kind != proto::UpdateKind::Delta {
+                        Some("this strategy aggregates deltas, not parameters".to_string())
+                    } else if r.samples as usize != samples {
+                        Some(format!(
+                            "result covers {} samples, the round gave {samples}",
+                            r.samples
+                        ))
+                    } else {
+                        validate(&r.values, expected).err()
+                    };
+                    if let Some(reason) = problem {
+                        if r.round == busy_round {
+                            // This round's result is unusable: its batches go back.
+                            outcome.requeued += ledger.requeue(&w.name, &batches) as u64;
+                            w.busy = None;
+                        }
+                        self.refuse(conn, 0, Some(r.round), &reason);
+                        outcome.rejected += 1;
+                        continue;
+                    }
+                    let entries = match ledger.complete(&w.name, round, &batches) {
+                        Ok(e) => e,
+                        Err(reason) => {
+                            w.busy = None;
+                            self.refuse(conn, 0, Some(r.round), &reason);
+                            outcome.rejected += 1;
+                            continue;
+                        }
+                    };
+                    for e in &entries {
+                        serde_json::to_writer(&mut self.ledger_out, e)?;
+                        writeln!(self.ledger_out)?;
+                    }
+                    w.busy = None;
+                    w.rounds += 1;
+                    w.images += samples as u64;
+                    w.busy_seconds += sent.elapsed().as_secs_f64();
+                    outcome.loss_sum += r.loss_sum;
+                    outcome.correct += r.correct as u64;
+                    outcome.samples += samples as u64;
+                    outcome.batches += batches.len() as u64;
+                    contributions.push(Contribution {
+                        worker: w.name.clone(),
+                        samples: r.samples,
+                        delta: r.values,
+                    });
+                }
+                Ok(Event::Left { conn }) => {
+                    if let Some(w) = self.workers.get(&conn)
+                        && let Some((_, batches, _)) = &w.busy
+                    {
+                        let n = ledger.requeue(&w.name, batches);
+                        tracing::warn!(worker = %w.name, batches = n, "left mid-round; its batches go back to the queue");
+                        outcome.requeued += n as u64;
+                    }
+                    self.remove(conn);
+                }
+                Ok(other) => self.handle_idle(other),
+                Err(RecvTimeoutError::Timeout) => {
+                    for w in self.workers.values_mut() {
+                        if let Some((_, batches, _)) = w.busy.take() {
+                            let n = ledger.requeue(&w.name, &batches);
+                            tracing::warn!(worker = %w.name, batches = n, "round timed out; its batches go back to the queue");
+                            outcome.requeued += n as u64;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the server stopped"),
+            }
+        }
+        if !contributions.is_empty() {
+            // Deterministic order, whatever order results arrived in.
+            contributions.sort_by(|a, b| a.worker.cmp(&b.worker));
+            self.strategy.aggregate(&mut self.global, &contributions);
+            self.version += 1;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Totals of one round.
+#[derive(Default)]
+struct RoundOutcome {
+    loss_sum: f64,
+    correct: u64,
+    samples: u64,
+    batches: u64,
+    requeued: u64,
+    rejected: u64,
+}
+
+fn report(w: &Worker) -> WorkerReport {
+    WorkerReport {
+        name: w.name.clone(),
+        rounds: w.rounds,
+        images: w.images,
+        images_per_second: w.images_per_second(),
+        bytes_sent_to: w.bytes_out,
+        bytes_received_from: w.bytes_in,
+        rejected_results: w.rejected,
+    }
+}
+
+fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "epoch {prefix} [{bar:32}] {pos}/{len} batches  {per_sec}  eta {eta}  {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
