@@ -161,12 +161,12 @@ impl Ledger {
     pub fn requeue(&mut self, worker: &str, batches: &[BatchId]) -> usize {
         let mut n = 0;
         for &b in batches.iter().rev() {
-            if let Some(s @ BatchState::Assigned { .. }) = self.states.get_mut(b as usize) {
-                if matches!(s, BatchState::Assigned { worker: w, .. } if w == worker) {
-                    *s = BatchState::Pending;
-                    self.queue.push_front(b);
-                    n += 1;
-                }
+            if let Some(s) = self.states.get_mut(b as usize)
+                && matches!(s, BatchState::Assigned { worker: w, .. } if w == worker)
+            {
+                *s = BatchState::Pending;
+                self.queue.push_front(b);
+                n += 1;
             }
         }
         n

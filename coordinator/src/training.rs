@@ -273,7 +273,34 @@ impl Trainer {
             }));
         }
         summary.workers = self.reports();
+        self.close_sessions();
         Ok((summary, self.global))
+    }
+
+    /// Drops every session's sender (each session then sends what is queued,
+    /// the goodbye included, and closes) and waits up to 5 s for them to end,
+    /// so no worker is left without its goodbye when the process exits.
+    fn close_sessions(&mut self) {
+        let mut open: Vec<ConnId> = self.workers.keys().copied().collect();
+        self.workers.clear();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let goodbye = proto::encode(&Message::Goodbye(proto::Goodbye {
+            reason: "training finished".into(),
+        }));
+        while !open.is_empty() {
+            match self
+                .events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Left { conn }) => open.retain(|&c| c != conn),
+                // Joined after the end: tell it, and its sender drops right here.
+                Ok(Event::Joined { frames, .. }) => {
+                    let _ = frames.send(goodbye.clone());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
     }
 
     fn bytes_total(&self) -> (u64, u64) {
@@ -341,14 +368,20 @@ impl Trainer {
         }
     }
 
-    /// Blocks until at least `min_workers` are connected (and ≥ 1 always).
+    /// Blocks until enough workers are connected: `min_workers` before the
+    /// first round, one after that (workers come and go during training).
     fn wait_for_workers(&mut self) -> Result<()> {
         let mut logged = false;
-        while self.workers.len() < self.plan.min_workers.max(1) {
+        let needed = if self.round == 0 {
+            self.plan.min_workers.max(1)
+        } else {
+            1
+        };
+        while self.workers.len() < needed {
             if !logged {
                 tracing::info!(
                     connected = self.workers.len(),
-                    needed = self.plan.min_workers.max(1),
+                    needed,
                     "waiting for workers"
                 );
                 logged = true;

@@ -45,3 +45,107 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Reads `dir/ledger.jsonl` and returns, per epoch, every sample index trained on
+/// (with repetitions, if any) and the batches seen.
+pub fn ledger_samples(dir: &Path) -> std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)> {
+    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger.jsonl");
+    let mut epochs: std::collections::BTreeMap<u64, (Vec<u64>, Vec<u64>)> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("ledger line is JSON");
+        let e = epochs
+            .entry(v["epoch"].as_u64().expect("epoch"))
+            .or_default();
+        e.1.push(v["batch"].as_u64().expect("batch"));
+        e.0.extend(
+            v["samples"]
+                .as_array()
+                .expect("samples")
+                .iter()
+                .map(|s| s.as_u64().expect("index")),
+        );
+    }
+    epochs
+}
+
+/// Asserts that every epoch of the ledger used each of `n` samples exactly once.
+pub fn assert_each_sample_once(dir: &Path, n: u64, epochs: u64) {
+    let ledger = ledger_samples(dir);
+    assert_eq!(ledger.len() as u64, epochs, "epochs in the ledger");
+    for (epoch, (mut samples, mut batches)) in ledger {
+        samples.sort_unstable();
+        assert_eq!(
+            samples,
+            (0..n).collect::<Vec<_>>(),
+            "epoch {epoch}: samples not used exactly once"
+        );
+        let count = batches.len();
+        batches.dedup();
+        assert_eq!(
+            batches.len(),
+            count,
+            "epoch {epoch}: a batch was completed twice"
+        );
+    }
+}
+
+/// A child process that is killed when dropped (tests never leak processes).
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `hearth-coordinator serve` on a free loopback port with `args`;
+/// returns the process and its WebSocket URL (read from its first line).
+pub fn serve(args: &[&str]) -> (Reaped, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(binary("hearth-coordinator"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--quiet"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hearth-coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines
+        .next()
+        .expect("coordinator printed nothing")
+        .expect("read stdout");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .expect("url in first line")
+        .to_string();
+    // Keep draining stdout so the coordinator never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Reaped(child), url)
+}
+
+/// Starts `hearth-host work` against `url` as `name`.
+pub fn worker(url: &str, name: &str) -> Reaped {
+    Reaped(
+        Command::new(binary("hearth-host"))
+            .args(["work", "--coordinator", url, "--name", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start hearth-host"),
+    )
+}
+
+/// Waits up to `secs` for a process to exit; returns whether it succeeded.
+pub fn wait_success(p: &mut Reaped, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("process did not finish within {secs} s");
+}

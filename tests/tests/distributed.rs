@@ -1,0 +1,92 @@
+//! The coordinator and real `hearth-host` processes over loopback WebSockets,
+//! on real MNIST.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hearth_e2e::{assert_each_sample_once, binary, run, serve, text, wait_success, worker};
+
+fn summary(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary.json"))
+        .expect("JSON")
+}
+
+#[test]
+fn three_hosts_train_one_epoch_using_every_sample_once() {
+    let out = tempfile::tempdir().unwrap();
+    let result = run(Command::new(binary("hearth-coordinator")).args([
+        "train",
+        "--local-workers",
+        "3",
+        "--min-workers",
+        "3",
+        "--epochs",
+        "1",
+        "--local-steps",
+        "2",
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    assert!(result.status.success(), "{}", text(&result));
+    assert_each_sample_once(out.path(), 60_000, 1);
+    let s = summary(out.path());
+    let acc = s["final_test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.97, "test accuracy after one epoch: {acc}");
+    let workers = s["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3);
+    for w in workers {
+        assert!(w["images"].as_u64().unwrap() > 0, "{w}");
+        assert!(
+            w["bytes_sent_to"].as_u64().unwrap() > 0
+                && w["bytes_received_from"].as_u64().unwrap() > 0
+        );
+    }
+    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
+    let epoch: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    assert!(
+        epoch["bytes_sent"].as_u64().unwrap() > 47_000_000,
+        "the images alone are 47 MB: {epoch}"
+    );
+    assert!(out.path().join("model.safetensors").is_file());
+}
+
+#[test]
+fn a_host_killed_mid_epoch_loses_no_samples() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let (mut coordinator, url) = serve(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "12000",
+        "--test-limit",
+        "2000",
+        "--local-steps",
+        "2",
+        "--out",
+        dir,
+    ]);
+    let _a = worker(&url, "steady-1");
+    let _b = worker(&url, "steady-2");
+    let mut doomed = worker(&url, "doomed");
+    // Let it take part in some rounds, then pull the plug without a goodbye.
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = doomed.0.kill();
+    assert!(wait_success(&mut coordinator, 180), "coordinator failed");
+    assert_each_sample_once(out.path(), 12_000, 2);
+    let s = summary(out.path());
+    let names: Vec<&str> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"doomed") && names.contains(&"steady-1"),
+        "{names:?}"
+    );
+    assert!(s["final_test_accuracy"].as_f64().unwrap() > 0.9, "{s}");
+}

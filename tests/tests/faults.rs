@@ -1,0 +1,180 @@
+//! A raw WebSocket client that speaks the protocol and misbehaves in every
+//! way the coordinator must survive, while a real `hearth-host` trains.
+
+use hearth_e2e::{assert_each_sample_once, serve, wait_success, worker};
+use hearth_protocol::{self as proto, Message};
+use tungstenite::Message as Ws;
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+fn connect(url: &str) -> Socket {
+    tungstenite::connect(url).expect("connect").0
+}
+
+fn send(s: &mut Socket, m: &Message) {
+    s.send(Ws::Binary(proto::encode(m).into())).expect("send");
+}
+
+fn next(s: &mut Socket) -> Option<Message> {
+    loop {
+        match s.read() {
+            Ok(Ws::Binary(b)) => {
+                return Some(proto::decode(&b).expect("coordinator frames decode"));
+            }
+            Ok(Ws::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn hello(token: &str, digest: &str) -> Message {
+    Message::Hello(proto::Hello {
+        worker_id: "mallory".into(),
+        auth_token: token.into(),
+        component_digest: digest.into(),
+        capabilities: proto::Capabilities {
+            kind: proto::WorkerKind::Host,
+            architectures: vec!["lenet5".into()],
+            threads: 1,
+            memory_mib: 64,
+            images_per_second: 0.0,
+        },
+    })
+}
+
+fn assignment(s: &mut Socket) -> proto::Assign {
+    loop {
+        match next(s) {
+            Some(Message::Assign(a)) => return a,
+            Some(_) => {}
+            None => panic!("connection closed while waiting for an assignment"),
+        }
+    }
+}
+
+fn expect_error(s: &mut Socket, needle: &str) {
+    match next(s) {
+        Some(Message::Error(e)) => assert!(
+            e.reason.contains(needle),
+            "{:?} does not mention {needle:?}",
+            e.reason
+        ),
+        other => panic!("expected an error about {needle:?}, got {other:?}"),
+    }
+}
+
+fn result(a: &proto::Assign, round: u64, kind: proto::UpdateKind, values: Vec<f32>) -> Message {
+    Message::Result(proto::RoundResult {
+        round,
+        params_version: a.params_version,
+        samples: a.labels.len() as u32,
+        loss_sum: 1.0,
+        correct: 0,
+        kind,
+        values,
+    })
+}
+
+#[test]
+fn garbage_forgery_and_vanishing_never_corrupt_training() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let (mut coordinator, url) = serve(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "6000",
+        "--test-limit",
+        "2000",
+        "--local-steps",
+        "1",
+        "--round-timeout",
+        "60",
+        "--out",
+        dir,
+    ]);
+    let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
+
+    // Not even a hello: refused.
+    let mut s = connect(&url);
+    s.send(Ws::Binary(b"\x01\x01garbage".to_vec().into()))
+        .unwrap();
+    assert!(matches!(next(&mut s), Some(Message::Reject(_))));
+    // Wrong secret, or another component: refused with the reason.
+    let mut s = connect(&url);
+    send(&mut s, &hello("guess", &digest));
+    assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("token")));
+    let mut s = connect(&url);
+    send(&mut s, &hello("hearth-local", &"0".repeat(64)));
+    assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("component")));
+
+    // Admitted, then every kind of bad result.
+    let mut m = connect(&url);
+    send(&mut m, &hello("hearth-local", &digest));
+    let Some(Message::Welcome(w)) = next(&mut m) else {
+        panic!("not welcomed")
+    };
+    assert_eq!(w.arch, "lenet5");
+    let _real = worker(&url, "honest");
+    let n = 61_706;
+
+    let a = assignment(&mut m);
+    send(
+        &mut m,
+        &result(&a, a.round, proto::UpdateKind::Delta, vec![0.0; 10]),
+    );
+    expect_error(&mut m, "10 values");
+
+    let a = assignment(&mut m);
+    let mut poisoned = vec![0.0; n];
+    poisoned[123] = f32::NAN;
+    send(
+        &mut m,
+        &result(&a, a.round, proto::UpdateKind::Delta, poisoned),
+    );
+    expect_error(&mut m, "non-finite");
+
+    let a = assignment(&mut m);
+    send(
+        &mut m,
+        &result(&a, a.round + 1000, proto::UpdateKind::Delta, vec![0.0; n]),
+    );
+    expect_error(&mut m, "round");
+    m.send(Ws::Binary(vec![1, 5, 255, 255, 255, 255, 0].into()))
+        .unwrap();
+    expect_error(&mut m, "malformed");
+    m.send(Ws::Text("{\"hello\": true}".into())).unwrap();
+    expect_error(&mut m, "binary");
+    send(
+        &mut m,
+        &result(&a, a.round, proto::UpdateKind::Params, vec![1e30; n]),
+    );
+    expect_error(&mut m, "deltas");
+
+    // Take one more assignment and vanish mid-round.
+    let _ = assignment(&mut m);
+    drop(m);
+
+    assert!(wait_success(&mut coordinator, 180), "coordinator failed");
+    assert_each_sample_once(out.path(), 6_000, 1);
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    let mallory = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "mallory")
+        .expect("mallory in summary");
+    assert_eq!(
+        mallory["images"], 0,
+        "none of mallory's results was aggregated"
+    );
+    assert!(
+        mallory["rejected_results"].as_u64().unwrap() >= 6,
+        "{mallory}"
+    );
+    let acc = s["final_test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.85, "the global model was damaged: {acc}");
+}
