@@ -2,12 +2,14 @@
 //!
 //! - `train --local-workers N`: serve on loopback, start N `hearth-host work`
 //!   processes, train, write the results (the one-command main job);
-//! - `serve`: wait for workers from the household's devices.
+//! - `serve`: wait for workers from the household's devices;
+//! - `bench`: aggregation time, frame codec, round overhead, bytes per epoch.
 //!
 //! Outputs in `--out`: `metrics.jsonl` (one line per epoch), `ledger.jsonl`
 //! (which batch and which samples each worker trained on, per epoch),
 //! `model.safetensors`, `summary.json`.
 
+mod bench;
 mod ledger;
 mod session;
 mod strategy;
@@ -51,6 +53,13 @@ enum Command_ {
     },
     /// Serve and train with the workers that connect.
     Serve {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Measure aggregation, framing, round overhead and bytes per epoch.
+    Bench {
+        #[command(flatten)]
+        bench: bench::Args,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -136,6 +145,7 @@ fn main() -> Result<()> {
             )
         }
         Command_::Serve { run } => train(run, 0, "127.0.0.1:7070"),
+        Command_::Bench { bench, run } => bench::run(bench, run),
     }
 }
 
@@ -161,6 +171,62 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()
     );
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
 
+    let Served {
+        evaluator,
+        events_rx,
+        url,
+        rt: _rt,
+        arch,
+    } = start_server(&args, default_listen)?;
+    let mut children = spawn_local_workers(local_workers, &url, &args.token)?;
+    let plan = Plan {
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        schedule,
+        seed: args.seed,
+        min_workers: args.min_workers,
+        round_timeout: Duration::from_secs(args.round_timeout.max(1)),
+        out: args.out.clone(),
+        quiet: args.quiet,
+    };
+    let strategy = Box::new(FedAvgM::new(args.local_steps, args.momentum));
+    let start = Instant::now();
+    let result = Trainer::new(plan, data, events_rx, strategy, evaluator).and_then(|t| t.run());
+    let outcome = result.and_then(|(summary, params)| {
+        let meta = HashMap::from([(
+            "test_accuracy".to_string(),
+            format!("{:.4}", summary.final_test_accuracy),
+        )]);
+        checkpoint::save(&args.out.join("model.safetensors"), &arch, &params, meta)?;
+        let path = args.out.join("summary.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
+            100.0 * summary.final_test_accuracy,
+            args.epochs,
+            start.elapsed().as_secs_f64(),
+            args.out.display()
+        );
+        Ok(())
+    });
+    stop_children(&mut children);
+    outcome
+}
+
+/// The running endpoint and the initial global model.
+struct Served {
+    evaluator: ComponentModel,
+    events_rx: std::sync::mpsc::Receiver<session::Event>,
+    url: String,
+    /// Keeps the server's runtime alive.
+    rt: tokio::runtime::Runtime,
+    arch: hearth_worker::ArchInfo,
+}
+
+/// Builds the global model in the component and starts the WebSocket endpoint.
+fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
     // The global model lives in the same component the devices run.
     let runtime = Runtime::new(Limits::default())?;
     let component = runtime.load_builtin()?;
@@ -221,42 +287,13 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()
         "coordinator listening on {url} ({} params, {})",
         arch.param_count, arch.name
     );
-
-    let mut children = spawn_local_workers(local_workers, &url, &args.token)?;
-    let plan = Plan {
-        epochs: args.epochs,
-        batch: args.batch,
-        lr: args.lr,
-        schedule,
-        seed: args.seed,
-        min_workers: args.min_workers,
-        round_timeout: Duration::from_secs(args.round_timeout.max(1)),
-        out: args.out.clone(),
-        quiet: args.quiet,
-    };
-    let strategy = Box::new(FedAvgM::new(args.local_steps, args.momentum));
-    let start = Instant::now();
-    let result = Trainer::new(plan, data, events_rx, strategy, evaluator).and_then(|t| t.run());
-    let outcome = result.and_then(|(summary, params)| {
-        let meta = HashMap::from([(
-            "test_accuracy".to_string(),
-            format!("{:.4}", summary.final_test_accuracy),
-        )]);
-        checkpoint::save(&args.out.join("model.safetensors"), &arch, &params, meta)?;
-        let path = args.out.join("summary.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
-            100.0 * summary.final_test_accuracy,
-            args.epochs,
-            start.elapsed().as_secs_f64(),
-            args.out.display()
-        );
-        Ok(())
-    });
-    stop_children(&mut children);
-    outcome
+    Ok(Served {
+        evaluator,
+        events_rx,
+        url,
+        rt,
+        arch,
+    })
 }
 
 /// Starts `n` `hearth-host work` processes next to this binary.
