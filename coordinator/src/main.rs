@@ -10,6 +10,7 @@
 //! `model.safetensors`, `summary.json`.
 
 mod bench;
+mod config;
 mod ledger;
 mod session;
 mod strategy;
@@ -24,7 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use hearth_protocol as proto;
 use hearth_runtime::{ComponentModel, Limits, Runtime, checkpoint};
 use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
@@ -36,13 +37,13 @@ use crate::training::{Plan, Trainer};
 /// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command_,
 }
 
 #[derive(Subcommand)]
-enum Command_ {
+pub(crate) enum Command_ {
     /// Serve on loopback and train with N local `hearth-host` processes.
     Train {
         /// Worker processes to start on this machine.
@@ -67,7 +68,10 @@ enum Command_ {
 
 /// Options shared by `train` and `serve`.
 #[derive(clap::Args, Debug, Clone)]
-struct RunArgs {
+pub(crate) struct RunArgs {
+    /// A TOML file with any of these options (flags override it); see hearth.example.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Architecture: lenet5, lenet5-tanh or lenet-mxnet.
     #[arg(long, default_value = "lenet5")]
     arch: String,
@@ -132,8 +136,18 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let sub = matches.subcommand().map(|(_, m)| m.clone());
+    let with_file = |mut run: RunArgs, mut local_workers: usize| -> Result<(RunArgs, usize)> {
+        if let (Some(path), Some(sub)) = (run.config.clone(), sub.as_ref()) {
+            config::ConfigFile::load(&path)?.apply(sub, &mut run, &mut local_workers);
+        }
+        Ok((run, local_workers))
+    };
+    match cli.command {
         Command_::Train { local_workers, run } => {
+            let (run, local_workers) = with_file(run, local_workers)?;
             let min = run.min_workers.max(local_workers.min(1));
             train(
                 RunArgs {
@@ -144,7 +158,10 @@ fn main() -> Result<()> {
                 "127.0.0.1:0",
             )
         }
-        Command_::Serve { run } => train(run, 0, "127.0.0.1:7070"),
+        Command_::Serve { run } => {
+            let (run, _) = with_file(run, 0)?;
+            train(run, 0, "127.0.0.1:7070")
+        }
         Command_::Bench { bench, run } => bench::run(bench, run),
     }
 }
