@@ -11,6 +11,7 @@
 
 mod bench;
 mod config;
+mod figures;
 mod ledger;
 mod session;
 mod strategy;
@@ -49,6 +50,10 @@ pub(crate) enum Command_ {
         /// Worker processes to start on this machine.
         #[arg(long, default_value_t = 4)]
         local_workers: usize,
+        /// Train once per worker count (e.g. 1,2,4) and plot time per epoch
+        /// against workers; each run goes to OUT/workers-N.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -146,27 +151,36 @@ fn main() -> Result<()> {
         Ok((run, local_workers))
     };
     match cli.command {
-        Command_::Train { local_workers, run } => {
+        Command_::Train {
+            local_workers,
+            sweep,
+            run,
+        } => {
             let (run, local_workers) = with_file(run, local_workers)?;
-            let min = run.min_workers.max(local_workers.min(1));
-            train(
-                RunArgs {
-                    min_workers: min,
-                    ..run
-                },
-                local_workers,
-                "127.0.0.1:0",
-            )
+            if sweep.is_empty() {
+                let min = run.min_workers.max(local_workers.min(1));
+                train(
+                    RunArgs {
+                        min_workers: min,
+                        ..run
+                    },
+                    local_workers,
+                    "127.0.0.1:0",
+                )
+                .map(drop)
+            } else {
+                run_sweep(run, &sweep)
+            }
         }
         Command_::Serve { run } => {
             let (run, _) = with_file(run, 0)?;
-            train(run, 0, "127.0.0.1:7070")
+            train(run, 0, "127.0.0.1:7070").map(drop)
         }
         Command_::Bench { bench, run } => bench::run(bench, run),
     }
 }
 
-fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()> {
+fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<training::Summary> {
     let schedule = LrSchedule::parse(&args.lr_schedule).with_context(|| {
         format!(
             "unknown --lr-schedule {:?}: use cosine or constant",
@@ -219,6 +233,12 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()
         let path = args.out.join("summary.json");
         std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+        let curves = figures::Curves {
+            label: format!("{local_workers} workers"),
+            train: summary.train_accuracy.clone(),
+            test: summary.test_accuracy.clone(),
+        };
+        figures::accuracy(&args.out.join("accuracy.png"), &[curves])?;
         println!(
             "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
             100.0 * summary.final_test_accuracy,
@@ -226,10 +246,52 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<()
             start.elapsed().as_secs_f64(),
             args.out.display()
         );
-        Ok(())
+        Ok(summary)
     });
     stop_children(&mut children);
     outcome
+}
+
+/// `train --sweep`: one run per worker count, then the two figures.
+fn run_sweep(args: RunArgs, counts: &[usize]) -> Result<()> {
+    let mut curves = Vec::new();
+    let mut times = Vec::new();
+    for &n in counts {
+        anyhow::ensure!(n >= 1, "--sweep counts must be at least 1");
+        println!("== {n} worker(s)");
+        let run = RunArgs {
+            out: args.out.join(format!("workers-{n}")),
+            min_workers: n,
+            ..args.clone()
+        };
+        let s = train(run, n, "127.0.0.1:0")?;
+        let mean = s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len().max(1) as f64;
+        times.push((n, mean));
+        curves.push(figures::Curves {
+            label: format!("{n} workers"),
+            train: s.train_accuracy,
+            test: s.test_accuracy,
+        });
+    }
+    std::fs::create_dir_all(&args.out)?;
+    figures::accuracy(&args.out.join("accuracy.png"), &curves)?;
+    figures::epoch_time(&args.out.join("epoch_time.png"), &times)?;
+    println!(
+        "{:>8} {:>16} {:>16}",
+        "workers", "s per epoch", "final test acc"
+    );
+    for ((n, t), c) in times.iter().zip(&curves) {
+        println!(
+            "{n:>8} {t:>16.2} {:>15.2}%",
+            100.0 * c.test.last().copied().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        args.out.join("accuracy.png").display(),
+        args.out.join("epoch_time.png").display()
+    );
+    Ok(())
 }
 
 /// The running endpoint and the initial global model.

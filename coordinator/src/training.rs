@@ -116,6 +116,8 @@ pub struct Summary {
     pub strategy: String,
     /// Test accuracy after the last epoch.
     pub final_test_accuracy: f64,
+    /// Per-epoch training accuracy (of the workers, before each step).
+    pub train_accuracy: Vec<f64>,
     /// Per-epoch test accuracy.
     pub test_accuracy: Vec<f64>,
     /// Per-epoch wall time.
@@ -186,6 +188,7 @@ impl Trainer {
         let mut summary = Summary {
             strategy: self.strategy.name(),
             final_test_accuracy: 0.0,
+            train_accuracy: Vec::new(),
             test_accuracy: Vec::new(),
             epoch_seconds: Vec::new(),
             bytes_per_epoch: Vec::new(),
@@ -260,6 +263,7 @@ impl Trainer {
             writeln!(self.metrics_out)?;
             self.metrics_out.flush()?;
             self.ledger_out.flush()?;
+            summary.train_accuracy.push(m.train_accuracy);
             summary.test_accuracy.push(m.test_accuracy);
             summary.epoch_seconds.push(m.wall_seconds);
             summary
