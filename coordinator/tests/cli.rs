@@ -1,0 +1,40 @@
+//! The `hearth-coordinator` command line (this file also makes `cargo test`
+//! build the binary that the workspace's end-to-end tests start).
+
+use std::process::Command;
+
+fn coordinator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hearth-coordinator"))
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = coordinator().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["train", "serve", "bench"] {
+        assert!(text.contains(sub), "{sub} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn a_missing_or_wrong_config_file_is_named() {
+    let out = coordinator()
+        .args(["train", "--config", "/nonexistent/hearth.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hearth.toml"));
+    let dir = std::env::temp_dir().join(format!("hearth-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "epoch = 2\n").unwrap();
+    let out = coordinator()
+        .args(["train", "--local-workers", "0", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `epoch`"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
