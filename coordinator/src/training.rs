@@ -81,7 +81,7 @@ impl Worker {
 }
 
 /// Per-worker totals, in the summary and the per-epoch table.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WorkerReport {
     name: String,
     rounds: u64,
@@ -317,36 +317,11 @@ impl Trainer {
         })
     }
 
+    /// Totals per worker name, over every connection it had.
     fn reports(&self) -> Vec<WorkerReport> {
-        let mut all: BTreeMap<String, WorkerReport> = BTreeMap::new();
-        let add = |all: &mut BTreeMap<String, WorkerReport>, r: WorkerReport| {
-            let e = all.entry(r.name.clone()).or_insert(WorkerReport {
-                name: r.name.clone(),
-                rounds: 0,
-                images: 0,
-                images_per_second: 0.0,
-                bytes_sent_to: 0,
-                bytes_received_from: 0,
-                rejected_results: 0,
-            });
-            e.rounds += r.rounds;
-            e.images += r.images;
-            e.images_per_second = e.images_per_second.max(r.images_per_second);
-            e.bytes_sent_to += r.bytes_sent_to;
-            e.bytes_received_from += r.bytes_received_from;
-            e.rejected_results += r.rejected_results;
-        };
-        for r in self.departed.values() {
-            add(
-                &mut all,
-                WorkerReport {
-                    name: r.name.clone(),
-                    ..*r
-                },
-            );
-        }
+        let mut all = self.departed.clone();
         for w in self.workers.values() {
-            add(&mut all, report(w));
+            absorb(&mut all, report(w));
         }
         all.into_values().collect()
     }
@@ -453,22 +428,7 @@ impl Trainer {
     fn remove(&mut self, conn: ConnId) {
         if let Some(w) = self.workers.remove(&conn) {
             tracing::info!(worker = %w.name, "left");
-            let r = report(&w);
-            let e = self.departed.entry(w.name.clone()).or_insert(WorkerReport {
-                name: w.name.clone(),
-                rounds: 0,
-                images: 0,
-                images_per_second: 0.0,
-                bytes_sent_to: 0,
-                bytes_received_from: 0,
-                rejected_results: 0,
-            });
-            e.rounds += r.rounds;
-            e.images += r.images;
-            e.images_per_second = e.images_per_second.max(r.images_per_second);
-            e.bytes_sent_to += r.bytes_sent_to;
-            e.bytes_received_from += r.bytes_received_from;
-            e.rejected_results += r.rejected_results;
+            absorb(&mut self.departed, report(&w));
         }
     }
 
@@ -646,6 +606,23 @@ struct RoundOutcome {
     batches: u64,
     requeued: u64,
     rejected: u64,
+}
+
+/// Adds `r` to the totals of its worker name in `all`.
+fn absorb(all: &mut BTreeMap<String, WorkerReport>, r: WorkerReport) {
+    match all.get_mut(&r.name) {
+        None => {
+            all.insert(r.name.clone(), r);
+        }
+        Some(e) => {
+            e.rounds += r.rounds;
+            e.images += r.images;
+            e.images_per_second = e.images_per_second.max(r.images_per_second);
+            e.bytes_sent_to += r.bytes_sent_to;
+            e.bytes_received_from += r.bytes_received_from;
+            e.rejected_results += r.rejected_results;
+        }
+    }
 }
 
 fn report(w: &Worker) -> WorkerReport {

@@ -258,28 +258,15 @@ impl Model {
         let batch = check_batch(pixels, labels, MAX_TRAIN_BATCH)?;
         self.forward(pixels, batch);
         let last = self.layers.len();
-        let (lo, hi) = self.dacts.split_at_mut(last);
-        let _ = lo;
         let totals = softmax_cross_entropy(
             &self.acts[last][..batch * CLASSES],
             labels,
             &mut self.probs,
-            Some(&mut hi[0][..batch * CLASSES]),
+            Some(&mut self.dacts[last][..batch * CLASSES]),
         );
         self.grads.fill(0.0);
         for i in (0..last).rev() {
-            let (lo, hi) = self.dacts.split_at_mut(i + 1);
-            let dx = if i > 0 { Some(&mut lo[i][..]) } else { None };
-            let r = self.ranges[i].clone();
-            self.layers[i].backward(
-                &self.params[r.clone()],
-                &self.acts[i],
-                &self.acts[i + 1],
-                &hi[0],
-                dx,
-                &mut self.grads[r],
-                batch,
-            );
+            self.backward_layer(i, batch);
         }
         Ok(TrainStats {
             loss: (totals.loss_sum / batch as f64) as f32,
@@ -352,6 +339,23 @@ impl Model {
         Ok(out)
     }
 
+    /// Backward pass of layer `i`: adds its parameter gradients and, except
+    /// for the first layer (whose input is the image), writes its input gradient.
+    fn backward_layer(&mut self, i: usize, batch: usize) {
+        let (lo, hi) = self.dacts.split_at_mut(i + 1);
+        let dx = if i > 0 { Some(&mut lo[i][..]) } else { None };
+        let r = self.ranges[i].clone();
+        self.layers[i].backward(
+            &self.params[r.clone()],
+            &self.acts[i],
+            &self.acts[i + 1],
+            &hi[0],
+            dx,
+            &mut self.grads[r],
+            batch,
+        );
+    }
+
     /// Runs all layers on `batch` images; the logits end up in the last buffer.
     fn forward(&mut self, pixels: &[u8], batch: usize) {
         self.reserve(batch);
@@ -395,19 +399,8 @@ impl Model {
                 Some(&mut hi[0][..batch * CLASSES]),
             );
             for i in (0..n).rev() {
-                let (lo, hi) = self.dacts.split_at_mut(i + 1);
-                let dx = if i > 0 { Some(&mut lo[i][..]) } else { None };
-                let r = self.ranges[i].clone();
                 let start = Instant::now();
-                self.layers[i].backward(
-                    &self.params[r.clone()],
-                    &self.acts[i],
-                    &self.acts[i + 1],
-                    &hi[0],
-                    dx,
-                    &mut self.grads[r],
-                    batch,
-                );
+                self.backward_layer(i, batch);
                 times[i].1 += start.elapsed().as_secs_f64();
             }
         }
