@@ -154,6 +154,7 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         seed: 1,
         min_workers: args.workers,
         round_timeout: std::time::Duration::from_secs(60),
+        join_timeout: Some(std::time::Duration::from_secs(60)),
         out: out.clone(),
         quiet: true,
     };

@@ -218,6 +218,8 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<tr
         seed: args.seed,
         min_workers: args.min_workers,
         round_timeout: Duration::from_secs(args.round_timeout.max(1)),
+        // Local workers start in seconds; devices of the household may take longer.
+        join_timeout: (local_workers > 0).then(|| Duration::from_secs(60)),
         out: args.out.clone(),
         quiet: args.quiet,
     };

@@ -43,6 +43,9 @@ pub struct Plan {
     pub min_workers: usize,
     /// A worker that has not answered a round in this time loses its batches.
     pub round_timeout: Duration,
+    /// Give up if too few workers are connected for this long (`None`: wait
+    /// forever, as a server for the household's devices should).
+    pub join_timeout: Option<Duration>,
     /// Where metrics, ledger, model and summary go.
     pub out: PathBuf,
     /// Hide progress bars.
@@ -195,14 +198,20 @@ impl Trainer {
             workers: Vec::new(),
         };
         let mut steps_done = 0u64;
+        // Two bars: the whole run, and the current epoch.
+        let bars = if self.plan.quiet {
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+        } else {
+            indicatif::MultiProgress::new()
+        };
+        let overall = bars.add(progress(total_steps, "overall", String::new()));
         for epoch in 1..=self.plan.epochs {
             let mut ledger = Ledger::new(epoch, n, self.plan.batch, self.plan.seed);
-            let bar = progress(
-                self.plan.quiet,
+            let bar = bars.add(progress(
                 ledger.batches() as u64,
-                epoch,
-                self.plan.epochs,
-            );
+                "epoch",
+                format!("{epoch}/{}", self.plan.epochs),
+            ));
             let start = Instant::now();
             let bytes_before = self.bytes_total();
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0u64);
@@ -222,9 +231,11 @@ impl Trainer {
                 rejected += outcome.rejected;
                 steps_done += outcome.batches;
                 bar.set_position((ledger.batches() - ledger.pending()) as u64);
+                overall.set_position(steps_done);
                 bar.set_message(format!("{} workers", self.workers.len()));
             }
             bar.finish_and_clear();
+            bars.remove(&bar);
             let wall = start.elapsed().as_secs_f64();
             self.evaluator.set_params(&self.global)?;
             let test = &self.data.test;
@@ -248,7 +259,7 @@ impl Trainer {
                 requeued_batches: requeued,
                 rejected_results: rejected,
             };
-            println!(
+            let line = format!(
                 "epoch {epoch:>2}/{}  {:>6.1} s  {} rounds  train loss {:.4} acc {:.2} %  test acc {:.2} %  {:.1} MB on the wire",
                 self.plan.epochs,
                 m.wall_seconds,
@@ -258,7 +269,10 @@ impl Trainer {
                 100.0 * m.test_accuracy,
                 (m.bytes_sent + m.bytes_received) as f64 / 1e6
             );
-            self.print_workers();
+            bars.suspend(|| {
+                println!("{line}");
+                self.print_workers();
+            });
             serde_json::to_writer(&mut self.metrics_out, &m)?;
             writeln!(self.metrics_out)?;
             self.metrics_out.flush()?;
@@ -271,6 +285,7 @@ impl Trainer {
                 .push(m.bytes_sent + m.bytes_received);
             summary.final_test_accuracy = m.test_accuracy;
         }
+        overall.finish_and_clear();
         for w in self.workers.values_mut() {
             w.send(&Message::Goodbye(proto::Goodbye {
                 reason: "training finished".into(),
@@ -351,6 +366,7 @@ impl Trainer {
     /// first round, one after that (workers come and go during training).
     fn wait_for_workers(&mut self) -> Result<()> {
         let mut logged = false;
+        let since = Instant::now();
         let needed = if self.round == 0 {
             self.plan.min_workers.max(1)
         } else {
@@ -369,6 +385,15 @@ impl Trainer {
                 Ok(event) => self.handle_idle(event),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the server stopped"),
+            }
+            if let Some(limit) = self.plan.join_timeout
+                && since.elapsed() > limit
+            {
+                anyhow::bail!(
+                    "only {} of {needed} workers connected within {} s (were they rejected? see their errors above)",
+                    self.workers.len(),
+                    limit.as_secs()
+                );
             }
         }
         Ok(())
@@ -637,16 +662,14 @@ fn report(w: &Worker) -> WorkerReport {
     }
 }
 
-fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
+fn progress(len: u64, what: &str, prefix: String) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "epoch {prefix} [{bar:32}] {pos}/{len} batches  {per_sec}  eta {eta}  {msg}",
-    ) {
+    let template = format!(
+        "{what:<7} {{prefix:>5}} [{{bar:32}}] {{pos}}/{{len}} batches  {{per_sec}}  eta {{eta}}  {{msg}}"
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar.set_prefix(prefix);
     bar
 }
