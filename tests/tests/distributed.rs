@@ -90,3 +90,61 @@ fn a_host_killed_mid_epoch_loses_no_samples() {
     );
     assert!(s["final_test_accuracy"].as_f64().unwrap() > 0.9, "{s}");
 }
+
+#[test]
+fn a_host_started_before_the_coordinator_keeps_retrying_and_joins() {
+    // A free port, released for the coordinator that starts later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut early = hearth_e2e::Reaped(
+        Command::new(binary("hearth-host"))
+            .args([
+                "work",
+                "--coordinator",
+                &url,
+                "--name",
+                "early-bird",
+                "--max-backoff",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        early.0.try_wait().unwrap().is_none(),
+        "the host gave up instead of retrying"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut coordinator = hearth_e2e::Reaped(
+        Command::new(binary("hearth-coordinator"))
+            .args([
+                "serve",
+                "--quiet",
+                "--listen",
+                &listen,
+                "--epochs",
+                "1",
+                "--train-limit",
+                "3000",
+            ])
+            .args(["--test-limit", "500", "--out", out.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_success(&mut coordinator, 120), "coordinator failed");
+    assert_each_sample_once(out.path(), 3_000, 1);
+    // After the goodbye the host exits by itself, successfully.
+    assert!(
+        wait_success(&mut early, 20),
+        "the host did not stop after the goodbye"
+    );
+}
