@@ -31,6 +31,18 @@ pub fn bundled_mnist() -> PathBuf {
         .join("mnist")
 }
 
+/// A private copy of the bundled MNIST directory, for tests that damage it.
+pub fn bundled_mnist_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(bundled_mnist()).expect("bundled MNIST") {
+        let path = entry.expect("dir entry").path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.path().join(name)).expect("copy MNIST file");
+        }
+    }
+    dir
+}
+
 /// Runs `cmd`, returning its output; panics with both streams if it could not start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use hearth_e2e::{binary, bundled_mnist, run, text};
+use hearth_e2e::{binary, bundled_mnist_copy, run, text};
 
 #[test]
 fn trains_on_a_real_mnist_subset_and_writes_results_and_model() {
@@ -54,11 +54,7 @@ fn trains_on_a_real_mnist_subset_and_writes_results_and_model() {
 
 #[test]
 fn truncated_data_fails_with_a_message_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(bundled_mnist()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
+    let dir = bundled_mnist_copy();
     // Cut the test labels short (a checksum mismatch is caught first, so drop SHA256SUMS).
     std::fs::remove_file(dir.path().join("SHA256SUMS")).unwrap();
     let labels = dir.path().join("t10k-labels-idx1-ubyte.gz");
@@ -88,11 +84,7 @@ fn truncated_data_fails_with_a_message_naming_the_file() {
 
 #[test]
 fn tampered_checksums_and_unknown_architectures_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(bundled_mnist()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
+    let dir = bundled_mnist_copy();
     let sums = dir.path().join("SHA256SUMS");
     let text_sums = std::fs::read_to_string(&sums)
         .unwrap()
