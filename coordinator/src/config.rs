@@ -92,12 +92,12 @@ mod tests {
     use clap::{CommandFactory, FromArgMatches};
 
     use super::*;
-    use crate::{Cli, Command_};
+    use crate::{Action, Cli};
 
     fn parse(argv: &[&str], file: &str) -> (RunArgs, usize) {
         let matches = Cli::command().get_matches_from(argv);
         let cli = Cli::from_arg_matches(&matches).unwrap();
-        let Command_::Train {
+        let Action::Train {
             local_workers, run, ..
         } = cli.command
         else {

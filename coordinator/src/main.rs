@@ -40,11 +40,11 @@ use crate::training::{Plan, Trainer};
 #[command(version, about)]
 pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command_,
+    command: Action,
 }
 
 #[derive(Subcommand)]
-pub(crate) enum Command_ {
+pub(crate) enum Action {
     /// Serve on loopback and train with N local `hearth-host` processes.
     Train {
         /// Worker processes to start on this machine.
@@ -151,7 +151,7 @@ fn main() -> Result<()> {
         Ok((run, local_workers))
     };
     match cli.command {
-        Command_::Train {
+        Action::Train {
             local_workers,
             sweep,
             run,
@@ -172,11 +172,11 @@ fn main() -> Result<()> {
                 run_sweep(run, &sweep)
             }
         }
-        Command_::Serve { run } => {
+        Action::Serve { run } => {
             let (run, _) = with_file(run, 0)?;
             train(run, 0, "127.0.0.1:7070").map(drop)
         }
-        Command_::Bench { bench, run } => bench::run(bench, run),
+        Action::Bench { bench, run } => bench::run(bench, run),
     }
 }
 
