@@ -171,14 +171,19 @@ fn train_round(
     optimizer: OptimizerConfig,
     a: proto::Assign,
 ) -> Result<Message> {
-    if let Some(params) = &a.params {
-        model.set_params(params)?;
-    }
+    // The parameters the round starts from: the ones sent (no need to read
+    // them back out of the component), or the ones it already holds.
+    let before = match a.params {
+        Some(params) => {
+            model.set_params(&params)?;
+            params
+        }
+        None => model.params()?,
+    };
     model.set_optimizer(OptimizerConfig {
         learning_rate: a.learning_rate,
         ..optimizer
     })?;
-    let before = model.params()?;
     let batch = a.batch_size.max(1) as usize;
     let (mut loss_sum, mut correct) = (0.0f64, 0u32);
     for (pixels, labels) in a
