@@ -8,6 +8,7 @@
 //!   aggregation, and no training;
 //! - bytes on the wire per epoch of full MNIST for several local-step counts.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -15,6 +16,7 @@ use hearth_protocol::{self as proto, Message};
 
 use crate::strategy::{Contribution, FedAvgM, Strategy};
 use crate::training::{Plan, Trainer};
+
 use crate::{RunArgs, Served, start_server};
 
 /// Options of `bench`.
@@ -125,20 +127,6 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         out: out.clone(),
         ..base
     };
-    let Served {
-        evaluator,
-        events_rx,
-        url,
-        rt: _rt,
-        ..
-    } = start_server(&run_args, "127.0.0.1:0")?;
-    let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
-    let workers: Vec<_> = (0..args.workers)
-        .map(|i| {
-            let (url, token, digest) = (url.clone(), run_args.token.clone(), digest.clone());
-            std::thread::spawn(move || null_worker(&url, &token, &digest, &format!("null-{i}")))
-        })
-        .collect();
     let dir = run_args
         .data
         .clone()
@@ -146,6 +134,21 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
     let mut data = hearth_mnist::load(&dir)?;
     data.train = data.train.head(batches * run_args.batch);
     data.test = data.test.head(256);
+    let Served {
+        evaluator,
+        events_rx,
+        url,
+        rt: _rt,
+        dashboard,
+        ..
+    } = start_server(&run_args, "127.0.0.1:0", Arc::new(data.test.clone()))?;
+    let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
+    let workers: Vec<_> = (0..args.workers)
+        .map(|i| {
+            let (url, token, digest) = (url.clone(), run_args.token.clone(), digest.clone());
+            std::thread::spawn(move || null_worker(&url, &token, &digest, &format!("null-{i}")))
+        })
+        .collect();
     let plan = Plan {
         epochs: 1,
         batch: run_args.batch,
@@ -164,6 +167,7 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         events_rx,
         Box::new(FedAvgM::new(1, 0.9)),
         evaluator,
+        dashboard,
     )?;
     let (summary, _) = trainer.run()?;
     for w in workers {

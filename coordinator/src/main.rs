@@ -11,11 +11,13 @@
 
 mod bench;
 mod config;
+mod dashboard;
 mod figures;
 mod ledger;
 mod session;
 mod strategy;
 mod training;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,8 +59,12 @@ pub(crate) enum Action {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Serve and train with the workers that connect.
+    /// Serve and train with the workers that connect; the dashboard and
+    /// draw-a-digit stay up after training until Ctrl-C.
     Serve {
+        /// Exit when training is done instead of serving the final model.
+        #[arg(long)]
+        exit_when_done: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -172,15 +178,31 @@ fn main() -> Result<()> {
                 run_sweep(run, &sweep)
             }
         }
-        Action::Serve { run } => {
+        Action::Serve {
+            exit_when_done,
+            run,
+        } => {
             let (run, _) = with_file(run, 0)?;
-            train(run, 0, "127.0.0.1:7070").map(drop)
+            let linger = (!exit_when_done).then_some(Linger);
+            train_and(run, 0, "127.0.0.1:7070", linger).map(drop)
         }
         Action::Bench { bench, run } => bench::run(bench, run),
     }
 }
 
+/// Keep serving the dashboard and the final model after training, until Ctrl-C.
+struct Linger;
+
 fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<training::Summary> {
+    train_and(args, local_workers, default_listen, None)
+}
+
+fn train_and(
+    args: RunArgs,
+    local_workers: usize,
+    default_listen: &str,
+    linger: Option<Linger>,
+) -> Result<training::Summary> {
     let schedule = LrSchedule::parse(&args.lr_schedule).with_context(|| {
         format!(
             "unknown --lr-schedule {:?}: use cosine or constant",
@@ -206,9 +228,10 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<tr
         evaluator,
         events_rx,
         url,
-        rt: _rt,
+        rt,
         arch,
-    } = start_server(&args, default_listen)?;
+        dashboard,
+    } = start_server(&args, default_listen, Arc::new(data.test.clone()))?;
     let mut children = spawn_local_workers(local_workers, &url, &args.token)?;
     let plan = Plan {
         epochs: args.epochs,
@@ -225,7 +248,18 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<tr
     };
     let strategy = Box::new(FedAvgM::new(args.local_steps, args.momentum));
     let start = Instant::now();
-    let result = Trainer::new(plan, data, events_rx, strategy, evaluator).and_then(|t| t.run());
+    let result = Trainer::new(
+        plan,
+        data,
+        events_rx,
+        strategy,
+        evaluator,
+        dashboard.clone(),
+    )
+    .and_then(|t| t.run());
+    if result.is_err() {
+        dashboard.set_phase("failed");
+    }
     let outcome = result.and_then(|(summary, params)| {
         let meta = HashMap::from([(
             "test_accuracy".to_string(),
@@ -251,6 +285,13 @@ fn train(args: RunArgs, local_workers: usize, default_listen: &str) -> Result<tr
         Ok(summary)
     });
     stop_children(&mut children);
+    if linger.is_some() && outcome.is_ok() {
+        println!(
+            "training done; still serving the dashboard and the final model on {} (Ctrl-C to stop)",
+            url.trim_end_matches("/ws").replacen("ws://", "http://", 1)
+        );
+        rt.block_on(tokio::signal::ctrl_c())?;
+    }
     outcome
 }
 
@@ -304,10 +345,25 @@ struct Served {
     /// Keeps the server's runtime alive.
     rt: tokio::runtime::Runtime,
     arch: hearth_worker::ArchInfo,
+    dashboard: dashboard::Dashboard,
 }
 
 /// Builds the global model in the component and starts the WebSocket endpoint.
-fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
+fn start_server(
+    args: &RunArgs,
+    default_listen: &str,
+    test: Arc<hearth_mnist::Split>,
+) -> Result<Served> {
+    start_server_with(args, default_listen, test, None)
+}
+
+/// [`start_server`], with `POST /api/bench` reports going to `bench_reports`.
+fn start_server_with(
+    args: &RunArgs,
+    default_listen: &str,
+    test: Arc<hearth_mnist::Split>,
+    bench_reports: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<Served> {
     // The global model lives in the same component the devices run.
     let runtime = Runtime::new(Limits::default())?;
     let component = runtime.load_builtin()?;
@@ -321,7 +377,7 @@ fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
         seed: args.seed,
         optimizer,
     };
-    let evaluator = ComponentModel::new(&runtime, &component, &config)?;
+    let mut evaluator = ComponentModel::new(&runtime, &component, &config)?;
     let arch = evaluator.describe().clone();
 
     let (events_tx, events_rx) = std::sync::mpsc::channel();
@@ -329,6 +385,7 @@ fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
         events: events_tx,
         token: args.token.clone(),
         component_digest: component.digest().to_string(),
+        browser_digest: hearth_runtime::digest(hearth_web_demo::MODULE),
         welcome: proto::Welcome {
             session: 1,
             arch: args.arch.clone(),
@@ -355,9 +412,16 @@ fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    let dashboard = dashboard::Dashboard::new(&args.arch, args.epochs, evaluator.params()?);
+    let web_state = Arc::new(web::WebState {
+        dashboard: dashboard.clone(),
+        test,
+        bench_reports,
+    });
     let app = axum::Router::new()
         .route("/ws", axum::routing::get(session::upgrade))
-        .with_state(admission);
+        .with_state(admission)
+        .merge(web::router(web_state));
     rt.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "server stopped");
@@ -365,7 +429,7 @@ fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
     });
     let url = format!("ws://{addr}/ws");
     println!(
-        "coordinator listening on {url} ({} params, {})",
+        "coordinator listening on {url} ({} params, {}); dashboard on http://{addr}/",
         arch.param_count, arch.name
     );
     Ok(Served {
@@ -374,6 +438,7 @@ fn start_server(args: &RunArgs, default_listen: &str) -> Result<Served> {
         url,
         rt,
         arch,
+        dashboard,
     })
 }
 

@@ -26,6 +26,8 @@ pub enum Event {
         name: String,
         /// Its capabilities.
         capabilities: Capabilities,
+        /// Digest of the code it runs.
+        component: String,
         /// Outgoing frames.
         frames: UnboundedSender<Vec<u8>>,
     },
@@ -60,8 +62,10 @@ pub struct Admission {
     pub events: std::sync::mpsc::Sender<Event>,
     /// The household's shared secret.
     pub token: String,
-    /// Digest of the component workers must run.
+    /// Digest of the component hosts must run.
     pub component_digest: String,
+    /// Digest of the module browser workers must run (the one the page serves).
+    pub browser_digest: String,
     /// What admitted workers are told to build.
     pub welcome: proto::Welcome,
     /// Next connection id.
@@ -86,10 +90,14 @@ fn refuse(hello: &proto::Hello, admission: &Admission) -> Option<String> {
     if hello.auth_token != admission.token {
         return Some("wrong auth token".into());
     }
-    if hello.component_digest != admission.component_digest {
+    let expected = match hello.capabilities.kind {
+        proto::WorkerKind::Host => &admission.component_digest,
+        proto::WorkerKind::Browser => &admission.browser_digest,
+    };
+    if &hello.component_digest != expected {
         return Some(format!(
-            "component {} is not the one this coordinator runs ({})",
-            hello.component_digest, admission.component_digest
+            "component {} is not the one this coordinator runs ({expected})",
+            hello.component_digest
         ));
     }
     if !hello
@@ -140,11 +148,19 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
         conn,
         name: hello.worker_id.clone(),
         capabilities: hello.capabilities,
+        component: hello.component_digest,
         frames: tx,
     };
-    if admission.events.send(joined).is_err()
-        || !send(&mut socket, &Message::Welcome(admission.welcome.clone())).await
-    {
+    if admission.events.send(joined).is_err() {
+        // Training is over (the loop no longer listens): say so, so the
+        // worker stops instead of reconnecting.
+        let reason = "training finished".to_string();
+        send(&mut socket, &Message::Goodbye(proto::Goodbye { reason })).await;
+        let _ = socket.send(WsMessage::Close(None)).await;
+        return;
+    }
+    if !send(&mut socket, &Message::Welcome(admission.welcome.clone())).await {
+        let _ = admission.events.send(Event::Left { conn });
         return;
     }
     loop {

@@ -22,6 +22,7 @@ use hearth_worker::LrSchedule;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::dashboard::{Dashboard, EpochPoint, RoundPoint, WorkerRow};
 use crate::ledger::{BatchId, Ledger};
 use crate::session::{ConnId, Event};
 use crate::strategy::{Contribution, Strategy, WorkerView, validate};
@@ -55,6 +56,8 @@ pub struct Plan {
 /// A connected worker.
 struct Worker {
     name: String,
+    kind: proto::WorkerKind,
+    component: String,
     frames: UnboundedSender<Vec<u8>>,
     /// The round it is working on and its batches.
     busy: Option<(u64, Vec<BatchId>, Instant)>,
@@ -87,6 +90,8 @@ impl Worker {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerReport {
     name: String,
+    kind: proto::WorkerKind,
+    component: String,
     rounds: u64,
     images: u64,
     images_per_second: f64,
@@ -146,6 +151,7 @@ pub struct Trainer {
     departed: BTreeMap<String, WorkerReport>,
     ledger_out: BufWriter<File>,
     metrics_out: BufWriter<File>,
+    dashboard: Dashboard,
 }
 
 impl Trainer {
@@ -156,6 +162,7 @@ impl Trainer {
         events: Receiver<Event>,
         mut strategy: Box<dyn Strategy>,
         mut evaluator: ComponentModel,
+        dashboard: Dashboard,
     ) -> Result<Self> {
         std::fs::create_dir_all(&plan.out)
             .with_context(|| format!("creating {}", plan.out.display()))?;
@@ -180,6 +187,7 @@ impl Trainer {
             round: 0,
             workers: BTreeMap::new(),
             departed: BTreeMap::new(),
+            dashboard,
         })
     }
 
@@ -207,6 +215,7 @@ impl Trainer {
         let overall = bars.add(progress(total_steps, "overall", String::new()));
         for epoch in 1..=self.plan.epochs {
             let mut ledger = Ledger::new(epoch, n, self.plan.batch, self.plan.seed);
+            self.dashboard.set_progress(epoch, 0, ledger.batches());
             let bar = bars.add(progress(
                 ledger.batches() as u64,
                 "epoch",
@@ -223,7 +232,26 @@ impl Trainer {
                     steps_done as usize,
                     total_steps as usize,
                 );
+                self.dashboard.set_phase("training");
                 let outcome = self.play_round(&mut ledger, lr)?;
+                self.dashboard.set_progress(
+                    epoch,
+                    ledger.batches() - ledger.pending(),
+                    ledger.batches(),
+                );
+                self.dashboard.record_round(
+                    RoundPoint {
+                        round: self.round,
+                        epoch,
+                        train_loss: outcome.loss_sum / outcome.samples.max(1) as f64,
+                        train_accuracy: outcome.correct as f64 / outcome.samples.max(1) as f64,
+                        samples: outcome.samples,
+                    },
+                    outcome
+                        .aggregated
+                        .then_some((self.version, &self.global[..])),
+                );
+                self.publish_workers();
                 loss_sum += outcome.loss_sum;
                 correct += outcome.correct;
                 seen += outcome.samples;
@@ -284,6 +312,15 @@ impl Trainer {
                 .bytes_per_epoch
                 .push(m.bytes_sent + m.bytes_received);
             summary.final_test_accuracy = m.test_accuracy;
+            self.dashboard.record_epoch(EpochPoint {
+                epoch,
+                seconds: m.wall_seconds,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                test_loss: m.test_loss,
+                test_accuracy: m.test_accuracy,
+                bytes: m.bytes_sent + m.bytes_received,
+            });
         }
         overall.finish_and_clear();
         for w in self.workers.values_mut() {
@@ -293,6 +330,8 @@ impl Trainer {
         }
         summary.workers = self.reports();
         self.close_sessions();
+        self.publish_workers();
+        self.dashboard.set_phase("finished");
         Ok((summary, self.global))
     }
 
@@ -301,7 +340,9 @@ impl Trainer {
     /// so no worker is left without its goodbye when the process exits.
     fn close_sessions(&mut self) {
         let mut open: Vec<ConnId> = self.workers.keys().copied().collect();
-        self.workers.clear();
+        for (_, w) in std::mem::take(&mut self.workers) {
+            absorb(&mut self.departed, report(&w));
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         let goodbye = proto::encode(&Message::Goodbye(proto::Goodbye {
             reason: "training finished".into(),
@@ -330,6 +371,36 @@ impl Trainer {
         self.departed.values().fold(live, |a, w| {
             (a.0 + w.bytes_sent_to, a.1 + w.bytes_received_from)
         })
+    }
+
+    /// Shows the worker list on the dashboard.
+    fn publish_workers(&self) {
+        let arch = self.strategy_arch();
+        let mut rows: Vec<WorkerRow> = self
+            .reports()
+            .into_iter()
+            .map(|r| WorkerRow {
+                connected: self.workers.values().any(|w| w.name == r.name),
+                kind: match r.kind {
+                    proto::WorkerKind::Host => "host".into(),
+                    proto::WorkerKind::Browser => "browser".into(),
+                },
+                arch: arch.clone(),
+                component: r.component.chars().take(12).collect(),
+                name: r.name,
+                rounds: r.rounds,
+                images: r.images,
+                images_per_second: r.images_per_second,
+                bytes_sent_to: r.bytes_sent_to,
+                bytes_received_from: r.bytes_received_from,
+            })
+            .collect();
+        rows.sort_by_key(|r| !r.connected);
+        self.dashboard.set_workers(rows);
+    }
+
+    fn strategy_arch(&self) -> String {
+        self.dashboard.model().arch
     }
 
     /// Totals per worker name, over every connection it had.
@@ -406,6 +477,7 @@ impl Trainer {
                 conn,
                 name,
                 capabilities,
+                component,
                 frames,
             } => {
                 tracing::info!(worker = %name, kind = ?capabilities.kind, "joined");
@@ -413,6 +485,8 @@ impl Trainer {
                     conn,
                     Worker {
                         name,
+                        kind: capabilities.kind,
+                        component,
                         frames,
                         busy: None,
                         rounds: 0,
@@ -455,6 +529,7 @@ impl Trainer {
             tracing::info!(worker = %w.name, "left");
             absorb(&mut self.departed, report(&w));
         }
+        self.publish_workers();
     }
 
     /// Logs a refused message and tells the worker why; the model is untouched.
@@ -589,6 +664,27 @@ impl Trainer {
                         delta: r.values,
                     });
                 }
+                Ok(Event::Frame {
+                    conn,
+                    bytes,
+                    message: Message::Error(e),
+                }) => {
+                    // The worker could not do its round: its batches go back now
+                    // instead of at the timeout.
+                    if let Some(w) = self.workers.get_mut(&conn) {
+                        w.bytes_in += bytes as u64;
+                        if let Some((busy_round, batches, _)) = w.busy.clone()
+                            && e.round == Some(busy_round)
+                        {
+                            let n = ledger.requeue(&w.name, &batches);
+                            tracing::warn!(worker = %w.name, batches = n, reason = %e.reason, "worker failed its round; its batches go back to the queue");
+                            outcome.requeued += n as u64;
+                            w.busy = None;
+                        } else {
+                            tracing::warn!(worker = %w.name, reason = %e.reason, "worker reported an error");
+                        }
+                    }
+                }
                 Ok(Event::Left { conn }) => {
                     if let Some(w) = self.workers.get(&conn)
                         && let Some((_, batches, _)) = &w.busy
@@ -617,6 +713,7 @@ impl Trainer {
             contributions.sort_by(|a, b| a.worker.cmp(&b.worker));
             self.strategy.aggregate(&mut self.global, &contributions);
             self.version += 1;
+            outcome.aggregated = true;
         }
         Ok(outcome)
     }
@@ -631,6 +728,8 @@ struct RoundOutcome {
     batches: u64,
     requeued: u64,
     rejected: u64,
+    /// The global parameters changed.
+    aggregated: bool,
 }
 
 /// Adds `r` to the totals of its worker name in `all`.
@@ -653,6 +752,8 @@ fn absorb(all: &mut BTreeMap<String, WorkerReport>, r: WorkerReport) {
 fn report(w: &Worker) -> WorkerReport {
     WorkerReport {
         name: w.name.clone(),
+        kind: w.kind,
+        component: w.component.clone(),
         rounds: w.rounds,
         images: w.images,
         images_per_second: w.images_per_second(),

@@ -147,7 +147,13 @@ fn session(
         };
         match message {
             Message::Assign(a) => {
-                let reply = train_round(&mut model, optimizer, a)?;
+                let reply = proto::round::run_round(
+                    &mut Trainer {
+                        model: &mut model,
+                        optimizer,
+                    },
+                    a,
+                )?;
                 if let Err(e) = send(&mut socket, &reply) {
                     return Ok(End::Dropped(e));
                 }
@@ -165,45 +171,28 @@ fn session(
     }
 }
 
-/// Runs the assigned local steps and returns the change of the parameters.
-fn train_round(
-    model: &mut ComponentModel,
+/// The component model with the welcome's optimizer settings, as a round trainer.
+struct Trainer<'a> {
+    model: &'a mut ComponentModel,
     optimizer: OptimizerConfig,
-    a: proto::Assign,
-) -> Result<Message> {
-    // The parameters the round starts from: the ones sent (no need to read
-    // them back out of the component), or the ones it already holds.
-    let before = match a.params {
-        Some(params) => {
-            model.set_params(&params)?;
-            params
-        }
-        None => model.params()?,
-    };
-    model.set_optimizer(OptimizerConfig {
-        learning_rate: a.learning_rate,
-        ..optimizer
-    })?;
-    let batch = a.batch_size.max(1) as usize;
-    let (mut loss_sum, mut correct) = (0.0f64, 0u32);
-    for (pixels, labels) in a
-        .pixels
-        .chunks(batch * proto::IMAGE_LEN)
-        .zip(a.labels.chunks(batch))
-    {
-        let s = model.train_batch(pixels, labels)?;
-        loss_sum += s.loss as f64 * s.count as f64;
-        correct += s.correct;
+}
+
+impl proto::round::LocalTrainer for Trainer<'_> {
+    type Error = anyhow::Error;
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        Ok(self.model.set_params(params)?)
     }
-    let after = model.params()?;
-    let delta = after.iter().zip(&before).map(|(x, y)| x - y).collect();
-    Ok(Message::Result(proto::RoundResult {
-        round: a.round,
-        params_version: a.params_version,
-        samples: a.labels.len() as u32,
-        loss_sum,
-        correct,
-        kind: proto::UpdateKind::Delta,
-        values: delta,
-    }))
+    fn params(&mut self) -> Result<Vec<f32>> {
+        Ok(self.model.params()?)
+    }
+    fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        Ok(self.model.set_optimizer(OptimizerConfig {
+            learning_rate: lr,
+            ..self.optimizer
+        })?)
+    }
+    fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32)> {
+        let s = self.model.train_batch(pixels, labels)?;
+        Ok((s.loss, s.correct))
+    }
 }

@@ -17,6 +17,7 @@
 mod codec;
 mod error;
 mod messages;
+pub mod round;
 
 pub use codec::{decode, encode};
 pub use error::ProtocolError;

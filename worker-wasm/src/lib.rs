@@ -13,6 +13,7 @@
 //! and multiplies, so every target computes bit-identical results.
 
 pub mod arch;
+pub mod drawing;
 pub mod error;
 pub mod gemm;
 pub mod layers;
@@ -25,6 +26,8 @@ mod reference;
 pub mod schedule;
 pub mod simd;
 
+#[cfg(feature = "browser")]
+pub mod browser;
 #[cfg(feature = "component")]
 mod component;
 

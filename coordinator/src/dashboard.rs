@@ -1,0 +1,239 @@
+//! What the web dashboard shows: a snapshot of the run that the training loop
+//! updates after every round and epoch, and the HTTP handlers read.
+//!
+//! The training loop only ever holds the lock to copy a few numbers in, so a
+//! slow page can never stall a round.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+/// Rounds kept for the loss chart (older ones are dropped).
+const ROUND_HISTORY: usize = 5_000;
+
+/// One round, for the loss chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundPoint {
+    /// Round number.
+    pub round: u64,
+    /// Epoch it belongs to.
+    pub epoch: usize,
+    /// Mean training loss of its samples.
+    pub train_loss: f64,
+    /// Training accuracy of its samples (before each step).
+    pub train_accuracy: f64,
+    /// Samples trained on.
+    pub samples: u64,
+}
+
+/// One finished epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochPoint {
+    /// Epoch number.
+    pub epoch: usize,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+    /// Training loss and accuracy over the epoch.
+    pub train_loss: f64,
+    /// Training accuracy over the epoch.
+    pub train_accuracy: f64,
+    /// Test loss of the global model after the epoch.
+    pub test_loss: f64,
+    /// Test accuracy of the global model after the epoch.
+    pub test_accuracy: f64,
+    /// Bytes on the wire in both directions.
+    pub bytes: u64,
+}
+
+/// A worker as the dashboard lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRow {
+    /// Its name.
+    pub name: String,
+    /// `host` or `browser`.
+    pub kind: String,
+    /// Architecture it trains.
+    pub arch: String,
+    /// Digest of the code it runs (first 12 hex digits).
+    pub component: String,
+    /// Still connected.
+    pub connected: bool,
+    /// Rounds completed and credited by the ledger.
+    pub rounds: u64,
+    /// Images trained on.
+    pub images: u64,
+    /// Training throughput.
+    pub images_per_second: f64,
+    /// Bytes the coordinator sent it.
+    pub bytes_sent_to: u64,
+    /// Bytes it sent the coordinator.
+    pub bytes_received_from: u64,
+}
+
+/// The whole snapshot, served as `/api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// `waiting`, `training`, `finished` or `failed`.
+    pub phase: String,
+    /// Architecture of the global model.
+    pub arch: String,
+    /// Its parameter count.
+    pub param_count: usize,
+    /// Epochs planned.
+    pub epochs: usize,
+    /// Current epoch (1-based; 0 before the first).
+    pub epoch: usize,
+    /// Rounds played.
+    pub round: u64,
+    /// Version of the global parameters (one per aggregation).
+    pub model_version: u64,
+    /// Batches done and total in the current epoch.
+    pub epoch_batches_done: usize,
+    /// Batches in an epoch.
+    pub epoch_batches: usize,
+    /// Recent rounds.
+    pub rounds: VecDeque<RoundPoint>,
+    /// Finished epochs.
+    pub epoch_history: Vec<EpochPoint>,
+    /// Every worker seen, connected ones first.
+    pub workers: Vec<WorkerRow>,
+}
+
+/// The global parameters as of some version.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Version (number of aggregations so far).
+    pub version: u64,
+    /// Architecture name.
+    pub arch: String,
+    /// The parameters.
+    pub params: Arc<Vec<f32>>,
+}
+
+struct Inner {
+    status: Status,
+    model: Snapshot,
+}
+
+/// Shared handle to the dashboard's state.
+#[derive(Clone)]
+pub struct Dashboard(Arc<Mutex<Inner>>);
+
+impl Dashboard {
+    /// A dashboard for a run of `epochs` epochs on `arch` starting from `params`.
+    pub fn new(arch: &str, epochs: usize, params: Vec<f32>) -> Self {
+        let status = Status {
+            phase: "waiting".into(),
+            arch: arch.to_string(),
+            param_count: params.len(),
+            epochs,
+            epoch: 0,
+            round: 0,
+            model_version: 0,
+            epoch_batches_done: 0,
+            epoch_batches: 0,
+            rounds: VecDeque::new(),
+            epoch_history: Vec::new(),
+            workers: Vec::new(),
+        };
+        let model = Snapshot {
+            version: 0,
+            arch: arch.to_string(),
+            params: Arc::new(params),
+        };
+        Self(Arc::new(Mutex::new(Inner { status, model })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves plain numbers behind:
+        // still fine to show.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the status.
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    /// The latest global parameters.
+    pub fn model(&self) -> Snapshot {
+        self.lock().model.clone()
+    }
+
+    /// Changes the phase.
+    pub fn set_phase(&self, phase: &str) {
+        self.lock().status.phase = phase.to_string();
+    }
+
+    /// Progress within the epoch.
+    pub fn set_progress(&self, epoch: usize, done: usize, total: usize) {
+        let s = &mut self.lock().status;
+        s.epoch = epoch;
+        s.epoch_batches_done = done;
+        s.epoch_batches = total;
+    }
+
+    /// Records a finished round and, if it changed them, the new parameters.
+    pub fn record_round(&self, point: RoundPoint, model: Option<(u64, &[f32])>) {
+        let mut inner = self.lock();
+        inner.status.round = point.round;
+        if point.samples > 0 {
+            inner.status.rounds.push_back(point);
+            while inner.status.rounds.len() > ROUND_HISTORY {
+                inner.status.rounds.pop_front();
+            }
+        }
+        if let Some((version, params)) = model {
+            inner.status.model_version = version;
+            // Reuse the buffer unless a handler still holds the old snapshot.
+            match Arc::get_mut(&mut inner.model.params) {
+                Some(buffer) => {
+                    buffer.clear();
+                    buffer.extend_from_slice(params);
+                }
+                None => inner.model.params = Arc::new(params.to_vec()),
+            }
+            inner.model.version = version;
+        }
+    }
+
+    /// Records a finished epoch.
+    pub fn record_epoch(&self, point: EpochPoint) {
+        self.lock().status.epoch_history.push(point);
+    }
+
+    /// Replaces the worker list.
+    pub fn set_workers(&self, workers: Vec<WorkerRow>) {
+        self.lock().status.workers = workers;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_are_capped_and_the_model_follows_aggregations() {
+        let d = Dashboard::new("lenet5", 2, vec![0.0; 4]);
+        let held = d.model();
+        for r in 1..=(ROUND_HISTORY as u64 + 10) {
+            let point = RoundPoint {
+                round: r,
+                epoch: 1,
+                train_loss: 1.0,
+                train_accuracy: 0.5,
+                samples: 64,
+            };
+            d.record_round(point, Some((r, &[r as f32; 4])));
+        }
+        let s = d.status();
+        assert_eq!(s.rounds.len(), ROUND_HISTORY);
+        assert_eq!(s.rounds.front().map(|p| p.round), Some(11));
+        assert_eq!(s.model_version, ROUND_HISTORY as u64 + 10);
+        let m = d.model();
+        assert_eq!(m.params[0], (ROUND_HISTORY + 10) as f32);
+        // A snapshot taken earlier is not changed under its reader.
+        assert_eq!(held.params[0], 0.0);
+    }
+}

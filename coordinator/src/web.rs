@@ -1,0 +1,169 @@
+//! HTTP side of the endpoint: the web demo's files and a small JSON/binary API
+//! for the page, on the same port as the workers' WebSocket.
+//!
+//! - `GET /`, `/app.js`, `/pkg/…`: the embedded demo ([`hearth_web_demo`]);
+//! - `GET /api/status`: the dashboard snapshot (JSON);
+//! - `GET /api/model`: the global parameters, raw f32 little-endian, with the
+//!   architecture and version in `x-hearth-arch` / `x-hearth-version`;
+//! - `GET /api/samples?start=S&count=N`: N test images (N×784 bytes) followed
+//!   by their N labels, for draw-a-digit checks and the browser benchmark;
+//! - `POST /api/bench`: where the benchmark page reports its figures.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hearth_mnist::Split;
+use serde::Deserialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::dashboard::Dashboard;
+
+/// Most images one `/api/samples` request returns.
+pub const MAX_SAMPLES: usize = 2_048;
+
+/// What the handlers share.
+pub struct WebState {
+    /// The run's snapshot.
+    pub dashboard: Dashboard,
+    /// The test set.
+    pub test: Arc<Split>,
+    /// Where `POST /api/bench` reports go, if a benchmark is waiting for them.
+    pub bench_reports: Option<UnboundedSender<String>>,
+}
+
+/// The HTTP routes.
+pub fn router(state: Arc<WebState>) -> axum::Router {
+    axum::Router::new()
+        .route("/api/status", get(status))
+        .route("/api/model", get(model))
+        .route("/api/samples", get(samples))
+        .route("/api/bench", post(bench_report))
+        .fallback(get(asset))
+        .with_state(state)
+}
+
+async fn status(State(s): State<Arc<WebState>>) -> Response {
+    let mut r = Json(s.dashboard.status()).into_response();
+    no_store(&mut r);
+    r
+}
+
+async fn model(State(s): State<Arc<WebState>>) -> Response {
+    let snapshot = s.dashboard.model();
+    let mut bytes = Vec::with_capacity(snapshot.params.len() * 4);
+    for p in snapshot.params.iter() {
+        bytes.extend_from_slice(&p.to_le_bytes());
+    }
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&snapshot.arch) {
+        h.insert("x-hearth-arch", v);
+    }
+    h.insert("x-hearth-version", HeaderValue::from(snapshot.version));
+    no_store(&mut r);
+    r
+}
+
+/// Query of `/api/samples`.
+#[derive(Debug, Deserialize)]
+pub struct SampleQuery {
+    start: Option<usize>,
+    count: Option<usize>,
+}
+
+/// The bytes of `count` test images from `start`, then their labels, or why not.
+pub fn sample_bytes(test: &Split, start: usize, count: usize) -> Result<Vec<u8>, String> {
+    if count == 0 || count > MAX_SAMPLES {
+        return Err(format!("count must be 1 to {MAX_SAMPLES}"));
+    }
+    let end = start
+        .checked_add(count)
+        .filter(|&e| e <= test.len())
+        .ok_or_else(|| format!("the test set has {} images", test.len()))?;
+    let idx: Vec<usize> = (start..end).collect();
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    test.gather(&idx, &mut pixels, &mut labels);
+    pixels.extend_from_slice(&labels);
+    Ok(pixels)
+}
+
+async fn samples(State(s): State<Arc<WebState>>, Query(q): Query<SampleQuery>) -> Response {
+    let (start, count) = (q.start.unwrap_or(0), q.count.unwrap_or(1));
+    match sample_bytes(&s.test, start, count) {
+        Ok(bytes) => {
+            let mut r = bytes.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r.headers_mut()
+                .insert("x-hearth-count", HeaderValue::from(count));
+            r
+        }
+        Err(reason) => (StatusCode::BAD_REQUEST, reason).into_response(),
+    }
+}
+
+async fn bench_report(State(s): State<Arc<WebState>>, body: Bytes) -> Response {
+    let Some(tx) = &s.bench_reports else {
+        return (StatusCode::NOT_FOUND, "no benchmark is running").into_response();
+    };
+    match String::from_utf8(body.to_vec()) {
+        Ok(text) if text.len() <= 64 * 1024 => {
+            let _ = tx.send(text);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (StatusCode::BAD_REQUEST, "expected a short UTF-8 report").into_response(),
+    }
+}
+
+async fn asset(uri: Uri) -> Response {
+    match hearth_web_demo::asset(uri.path()) {
+        Some(a) => {
+            let mut r = a.bytes.into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(a.content_type),
+            );
+            no_store(&mut r);
+            r
+        }
+        None => (StatusCode::NOT_FOUND, format!("{} not found", uri.path())).into_response(),
+    }
+}
+
+/// The page must always see the files of the binary it talks to.
+fn no_store(r: &mut Response) {
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2};
+
+    #[test]
+    fn samples_are_pixels_then_labels_and_bounds_are_checked() {
+        let images = Array2::from_shape_fn((3, 784), |(i, _)| i as u8 + 10);
+        let test = Split {
+            images,
+            labels: Array1::from(vec![7, 8, 9]),
+        };
+        let b = sample_bytes(&test, 1, 2).unwrap_or_default();
+        assert_eq!(b.len(), 2 * 784 + 2);
+        assert_eq!((b[0], b[784], b[1568], b[1569]), (11, 12, 8, 9));
+        assert!(sample_bytes(&test, 2, 2).is_err());
+        assert!(sample_bytes(&test, 0, 0).is_err());
+        assert!(sample_bytes(&test, usize::MAX, 1).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The web demo in a real browser: headless Chromium driven by playwright-core
+//! (`tests/browser/demo.mjs`) against a real coordinator and `hearth-host`.
+//!
+//! Needs Chromium (`/usr/bin/chromium` or `HEARTH_CHROMIUM`), Node.js and
+//! `npm ci --prefix tests/browser`; `scripts/test.sh` (the README's test
+//! command) installs them. Without them this test says so and passes, unless
+//! `HEARTH_BROWSER_TESTS=1` (set by `scripts/test.sh`) makes a missing
+//! browser a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hearth_e2e::{assert_each_sample_once, bundled_mnist, serve_lingering, text, worker};
+use hearth_runtime::{ComponentModel, Limits, Runtime};
+use hearth_worker::{ModelConfig, OptimizerConfig};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_tools() -> Option<String> {
+    let chromium = std::env::var("HEARTH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        return Some(format!("no Chromium at {chromium}"));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("no node on PATH".into());
+    }
+    if !browser_dir().join("node_modules/playwright-core").is_dir() {
+        return Some("playwright-core is not installed (npm ci --prefix tests/browser)".into());
+    }
+    None
+}
+
+/// SHA-256 of the parameters after three steps on test images 0..63 from
+/// seed 7, computed in the wasmtime component.
+fn wasmtime_parity_digest() -> (String, Vec<f32>) {
+    let data = hearth_mnist::load(&bundled_mnist()).expect("MNIST");
+    let test = data.test.head(64);
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let component = runtime.load_builtin().expect("component");
+    let config = ModelConfig {
+        arch: "lenet5".into(),
+        seed: 7,
+        optimizer: OptimizerConfig {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        },
+    };
+    let mut model = ComponentModel::new(&runtime, &component, &config).expect("model");
+    let labels = test.labels.as_slice().expect("labels").to_vec();
+    let losses = (0..3)
+        .map(|_| {
+            model
+                .train_batch(test.pixels(), &labels)
+                .expect("step")
+                .loss
+        })
+        .collect();
+    let bytes: Vec<u8> = model
+        .params()
+        .expect("params")
+        .iter()
+        .flat_map(|p| p.to_le_bytes())
+        .collect();
+    (hearth_runtime::digest(&bytes), losses)
+}
+
+#[test]
+fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
+    if let Some(why) = missing_tools() {
+        assert!(
+            std::env::var("HEARTH_BROWSER_TESTS").as_deref() != Ok("1"),
+            "HEARTH_BROWSER_TESTS=1 but {why}"
+        );
+        eprintln!("SKIPPED: the browser test needs Chromium, node and playwright-core: {why}");
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let dir = out.path().to_str().expect("utf-8 path");
+    let (train_n, epochs) = (19_200u64, 3u64);
+    // Two workers before the first round: the host and the browser tab.
+    let (_coordinator, url) = serve_lingering(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        &epochs.to_string(),
+        "--train-limit",
+        &train_n.to_string(),
+        "--test-limit",
+        "2000",
+        // Long enough rounds that the reload lands inside one.
+        "--local-steps",
+        "8",
+        "--out",
+        dir,
+    ]);
+    let _host = worker(&url, "host-1");
+    let http = url.trim_end_matches("ws").replacen("ws://", "http://", 1);
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("browser-artifacts");
+    let run = Command::new("node")
+        .arg(browser_dir().join("demo.mjs"))
+        .arg(&http)
+        .arg(&artifacts)
+        .output()
+        .expect("start node");
+    assert!(run.status.success(), "{}", text(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("demo.mjs printed no JSON ({e}): {}", text(&run)));
+    eprintln!("{seen:#}");
+
+    // Bit-identical training step in Chromium's wasm and in wasmtime.
+    let (digest, losses) = wasmtime_parity_digest();
+    assert_eq!(
+        seen["parity"]["digest"].as_str(),
+        Some(digest.as_str()),
+        "browser and wasmtime parameters differ after the same 3 steps (wasmtime losses {losses:?})"
+    );
+
+    // The ledger credits the tab, and nothing was lost to the reload.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.path().join("summary.json").exists() {
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_each_sample_once(out.path(), train_n, epochs);
+    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).expect("metrics");
+    let requeued: u64 = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["requeued_batches"].as_u64())
+        .sum();
+    assert!(
+        requeued >= 1,
+        "the reload was meant to interrupt a round, but no batch went back to the queue"
+    );
+    let name = seen["name"].as_str().expect("tab name");
+    let ledger = std::fs::read_to_string(out.path().join("ledger.jsonl")).expect("ledger");
+    let credited = ledger
+        .lines()
+        .filter(|l| l.contains(&format!("\"worker\":\"{name}\"")))
+        .count();
+    assert!(
+        credited >= 3,
+        "the ledger credits {name} with {credited} batches"
+    );
+    let tab = seen["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == name))
+        .expect("the tab in the dashboard's worker list");
+    assert_eq!(tab["kind"], "browser");
+
+    // The dashboard showed accuracy, and it moved up.
+    let accs: Vec<f64> = seen["epoch_test_accuracy"]
+        .as_array()
+        .expect("accuracies")
+        .iter()
+        .filter_map(|a| a.as_f64())
+        .collect();
+    assert_eq!(accs.len() as u64, epochs);
+    assert!(
+        accs[accs.len() - 1] >= 0.93 && accs[accs.len() - 1] > accs[0],
+        "test accuracy per epoch {accs:?}"
+    );
+    assert!(
+        seen["final_shown_test_accuracy"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('%')),
+        "{seen}"
+    );
+
+    // Digits drawn on the canvas are classified as the model classifies the
+    // original image (the drawing path loses nothing), and mostly right (the
+    // model of this short run is about 95 % accurate).
+    let digits = seen["digits"].as_array().expect("digits");
+    let right = digits
+        .iter()
+        .filter(|d| d["label"] == d["predicted"])
+        .count();
+    for d in digits {
+        assert_eq!(d["predicted"], d["direct"], "drawn digit {d}");
+    }
+    assert!(
+        digits[0]["label"] == digits[0]["predicted"] && right >= 8,
+        "drawn digits: {digits:?}"
+    );
+    assert!(artifacts.join("web-demo.png").is_file());
+}

@@ -1,0 +1,132 @@
+// The page: joins training through a Web Worker and shows the live dashboard.
+// Glue only: the numbers come from the coordinator's /api/status and from the
+// Rust worker's status; nothing is computed here.
+
+const $ = (id) => document.getElementById(id);
+const fmt = {
+  pct: (x) => (x == null ? '–' : `${(100 * x).toFixed(2)} %`),
+  mb: (b) => `${(b / 1e6).toFixed(2)} MB`,
+  int: (n) => Number(n).toLocaleString('en'),
+};
+
+// What tests and curious users can read.
+const hearth = { tab: null, busy: false, status: null, joined: false };
+window.hearth = hearth;
+
+// ---- this tab as a worker ------------------------------------------------
+const params = new URLSearchParams(location.search);
+const nameKey = 'hearth-name';
+let name = sessionStorage.getItem(nameKey);
+if (!name) {
+  name = `browser-${Math.random().toString(16).slice(2, 8)}`;
+  sessionStorage.setItem(nameKey, name);
+}
+$('name').value = name;
+$('token').value = params.get('token') || localStorage.getItem('hearth-token') || 'hearth-local';
+
+let worker = null;
+function join() {
+  name = $('name').value.trim() || name;
+  sessionStorage.setItem(nameKey, name);
+  localStorage.setItem('hearth-token', $('token').value);
+  sessionStorage.setItem('hearth-joined', '1');
+  if (!worker) {
+    worker = new Worker('worker.js', { type: 'module' });
+    worker.onmessage = onWorkerMessage;
+  }
+  worker.postMessage({ type: 'join', name, token: $('token').value });
+  hearth.joined = true;
+  $('join').textContent = 'Leave';
+  $('tab-phase').textContent = 'joining';
+}
+function leave() {
+  sessionStorage.removeItem('hearth-joined');
+  if (worker) worker.postMessage({ type: 'leave' });
+  hearth.joined = false;
+  $('join').textContent = 'Join training';
+}
+$('join').onclick = () => (hearth.joined ? leave() : join());
+
+function onWorkerMessage(event) {
+  const m = event.data;
+  if (m.type === 'busy') {
+    hearth.busy = m.busy;
+  } else if (m.type === 'status') {
+    hearth.tab = m;
+    $('tab-phase').textContent = m.connected === false && m.phase === 'training' ? 'reconnecting' : (m.phase || 'idle');
+    $('tab-rounds').textContent = fmt.int(m.rounds ?? 0);
+    $('tab-images').textContent = fmt.int(m.images ?? 0);
+    $('tab-ips').textContent = m.images_per_second ? fmt.int(Math.round(m.images_per_second)) : '–';
+    $('tab-loss').textContent = m.last_loss == null ? '–' : m.last_loss.toFixed(4);
+    $('tab-bytes').textContent = m.bytes_in == null ? '–' : `${fmt.mb(m.bytes_in)} in, ${fmt.mb(m.bytes_out)} out`;
+    $('tab-message').textContent = m.message || '';
+    if (m.phase === 'finished' || m.phase === 'rejected') {
+      hearth.joined = false;
+      sessionStorage.removeItem('hearth-joined');
+      $('join').textContent = 'Join training';
+    }
+  } else if (m.type === 'error') {
+    $('tab-message').textContent = m.message;
+  }
+}
+// A reloaded tab that was training carries on (its unfinished round went back
+// to the coordinator's queue when the page closed).
+if (sessionStorage.getItem('hearth-joined') === '1') join();
+
+// ---- dashboard -----------------------------------------------------------
+function chart(target, title, series, xLabel) {
+  const opts = {
+    title, width: 420, height: 220,
+    scales: { x: { time: false } },
+    axes: [{ label: xLabel }, {}],
+    series: [{ label: xLabel }, ...series.map(([label, stroke]) => ({ label, stroke, width: 2 }))],
+  };
+  return new uPlot(opts, [[], ...series.map(() => [])], $(target));
+}
+const charts = {
+  loss: chart('chart-loss', 'training loss per round', [['loss', '#c2461a']], 'round'),
+  acc: chart('chart-acc', 'accuracy per epoch', [['train', '#6b7385'], ['test', '#c2461a']], 'epoch'),
+  time: chart('chart-time', 'seconds per epoch', [['s / epoch', '#2a6f97']], 'epoch'),
+};
+
+function render(s) {
+  hearth.status = s;
+  const done = s.epoch_batches ? ` · batch ${s.epoch_batches_done}/${s.epoch_batches}` : '';
+  $('run').textContent = `${s.phase} · ${s.arch} (${fmt.int(s.param_count)} parameters) · epoch ${s.epoch}/${s.epochs}${done} · round ${s.round} · model v${s.model_version}`;
+  const last = s.epoch_history[s.epoch_history.length - 1];
+  $('test-acc').textContent = last ? fmt.pct(last.test_accuracy) : '–';
+  $('train-acc').textContent = last ? fmt.pct(last.train_accuracy) : '–';
+  $('epoch-time').textContent = last ? `${last.seconds.toFixed(1)} s` : '–';
+  $('epoch-bytes').textContent = last ? fmt.mb(last.bytes) : '–';
+  charts.loss.setData([s.rounds.map((r) => r.round), s.rounds.map((r) => r.train_loss)]);
+  const e = s.epoch_history;
+  charts.acc.setData([e.map((p) => p.epoch), e.map((p) => p.train_accuracy), e.map((p) => p.test_accuracy)]);
+  charts.time.setData([e.map((p) => p.epoch), e.map((p) => p.seconds)]);
+  const rows = s.workers.map((w) => {
+    const tr = document.createElement('tr');
+    if (!w.connected) tr.className = 'gone';
+    const cells = [w.name, w.kind, w.arch, w.component, w.connected ? 'yes' : 'no',
+      fmt.int(w.rounds), fmt.int(w.images), fmt.int(Math.round(w.images_per_second)),
+      (w.bytes_sent_to / 1e6).toFixed(2), (w.bytes_received_from / 1e6).toFixed(2)];
+    cells.forEach((c, i) => {
+      const td = document.createElement('td');
+      td.textContent = c;
+      if (i >= 5) td.className = 'num';
+      tr.appendChild(td);
+    });
+    return tr;
+  });
+  $('workers').querySelector('tbody').replaceChildren(...rows);
+  document.dispatchEvent(new CustomEvent('hearth-status', { detail: s }));
+}
+
+async function poll() {
+  try {
+    const r = await fetch('./api/status', { cache: 'no-store' });
+    if (r.ok) render(await r.json());
+  } catch (e) {
+    $('run').textContent = `coordinator unreachable (${e.message}); retrying`;
+  }
+  setTimeout(poll, 1000);
+}
+poll();

@@ -1,0 +1,28 @@
+// Runs the benchmark in a Web Worker (where browser training runs) and shows
+// the result; with ?report=1 it also posts it to the coordinator, which is how
+// `hearth-coordinator bench-browser` reads it.
+const out = document.getElementById('out');
+const params = new URLSearchParams(location.search);
+const steps = Number(params.get('steps') || 40);
+const repeats = Number(params.get('repeats') || 3);
+
+function run() {
+  out.textContent = 'running…';
+  const worker = new Worker('worker.js', { type: 'module' });
+  worker.onmessage = async (event) => {
+    const m = event.data;
+    if (m.type === 'error') {
+      out.textContent = m.message;
+    } else if (m.type === 'bench') {
+      const report = { ...m, user_agent: navigator.userAgent };
+      out.textContent = `${Math.round(m.median)} img/s (median of ${m.rates.length}: ${m.rates.map(Math.round).join(', ')})`;
+      if (params.get('report') === '1') {
+        await fetch('./api/bench', { method: 'POST', body: JSON.stringify(report) });
+      }
+      worker.terminate();
+    }
+  };
+  worker.postMessage({ type: 'bench', steps, repeats });
+}
+document.getElementById('run').onclick = run;
+if (params.get('report') === '1') run();

@@ -1,0 +1,103 @@
+// Web Worker: the tab's training worker. Glue only: it moves bytes between the
+// WebSocket and the Rust BrowserWorker (protocol, training and replies are all
+// in the wasm module) and reports the worker's status to the page.
+import init, { BrowserWorker, WebModel, digest } from './pkg/hearth_worker.js';
+
+let ready = null;     // Promise of the module's digest
+let socket = null;
+let session = null;
+let stopped = true;
+let backoff = 250;
+let config = null;
+
+function load() {
+  if (!ready) {
+    ready = (async () => {
+      const response = await fetch('./pkg/hearth_worker_bg.wasm');
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      await init({ module_or_path: bytes });
+      return digest(bytes);
+    })();
+  }
+  return ready;
+}
+
+function report(extra) {
+  const status = session ? JSON.parse(session.status()) : {};
+  postMessage({ type: 'status', ...status, ...extra });
+}
+
+function connect(moduleDigest) {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  ws.binaryType = 'arraybuffer';
+  const worker = new BrowserWorker(config.name, config.token, moduleDigest);
+  socket = ws;
+  session = worker;
+  ws.onopen = () => {
+    backoff = 250;
+    ws.send(worker.hello());
+    report({ connected: true });
+  };
+  ws.onmessage = (event) => {
+    if (typeof event.data === 'string') return;
+    postMessage({ type: 'busy', busy: true });
+    const reply = worker.handle(new Uint8Array(event.data));
+    if (reply) ws.send(reply);
+    postMessage({ type: 'busy', busy: false });
+    report({ connected: true });
+    if (worker.done()) ws.close();
+  };
+  ws.onclose = () => {
+    report({ connected: false });
+    if (socket === ws) socket = null;
+    if (!stopped && !worker.done()) {
+      setTimeout(() => { if (!stopped) connect(moduleDigest); }, backoff);
+      backoff = Math.min(backoff * 2, 30000);
+    }
+  };
+}
+
+// Benchmark: training steps at batch 64 on real MNIST images from the coordinator.
+async function bench({ steps, repeats }) {
+  await load();
+  const count = 640;
+  const data = new Uint8Array(await (await fetch(`./api/samples?start=0&count=${count}`)).arrayBuffer());
+  const pixels = data.subarray(0, count * 784);
+  const labels = data.subarray(count * 784);
+  const model = new WebModel('lenet5', 1, 0.05, 0.9, 1e-4);
+  const batches = count / 64;
+  const step = (i) => {
+    const b = i % batches;
+    model.train_batch(pixels.subarray(b * 64 * 784, (b + 1) * 64 * 784), labels.subarray(b * 64, (b + 1) * 64));
+  };
+  for (let i = 0; i < 5; i++) step(i);  // warm-up: the engine tiers up
+  const rates = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) step(i);
+    rates.push(steps * 64 * 1000 / (performance.now() - t0));
+  }
+  rates.sort((a, b) => a - b);
+  model.free();
+  postMessage({ type: 'bench', median: rates[Math.floor(rates.length / 2)], rates, steps, batch: 64 });
+}
+
+onmessage = async (event) => {
+  const msg = event.data;
+  try {
+    if (msg.type === 'join') {
+      config = { name: msg.name, token: msg.token };
+      stopped = false;
+      const moduleDigest = await load();
+      if (!socket) connect(moduleDigest);
+    } else if (msg.type === 'leave') {
+      stopped = true;
+      if (socket) socket.close();
+    } else if (msg.type === 'bench') {
+      await bench(msg);
+    }
+  } catch (error) {
+    postMessage({ type: 'error', message: String(error) });
+  }
+};
