@@ -10,6 +10,7 @@
 //! `model.safetensors`, `summary.json`.
 
 mod bench;
+mod bench_browser;
 mod config;
 mod dashboard;
 mod figures;
@@ -65,6 +66,13 @@ pub(crate) enum Action {
         /// Exit when training is done instead of serving the final model.
         #[arg(long)]
         exit_when_done: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Browser worker vs wasmtime host training speed (needs Chromium).
+    BenchBrowser {
+        #[command(flatten)]
+        bench: bench_browser::Args,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -187,6 +195,7 @@ fn main() -> Result<()> {
             train_and(run, 0, "127.0.0.1:7070", linger).map(drop)
         }
         Action::Bench { bench, run } => bench::run(bench, run),
+        Action::BenchBrowser { bench, run } => bench_browser::run(bench, run),
     }
 }
 

@@ -12,7 +12,7 @@ fn help_lists_the_subcommands() {
     let out = coordinator().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["train", "serve", "bench"] {
+    for sub in ["train", "serve", "bench", "bench-browser"] {
         assert!(text.contains(sub), "{sub} missing from:\n{text}");
     }
 }

@@ -109,6 +109,14 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
     let mut s = connect(&url);
     send(&mut s, &hello("hearth-local", &"0".repeat(64)));
     assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("component")));
+    // A "browser" must run the module the coordinator serves, not a host's component.
+    let mut s = connect(&url);
+    let Message::Hello(mut h) = hello("hearth-local", &digest) else {
+        unreachable!()
+    };
+    h.capabilities.kind = proto::WorkerKind::Browser;
+    send(&mut s, &Message::Hello(h));
+    assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("component")));
 
     // Admitted, then every kind of bad result.
     let mut m = connect(&url);

@@ -3,7 +3,7 @@
 // `hearth-coordinator bench-browser` reads it.
 const out = document.getElementById('out');
 const params = new URLSearchParams(location.search);
-const steps = Number(params.get('steps') || 40);
+const seconds = Number(params.get('seconds') || 5);
 const repeats = Number(params.get('repeats') || 3);
 
 function run() {
@@ -22,7 +22,7 @@ function run() {
       worker.terminate();
     }
   };
-  worker.postMessage({ type: 'bench', steps, repeats });
+  worker.postMessage({ type: 'bench', seconds, repeats });
 }
 document.getElementById('run').onclick = run;
 if (params.get('report') === '1') run();

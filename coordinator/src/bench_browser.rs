@@ -1,0 +1,209 @@
+//! `hearth-coordinator bench-browser`: the browser worker's training speed
+//! against the wasmtime host's, on this machine.
+//!
+//! Times training steps (LeNet-5, batch 64, test images 0..639) in the
+//! wasmtime component, then serves the demo on loopback and opens
+//! `bench.html?report=1` in headless Chromium, where the page runs the same
+//! steps on the same batches in a Web Worker and posts its img/s back; prints
+//! both and their ratio. Unix only (the browser runs in its own process group).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hearth_runtime::{ComponentModel, Limits, Runtime};
+use hearth_worker::{ModelConfig, OptimizerConfig};
+
+use crate::{RunArgs, Served, start_server_with};
+
+/// Options of `bench-browser`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The Chromium (or Chrome) executable.
+    #[arg(long, default_value = "/usr/bin/chromium")]
+    chromium: PathBuf,
+    /// Seconds of measurement per repeat (after one second of warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Repeats per side; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Longest wait for the browser's report, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// Images the benchmark trains on, in batches of 64.
+const IMAGES: usize = 640;
+
+/// Runs both sides and prints the comparison.
+pub fn run(args: Args, base: RunArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.chromium.is_file(),
+        "no browser at {} (install Debian's chromium or pass --chromium)",
+        args.chromium.display()
+    );
+    let dir = base.data.clone().unwrap_or_else(hearth_mnist::bundled_dir);
+    let data = hearth_mnist::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let test = data.test.head(IMAGES);
+    anyhow::ensure!(
+        test.len() == IMAGES,
+        "the test set has fewer than {IMAGES} images"
+    );
+    let run_args = RunArgs {
+        arch: "lenet5".into(),
+        quiet: true,
+        ..base
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let Served { url, rt, .. } =
+        start_server_with(&run_args, "127.0.0.1:0", Arc::new(test.clone()), Some(tx))?;
+    let page = format!(
+        "{}bench.html?report=1&seconds={}&repeats={}",
+        url.trim_end_matches("ws").replacen("ws://", "http://", 1),
+        args.seconds,
+        args.repeats.max(1)
+    );
+    let profile = tempfile::tempdir()?;
+    println!("browser: {} {page}", args.chromium.display());
+    // wasmtime first, so nothing of the browser is left running while it is timed.
+    let mut host = Vec::new();
+    for (label, limits) in [
+        ("wasmtime host (call timeout on)", Limits::default()),
+        (
+            "wasmtime host (call timeout off)",
+            Limits {
+                call_timeout: None,
+                ..Limits::default()
+            },
+        ),
+    ] {
+        let (rate, runs) = wasmtime_rate(&test, limits, args.seconds, args.repeats.max(1))?;
+        println!(
+            "  {label:<36} {rate:>7.0} img/s  (runs: {})",
+            runs.join(", ")
+        );
+        host.push((label, rate));
+    }
+    let mut browser = Command::new(&args.chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&page)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so its renderer and helpers stop with it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", args.chromium.display()))?;
+    let report = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(args.timeout), rx.recv()).await
+    });
+    stop_group(&mut browser);
+    let report = report
+        .ok()
+        .flatten()
+        .context("the browser did not report within the timeout")?;
+    let report: serde_json::Value =
+        serde_json::from_str(&report).context("the browser's report is not JSON")?;
+    let browser_rate = report["median"]
+        .as_f64()
+        .context("the browser's report has no median")?;
+    let runs: Vec<String> = report["rates"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|x| x.as_f64())
+                .map(|x| format!("{x:.0}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "  browser (Web Worker, wasm-bindgen)   {browser_rate:>7.0} img/s  (runs: {})",
+        runs.join(", ")
+    );
+    println!(
+        "  {}",
+        report["user_agent"].as_str().unwrap_or("unknown browser")
+    );
+    for (label, rate) in host {
+        println!(
+            "  browser / {label} = {:.3}",
+            browser_rate / rate.max(f64::MIN_POSITIVE)
+        );
+    }
+
+    Ok(())
+}
+
+/// Asks the browser's whole process group to stop, then makes sure it has.
+fn stop_group(browser: &mut std::process::Child) {
+    let group = format!("-{}", browser.id());
+    let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = browser.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = browser.wait();
+}
+
+/// Median img/s of training steps in the wasmtime component, timed like the page.
+fn wasmtime_rate(
+    test: &hearth_mnist::Split,
+    limits: Limits,
+    seconds: f64,
+    repeats: usize,
+) -> Result<(f64, Vec<String>)> {
+    let runtime = Runtime::new(limits)?;
+    let component = runtime.load_builtin()?;
+    let config = ModelConfig {
+        arch: "lenet5".into(),
+        seed: 1,
+        optimizer: OptimizerConfig {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        },
+    };
+    let mut model = ComponentModel::new(&runtime, &component, &config)?;
+    let labels = test.labels.as_slice().context("labels not contiguous")?;
+    let pixels = test.pixels();
+    let batches = IMAGES / 64;
+    let mut step = 0usize;
+    let mut measure = |d: Duration| -> Result<f64> {
+        let start = Instant::now();
+        let mut images = 0usize;
+        while start.elapsed() < d {
+            let b = step % batches;
+            model.train_batch(
+                &pixels[b * 64 * 784..(b + 1) * 64 * 784],
+                &labels[b * 64..(b + 1) * 64],
+            )?;
+            images += 64;
+            step += 1;
+        }
+        Ok(images as f64 / start.elapsed().as_secs_f64())
+    };
+    measure(Duration::from_secs(1))?;
+    let mut rates: Vec<f64> = (0..repeats)
+        .map(|_| measure(Duration::from_secs_f64(seconds)))
+        .collect::<Result<_>>()?;
+    rates.sort_by(f64::total_cmp);
+    let runs = rates.iter().map(|r| format!("{r:.0}")).collect();
+    Ok((rates[rates.len() / 2], runs))
+}
