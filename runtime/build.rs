@@ -5,20 +5,12 @@
 //! component with the `wit-component` library: no `wasm-tools` install, no
 //! imports.
 
-use std::env;
 use std::fs;
-use std::path::PathBuf;
 
 use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir
-        .parent()
-        .context("runtime/ has no parent")?
-        .to_path_buf();
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    hearth_build::watch_worker_sources(&root);
+    let hearth_build::BuildPaths { root, out_dir, .. } = hearth_build::paths()?;
     let module_path = hearth_build::build_worker(&root, &out_dir.join("wasm-target"), "component")?;
     let module =
         fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;

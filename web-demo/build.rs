@@ -6,19 +6,14 @@
 //! next to the processed module in `OUT_DIR/pkg`. No wasm-bindgen-cli
 //! install, no manual step.
 
-use std::env;
-use std::path::PathBuf;
-
 use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir
-        .parent()
-        .context("web-demo/ has no parent")?
-        .to_path_buf();
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    hearth_build::watch_worker_sources(&root);
+    let hearth_build::BuildPaths {
+        manifest_dir,
+        root,
+        out_dir,
+    } = hearth_build::paths()?;
     println!(
         "cargo:rerun-if-changed={}",
         manifest_dir.join("static").display()

@@ -60,6 +60,33 @@ pub fn build_worker(root: &Path, target_dir: &Path, features: &str) -> anyhow::R
     Ok(target_dir.join("wasm32-unknown-unknown/wasm/hearth_worker.wasm"))
 }
 
+/// Paths a build script of a workspace member needs.
+pub struct BuildPaths {
+    /// The calling crate's directory.
+    pub manifest_dir: PathBuf,
+    /// The workspace root (its parent).
+    pub root: PathBuf,
+    /// The build script's `OUT_DIR`.
+    pub out_dir: PathBuf,
+}
+
+/// Reads the paths from cargo's environment and prints `rerun-if-changed`
+/// for everything the worker build reads.
+pub fn paths() -> anyhow::Result<BuildPaths> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir
+        .parent()
+        .context("a workspace member has no parent directory")?
+        .to_path_buf();
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    watch_worker_sources(&root);
+    Ok(BuildPaths {
+        manifest_dir,
+        root,
+        out_dir,
+    })
+}
+
 /// Prints `rerun-if-changed` for everything the worker build reads.
 pub fn watch_worker_sources(root: &Path) {
     for watched in [
