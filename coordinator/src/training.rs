@@ -61,6 +61,12 @@ struct Worker {
     frames: UnboundedSender<Vec<u8>>,
     /// The round it is working on and its batches.
     busy: Option<(u64, Vec<BatchId>, Instant)>,
+    /// When its current round's batches go back to the queue if it has not answered.
+    deadline: Instant,
+    /// It missed a deadline and has not been heard from since: no new batches
+    /// until it answers (a frozen tab or stopped process would otherwise hold
+    /// up every round).
+    missed: bool,
     rounds: u64,
     images: u64,
     busy_seconds: f64,
@@ -70,6 +76,15 @@ struct Worker {
 }
 
 impl Worker {
+    /// Counts a frame from this worker, which also shows it is alive again.
+    fn heard(&mut self, bytes: usize) {
+        self.bytes_in += bytes as u64;
+        if self.missed {
+            self.missed = false;
+            tracing::info!(worker = %self.name, "answers again; back in the rounds");
+        }
+    }
+
     fn images_per_second(&self) -> f64 {
         if self.busy_seconds > 0.0 {
             self.images as f64 / self.busy_seconds
@@ -443,10 +458,11 @@ impl Trainer {
         } else {
             1
         };
-        while self.workers.len() < needed {
+        while self.available() < needed {
             if !logged {
                 tracing::info!(
                     connected = self.workers.len(),
+                    available = self.available(),
                     needed,
                     "waiting for workers"
                 );
@@ -470,6 +486,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// Connected workers that are not silent past a deadline.
+    fn available(&self) -> usize {
+        self.workers.values().filter(|w| !w.missed).count()
+    }
+
     /// Events outside a round (or from workers not in it).
     fn handle_idle(&mut self, event: Event) {
         match event {
@@ -489,6 +510,8 @@ impl Trainer {
                         component,
                         frames,
                         busy: None,
+                        deadline: Instant::now(),
+                        missed: false,
                         rounds: 0,
                         images: 0,
                         busy_seconds: 0.0,
@@ -508,7 +531,7 @@ impl Trainer {
                 message,
             } => {
                 if let Some(w) = self.workers.get_mut(&conn) {
-                    w.bytes_in += bytes as u64;
+                    w.heard(bytes);
                 }
                 match message {
                     Message::Result(r) => self.refuse(
@@ -549,7 +572,12 @@ impl Trainer {
     fn play_round(&mut self, ledger: &mut Ledger, lr: f32) -> Result<RoundOutcome> {
         self.round += 1;
         let round = self.round;
-        let conns: Vec<ConnId> = self.workers.keys().copied().collect();
+        let conns: Vec<ConnId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.missed)
+            .map(|(&c, _)| c)
+            .collect();
         let views: Vec<WorkerView> = conns
             .iter()
             .map(|c| WorkerView {
@@ -573,6 +601,7 @@ impl Trainer {
                 let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
                 self.data.train.gather(&idx, &mut pixels, &mut labels);
             }
+            let images = labels.len();
             w.send(&Message::Assign(proto::Assign {
                 round,
                 params_version: self.version,
@@ -584,11 +613,20 @@ impl Trainer {
                 pixels,
                 labels,
             }));
-            w.busy = Some((round, batches, Instant::now()));
+            let now = Instant::now();
+            w.deadline =
+                now + answer_deadline(w.images_per_second(), images, self.plan.round_timeout);
+            w.busy = Some((round, batches, now));
         }
-        let deadline = Instant::now() + self.plan.round_timeout;
         let mut contributions = Vec::new();
         while self.workers.values().any(|w| w.busy.is_some()) {
+            let deadline = self
+                .workers
+                .values()
+                .filter(|w| w.busy.is_some())
+                .map(|w| w.deadline)
+                .min()
+                .unwrap_or_else(Instant::now);
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
                 Ok(Event::Frame {
@@ -600,7 +638,7 @@ impl Trainer {
                     let Some(w) = self.workers.get_mut(&conn) else {
                         continue;
                     };
-                    w.bytes_in += bytes as u64;
+                    w.heard(bytes);
                     let Some((busy_round, batches, sent)) = w.busy.clone() else {
                         self.refuse(
                             conn,
@@ -672,7 +710,7 @@ impl Trainer {
                     // The worker could not do its round: its batches go back now
                     // instead of at the timeout.
                     if let Some(w) = self.workers.get_mut(&conn) {
-                        w.bytes_in += bytes as u64;
+                        w.heard(bytes);
                         if let Some((busy_round, batches, _)) = w.busy.clone()
                             && e.round == Some(busy_round)
                         {
@@ -697,10 +735,20 @@ impl Trainer {
                 }
                 Ok(other) => self.handle_idle(other),
                 Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
                     for w in self.workers.values_mut() {
-                        if let Some((_, batches, _)) = w.busy.take() {
+                        if w.deadline > now {
+                            continue;
+                        }
+                        if let Some((_, batches, sent)) = w.busy.take() {
+                            w.missed = true;
                             let n = ledger.requeue(&w.name, &batches);
-                            tracing::warn!(worker = %w.name, batches = n, "round timed out; its batches go back to the queue");
+                            tracing::warn!(
+                                worker = %w.name,
+                                batches = n,
+                                waited_s = sent.elapsed().as_secs_f64(),
+                                "no answer by its deadline; its batches go back to the queue"
+                            );
                             outcome.requeued += n as u64;
                         }
                     }
@@ -716,6 +764,18 @@ impl Trainer {
             outcome.aggregated = true;
         }
         Ok(outcome)
+    }
+}
+
+/// How long a worker may take to answer a round of `images`: four times what
+/// its measured speed predicts plus 5 s (for a worker whose speed is not
+/// known yet: `limit`), never more than `limit`. A frozen tab or a stopped
+/// process then holds up a round for seconds, not for the whole round timeout.
+fn answer_deadline(images_per_second: f64, images: usize, limit: Duration) -> Duration {
+    if images_per_second > 0.0 {
+        Duration::from_secs_f64(4.0 * images as f64 / images_per_second + 5.0).min(limit)
+    } else {
+        limit
     }
 }
 
@@ -773,4 +833,17 @@ fn progress(len: u64, what: &str, prefix: String) -> indicatif::ProgressBar {
     }
     bar.set_prefix(prefix);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_measured_speed_within_the_round_timeout() {
+        let limit = Duration::from_secs(120);
+        assert_eq!(answer_deadline(0.0, 256, limit), limit);
+        assert_eq!(answer_deadline(1000.0, 500, limit), Duration::from_secs(7));
+        assert_eq!(answer_deadline(1.0, 1000, limit), limit);
+    }
 }

@@ -170,3 +170,41 @@ pub fn wait_success(p: &mut Reaped, secs: u64) -> bool {
     }
     panic!("process did not finish within {secs} s");
 }
+
+/// Body of `GET http://host:port/path` (plain HTTP/1.1, `Connection: close`).
+pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let host = base
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&host)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// Rounds the coordinator at `url` (its WebSocket URL) credits to `name`, per `/api/status`.
+pub fn rounds_of(url: &str, name: &str) -> u64 {
+    http_get(url, "/api/status")
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|s| {
+            s["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == name)
+                .and_then(|w| w["rounds"].as_u64())
+        })
+        .unwrap_or(0)
+}

@@ -149,3 +149,60 @@ fn a_host_started_before_the_coordinator_keeps_retrying_and_joins() {
         "the host did not stop after the goodbye"
     );
 }
+
+/// A host frozen with SIGSTOP keeps its connection open but never answers.
+/// Its batches go back to the queue at its own deadline (a few times its
+/// measured round time), it gets no new ones, and the run finishes long
+/// before the 10-minute round timeout set here.
+#[test]
+fn a_frozen_host_costs_seconds_not_the_round_timeout() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let n = 30_000u64;
+    let (mut coordinator, url) = serve(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        "1",
+        "--train-limit",
+        &n.to_string(),
+        "--test-limit",
+        "500",
+        "--local-steps",
+        "2",
+        "--round-timeout",
+        "600",
+        "--out",
+        dir,
+    ]);
+    let _steady = worker(&url, "steady");
+    let frozen = worker(&url, "frozen");
+    // Let a few rounds measure both workers' speed (the dashboard's API
+    // counts them), then freeze one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while hearth_e2e::rounds_of(&url, "frozen") < 3 {
+        assert!(std::time::Instant::now() < deadline, "the host never trained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = frozen.0.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.is_ok_and(|s| s.success()), "could not SIGSTOP the host");
+    assert!(
+        wait_success(&mut coordinator, 240),
+        "the run did not finish: a frozen worker held up the rounds"
+    );
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    assert_each_sample_once(out.path(), n, 1);
+    let s = summary(out.path());
+    let frozen_report = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "frozen")
+        .cloned()
+        .unwrap();
+    assert!(
+        frozen_report["images"].as_u64().unwrap() < n / 2,
+        "the frozen host got no work after it froze: {frozen_report}"
+    );
+}
