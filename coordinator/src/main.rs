@@ -137,7 +137,9 @@ pub(crate) struct RunArgs {
     /// Workers to wait for before the first round.
     #[arg(long, default_value_t = 1)]
     min_workers: usize,
-    /// Seconds a worker may take for one round before its batches are reassigned.
+    /// Longest time, in seconds, a worker may take for one round before its
+    /// batches are reassigned; once its speed is measured, its deadline is
+    /// four times its expected round time plus 5 s, if that is shorter.
     #[arg(long, default_value_t = 120)]
     round_timeout: u64,
     /// Output directory.
