@@ -181,12 +181,18 @@ fn a_frozen_host_costs_seconds_not_the_round_timeout() {
     // counts them), then freeze one.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while hearth_e2e::rounds_of(&url, "frozen") < 3 {
-        assert!(std::time::Instant::now() < deadline, "the host never trained");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never trained"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = frozen.0.id().to_string();
     let stopped = Command::new("kill").args(["-STOP", &pid]).status();
-    assert!(stopped.is_ok_and(|s| s.success()), "could not SIGSTOP the host");
+    assert!(
+        stopped.is_ok_and(|s| s.success()),
+        "could not SIGSTOP the host"
+    );
     assert!(
         wait_success(&mut coordinator, 240),
         "the run did not finish: a frozen worker held up the rounds"

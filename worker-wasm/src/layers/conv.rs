@@ -30,8 +30,11 @@ pub struct Conv2d {
     rows: Vec<f32>,
     /// `cin·k·k` rounded up to a multiple of 4.
     kkp: usize,
-    /// One input sample with a zero border of `pad` (the border is never written).
+    /// One input sample with a zero border of `pad` (im2row; the border is
+    /// never written), or one sample's input gradient with that border.
     padded: Vec<f32>,
+    /// The filters, rows padded with zeros to `kkp` (`cout × kkp`).
+    wpad: Vec<f32>,
     /// Positions and values of one channel's non-zero output gradients.
     nz_pos: Vec<u32>,
     /// (values of the above)
@@ -68,6 +71,7 @@ impl Conv2d {
             rows: vec![0.0; kkp * oh * ow],
             kkp,
             padded: vec![0.0; cin * (ih + 2 * pad) * (iw + 2 * pad) + 4],
+            wpad: vec![0.0; cout * kkp],
             nz_pos: Vec::with_capacity(oh * ow),
             nz_val: Vec::with_capacity(oh * ow),
         }
@@ -199,26 +203,74 @@ impl Conv2d {
                 continue;
             }
             let dw_row = &mut dw[co * kk..(co + 1) * kk];
-            let (pos, val, rows) = (&self.nz_pos[..n], &self.nz_val[..n], &self.rows);
-            // Blocks of at most 8 vectors (the accumulators stay in registers),
-            // as even as possible.
-            let vectors = kkp / 4;
-            let (mut v0, mut blocks) = (0, vectors.div_ceil(8));
-            while v0 < vectors {
-                let nv = (vectors - v0).div_ceil(blocks);
-                let kb = 4 * v0;
-                match nv {
-                    1 => sparse_block::<1>(rows, kkp, kb, pos, val, dw_row),
-                    2 => sparse_block::<2>(rows, kkp, kb, pos, val, dw_row),
-                    3 => sparse_block::<3>(rows, kkp, kb, pos, val, dw_row),
-                    4 => sparse_block::<4>(rows, kkp, kb, pos, val, dw_row),
-                    5 => sparse_block::<5>(rows, kkp, kb, pos, val, dw_row),
-                    6 => sparse_block::<6>(rows, kkp, kb, pos, val, dw_row),
-                    7 => sparse_block::<7>(rows, kkp, kb, pos, val, dw_row),
-                    _ => sparse_block::<8>(rows, kkp, kb, pos, val, dw_row),
+            let (pos, val) = (&self.nz_pos[..n], &self.nz_val[..n]);
+            sparse_rows(&self.rows, kkp, pos, val, |kb, lanes| {
+                let end = (kb + lanes.len()).min(kk);
+                for (d, &l) in dw_row[kb.min(end)..end].iter_mut().zip(lanes) {
+                    *d += l;
                 }
-                v0 += nv;
-                blocks -= 1;
+            });
+        }
+    }
+
+    /// `dX = col2im(Wᵀ·dY)` for one sample from the non-zeros of `dyb`: per
+    /// output position, the sum of its non-zero gradients times their filters
+    /// (`self.wpad`, filled by `backward`), folded onto a zero-bordered copy of
+    /// the input gradient.
+    fn sparse_input_grad(&mut self, dyb: &[f32], dxb: &mut [f32]) {
+        let (cin, cout, k, pad, ih, iw, oh, ow, kkp) = (
+            self.cin, self.cout, self.k, self.pad, self.ih, self.iw, self.oh, self.ow, self.kkp,
+        );
+        let (hw, ph, pw) = (oh * ow, ih + 2 * pad, iw + 2 * pad);
+        assert!(dyb.len() >= cout * hw && dxb.len() >= cin * ih * iw);
+        self.nz_pos.resize(hw.max(cout), 0);
+        self.nz_val.resize(hw.max(cout), 0.0);
+        self.padded[..cin * ph * pw].fill(0.0);
+        let mut drow = [0.0f32; MAX_KKP];
+        assert!(kkp <= MAX_KKP, "kernels up to {MAX_KKP} taps");
+        let k4 = k / 4 * 4;
+        for p in 0..hw {
+            let mut n = 0;
+            for co in 0..cout {
+                let v = dyb[co * hw + p];
+                self.nz_pos[n] = co as u32;
+                self.nz_val[n] = v;
+                n += (v != 0.0) as usize;
+            }
+            if n == 0 {
+                continue;
+            }
+            let (pos, val) = (&self.nz_pos[..n], &self.nz_val[..n]);
+            sparse_rows(&self.wpad, kkp, pos, val, |kb, lanes| {
+                drow[kb..kb + lanes.len()].copy_from_slice(lanes);
+            });
+            let (oy, ox) = (p / ow, p % ow);
+            let dp = self.padded.as_mut_ptr();
+            for ci in 0..cin {
+                for ky in 0..k {
+                    let src = &drow[(ci * k + ky) * k..][..k];
+                    // SAFETY: (ci·ph + oy + ky)·pw + ox + k ≤ cin·ph·pw, since
+                    // oy + ky < ph and ox + k ≤ pw; `padded` is longer.
+                    unsafe {
+                        let dst = dp.add((ci * ph + oy + ky) * pw + ox);
+                        let mut kx = 0;
+                        while kx < k4 {
+                            let sum = F32x4::load_ptr(dst.add(kx)) + F32x4::load(&src[kx..kx + 4]);
+                            sum.store_ptr(dst.add(kx));
+                            kx += 4;
+                        }
+                        while kx < k {
+                            *dst.add(kx) += src[kx];
+                            kx += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for ci in 0..cin {
+            for iy in 0..ih {
+                let src = &self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
+                dxb[(ci * ih + iy) * iw..][..iw].copy_from_slice(src);
             }
         }
     }
@@ -265,7 +317,8 @@ impl Conv2d {
     ) {
         let (kk, hw) = (self.kk(), self.oh * self.ow);
         let nonzero = dyb.iter().filter(|&&v| v != 0.0).count();
-        if 2 * nonzero <= dyb.len() {
+        let sparse = 2 * nonzero <= dyb.len();
+        if sparse {
             self.im2row(xb);
             self.sparse_weight_grad(dyb, dw);
         } else {
@@ -277,6 +330,10 @@ impl Conv2d {
             add_sum(row, db);
         }
         if let Some(dxb) = dxb {
+            if sparse {
+                self.sparse_input_grad(dyb, dxb);
+                return;
+            }
             // dcols = Wᵀ · dY, then fold back onto the input.
             gemm_nn(
                 kk,
@@ -297,42 +354,69 @@ impl Conv2d {
     }
 }
 
-/// Lanes `kb .. kb + 4·NV` of one weight-gradient row: the sum over the
-/// non-zero gradients (`pos`, `val`) of value × im2row row, in registers, then
-/// added to `dw_row` (whose length may end inside the block).
+/// Most taps per filter (`cin·k·k` rounded up to 4) the sparse input gradient handles.
+const MAX_KKP: usize = 1024;
+
+/// For each block of up to 8 vectors covering `0..kkp`, calls
+/// `out(kb, lanes)` with `lanes[i] = Σⱼ val[j] · src[pos[j]·kkp + kb + i]`:
+/// a sum of a few `kkp`-long rows of `src`, with the partial sums of a block
+/// kept in registers.
+fn sparse_rows(
+    src: &[f32],
+    kkp: usize,
+    pos: &[u32],
+    val: &[f32],
+    mut out: impl FnMut(usize, &[f32]),
+) {
+    let vectors = kkp / 4;
+    // Blocks as even as possible.
+    let (mut v0, mut blocks) = (0, vectors.div_ceil(8));
+    let mut lanes = [0.0f32; 32];
+    while v0 < vectors {
+        let nv = (vectors - v0).div_ceil(blocks);
+        let kb = 4 * v0;
+        match nv {
+            1 => sparse_block::<1>(src, kkp, kb, pos, val, &mut lanes),
+            2 => sparse_block::<2>(src, kkp, kb, pos, val, &mut lanes),
+            3 => sparse_block::<3>(src, kkp, kb, pos, val, &mut lanes),
+            4 => sparse_block::<4>(src, kkp, kb, pos, val, &mut lanes),
+            5 => sparse_block::<5>(src, kkp, kb, pos, val, &mut lanes),
+            6 => sparse_block::<6>(src, kkp, kb, pos, val, &mut lanes),
+            7 => sparse_block::<7>(src, kkp, kb, pos, val, &mut lanes),
+            _ => sparse_block::<8>(src, kkp, kb, pos, val, &mut lanes),
+        }
+        out(kb, &lanes[..4 * nv]);
+        v0 += nv;
+        blocks -= 1;
+    }
+}
+
+/// One block of [`sparse_rows`]: `NV` vectors from lane `kb`, into `lanes`.
 #[inline(always)]
 fn sparse_block<const NV: usize>(
-    rows: &[f32],
+    src: &[f32],
     kkp: usize,
     kb: usize,
     pos: &[u32],
     val: &[f32],
-    dw_row: &mut [f32],
+    lanes: &mut [f32; 32],
 ) {
-    assert!(kb + 4 * NV <= kkp && pos.iter().all(|&p| (p as usize + 1) * kkp <= rows.len()));
+    assert!(kb + 4 * NV <= kkp && pos.iter().all(|&p| (p as usize + 1) * kkp <= src.len()));
     let mut acc = [F32x4::zero(); NV];
-    let rp = rows.as_ptr();
-    let step = |acc: &mut [F32x4; NV], p: u32, v: f32| {
+    let sp = src.as_ptr();
+    // (Unrolling this loop by two measured no faster, in wasmtime or natively.)
+    for (&p, &v) in pos.iter().zip(val) {
         let s = F32x4::splat(v);
         // SAFETY: row p holds kkp floats and kb + 4·NV <= kkp (asserted).
         unsafe {
-            let r = rp.add(p as usize * kkp + kb);
+            let r = sp.add(p as usize * kkp + kb);
             for (i, a) in acc.iter_mut().enumerate() {
                 *a = a.mul_add(s, F32x4::load_ptr(r.add(4 * i)));
             }
         }
-    };
-    // (Unrolling this loop by two measured no faster, in wasmtime or natively.)
-    for (&p, &v) in pos.iter().zip(val) {
-        step(&mut acc, p, v);
     }
-    let mut lanes = [0.0f32; 32];
     for (i, a) in acc.iter().enumerate() {
         a.store(&mut lanes[4 * i..4 * i + 4]);
-    }
-    let n = dw_row.len().saturating_sub(kb).min(4 * NV);
-    for (d, &l) in dw_row[kb..kb + n].iter_mut().zip(&lanes) {
-        *d += l;
     }
 }
 
@@ -399,6 +483,13 @@ impl Layer for Conv2d {
         let w = &params[..self.cout * kk];
         let (dw, dbias) = dparams.split_at_mut(self.cout * kk);
         let (in_len, out_len) = (self.in_len(), self.out_len());
+        if dx.is_some() {
+            // The filters with rows padded to kkp, for the sparse input gradient.
+            let kkp = self.kkp;
+            for (dst, src) in self.wpad.chunks_exact_mut(kkp).zip(w.chunks_exact(kk)) {
+                dst[..kk].copy_from_slice(src);
+            }
+        }
         for b in 0..batch {
             let dyb = &dy[b * out_len..(b + 1) * out_len];
             let xb = &x[b * in_len..(b + 1) * in_len];
@@ -422,10 +513,10 @@ mod tests {
         gradcheck::check(&mut Conv2d::new("lenet", 1, 2, 5, 2, 8, 8), 1, 1e-2);
     }
 
-    /// `dW` from the sparse path (most of `dY` zero) and from the dense path
-    /// both equal the direct sum, in float64.
+    /// `dW` and `dX` from the sparse path (most of `dY` zero) and from the
+    /// dense path all equal the direct sums, in float64.
     #[test]
-    fn weight_gradient_is_right_for_sparse_and_dense_output_gradients() {
+    fn gradients_are_right_for_sparse_and_dense_output_gradients() {
         let (cin, cout, k, pad, ih, iw) = (2, 3, 5, 2, 7, 6);
         for keep_every in [4usize, 1] {
             let mut c = Conv2d::new("c", cin, cout, k, pad, ih, iw);
@@ -440,8 +531,10 @@ mod tests {
             }
             let mut dp = vec![0.0; n];
             let y = vec![0.0; c.out_len()];
-            c.backward(&p, &x, &y, &dy, None, &mut dp, 1);
+            let mut dx = vec![f32::NAN; c.in_len()];
+            c.backward(&p, &x, &y, &dy, Some(&mut dx), &mut dp, 1);
             let (oh, ow) = (ih + 2 * pad + 1 - k, iw + 2 * pad + 1 - k);
+            let mut want_dx = vec![0.0f64; c.in_len()];
             for co in 0..cout {
                 for ci in 0..cin {
                     for ky in 0..k {
@@ -451,8 +544,11 @@ mod tests {
                                 for ox in 0..ow {
                                     let (iy, ix) = (oy + ky, ox + kx);
                                     if iy >= pad && iy - pad < ih && ix >= pad && ix - pad < iw {
-                                        s += dy[(co * oh + oy) * ow + ox] as f64
-                                            * x[(ci * ih + iy - pad) * iw + ix - pad] as f64;
+                                        let g = dy[(co * oh + oy) * ow + ox] as f64;
+                                        let at = (ci * ih + iy - pad) * iw + ix - pad;
+                                        s += g * x[at] as f64;
+                                        want_dx[at] +=
+                                            g * p[((co * cin + ci) * k + ky) * k + kx] as f64;
                                     }
                                 }
                             }
@@ -461,6 +557,12 @@ mod tests {
                         }
                     }
                 }
+            }
+            for (got, want) in dx.iter().zip(&want_dx) {
+                assert!(
+                    (*got as f64 - want).abs() < 1e-4,
+                    "dX, keep 1/{keep_every}: {got} vs {want}"
+                );
             }
         }
     }
