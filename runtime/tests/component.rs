@@ -199,13 +199,14 @@ fn memory_and_time_limits_trap_instead_of_hanging_the_host() {
     ));
 
     let hasty = Runtime::new(Limits {
-        call_timeout: Some(Duration::from_millis(20)),
+        // Creating the model takes ~10 ms; evaluating 20,000 images, seconds.
+        call_timeout: Some(Duration::from_millis(250)),
         ..Limits::default()
     })
     .unwrap();
     let component = hasty.load_builtin().unwrap();
     let mut m = ComponentModel::new(&hasty, &component, &config("lenet-mxnet")).unwrap();
-    let (px, lb) = mnist_batch(0, 4000);
+    let (px, lb) = mnist_batch(0, 20_000);
     match m.evaluate(&px, &lb, false) {
         Err(Error::Trap(e)) => assert!(format!("{e:?}").contains("interrupt"), "{e:?}"),
         other => panic!("expected a timeout trap, got {:?}", other.map(|s| s.count)),
