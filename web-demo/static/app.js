@@ -74,17 +74,19 @@ function onWorkerMessage(event) {
 if (sessionStorage.getItem('hearth-joined') === '1') join();
 
 // ---- dashboard -----------------------------------------------------------
+// series: [label, colour, scale]; a second scale gets its own axis on the right.
 function chart(target, title, series, xLabel) {
+  const scales = [...new Set(series.map(([, , scale]) => scale || 'y'))];
   const opts = {
     title, width: 420, height: 220,
     scales: { x: { time: false } },
-    axes: [{ label: xLabel }, {}],
-    series: [{ label: xLabel }, ...series.map(([label, stroke]) => ({ label, stroke, width: 2 }))],
+    axes: [{ label: xLabel }, ...scales.map((scale, i) => ({ scale, side: i === 0 ? 3 : 1, grid: { show: i === 0 } }))],
+    series: [{ label: xLabel }, ...series.map(([label, stroke, scale]) => ({ label, stroke, width: 2, scale: scale || 'y' }))],
   };
   return new uPlot(opts, [[], ...series.map(() => [])], $(target));
 }
 const charts = {
-  loss: chart('chart-loss', 'training loss per round', [['loss', '#c2461a']], 'round'),
+  loss: chart('chart-loss', 'per round', [['train loss', '#c2461a'], ['train acc', '#6b7385', 'acc']], 'round'),
   acc: chart('chart-acc', 'accuracy per epoch', [['train', '#6b7385'], ['test', '#c2461a']], 'epoch'),
   time: chart('chart-time', 'seconds per epoch', [['s / epoch', '#2a6f97']], 'epoch'),
 };
@@ -98,7 +100,7 @@ function render(s) {
   $('train-acc').textContent = last ? fmt.pct(last.train_accuracy) : '–';
   $('epoch-time').textContent = last ? `${last.seconds.toFixed(1)} s` : '–';
   $('epoch-bytes').textContent = last ? fmt.mb(last.bytes) : '–';
-  charts.loss.setData([s.rounds.map((r) => r.round), s.rounds.map((r) => r.train_loss)]);
+  charts.loss.setData([s.rounds.map((r) => r.round), s.rounds.map((r) => r.train_loss), s.rounds.map((r) => r.train_accuracy)]);
   const e = s.epoch_history;
   charts.acc.setData([e.map((p) => p.epoch), e.map((p) => p.train_accuracy), e.map((p) => p.test_accuracy)]);
   charts.time.setData([e.map((p) => p.epoch), e.map((p) => p.seconds)]);
