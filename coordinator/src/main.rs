@@ -60,12 +60,13 @@ pub(crate) enum Action {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Serve and train with the workers that connect; the dashboard and
-    /// draw-a-digit stay up after training until Ctrl-C.
+    /// Serve and train with the workers that connect (and the web demo on
+    /// the same port).
     Serve {
-        /// Exit when training is done instead of serving the final model.
+        /// After training, keep serving the dashboard and the final model
+        /// (draw-a-digit) until Ctrl-C instead of exiting.
         #[arg(long)]
-        exit_when_done: bool,
+        keep_serving: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -188,12 +189,9 @@ fn main() -> Result<()> {
                 run_sweep(run, &sweep)
             }
         }
-        Action::Serve {
-            exit_when_done,
-            run,
-        } => {
+        Action::Serve { keep_serving, run } => {
             let (run, _) = with_file(run, 0)?;
-            let linger = (!exit_when_done).then_some(Linger);
+            let linger = keep_serving.then_some(Linger);
             train_and(run, 0, "127.0.0.1:7070", linger).map(drop)
         }
         Action::Bench { bench, run } => bench::run(bench, run),

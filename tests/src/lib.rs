@@ -111,18 +111,19 @@ impl Drop for Reaped {
     }
 }
 
-/// Starts `hearth-coordinator serve` on a free loopback port with `args`,
-/// exiting when training is done; returns the process and its WebSocket URL
-/// (read from its first line).
-pub fn serve(args: &[&str]) -> (Reaped, String) {
-    let mut all = vec!["--exit-when-done"];
+/// Starts `hearth-coordinator serve --keep-serving` with `args`: it keeps
+/// serving the dashboard and the final model after training (until the
+/// returned process is dropped).
+pub fn serve_lingering(args: &[&str]) -> (Reaped, String) {
+    let mut all = vec!["--keep-serving"];
     all.extend_from_slice(args);
-    serve_lingering(&all)
+    serve(&all)
 }
 
-/// [`serve`], but the coordinator keeps serving the dashboard and the final
-/// model after training (until the returned process is dropped).
-pub fn serve_lingering(args: &[&str]) -> (Reaped, String) {
+/// Starts `hearth-coordinator serve` on a free loopback port with `args`
+/// (it exits when training is done); returns the process and its WebSocket
+/// URL (read from its first line).
+pub fn serve(args: &[&str]) -> (Reaped, String) {
     use std::io::BufRead;
     let mut child = Command::new(binary("hearth-coordinator"))
         .arg("serve")

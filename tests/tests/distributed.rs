@@ -127,7 +127,6 @@ fn a_host_started_before_the_coordinator_keeps_retrying_and_joins() {
         Command::new(binary("hearth-coordinator"))
             .args([
                 "serve",
-                "--exit-when-done",
                 "--quiet",
                 "--listen",
                 &listen,
