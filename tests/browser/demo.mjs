@@ -29,7 +29,9 @@ try {
   const page = await context.newPage();
   page.on('console', (m) => log('page:', m.text()));
   page.on('pageerror', (e) => log('page error:', e.message));
-  await page.goto(url);
+  // A slow device (each round's reply held back 300 ms), so that the reload
+  // below lands inside a round.
+  await page.goto(`${url}?throttle=300`);
   await page.waitForFunction(() => window.hearth && window.hearth.status, null, { timeout: 30000 });
 
   // Parity: three SGD steps from a seeded model on test images 0..63, in this

@@ -34,7 +34,9 @@ function join() {
     worker = new Worker('worker.js', { type: 'module' });
     worker.onmessage = onWorkerMessage;
   }
-  worker.postMessage({ type: 'join', name, token: $('token').value });
+  // ?throttle=MS makes this tab a slow device (each reply held back MS ms),
+  // for trying out stragglers and for the reload test.
+  worker.postMessage({ type: 'join', name, token: $('token').value, throttleMs: params.get('throttle') });
   hearth.joined = true;
   $('join').textContent = 'Leave';
   $('tab-phase').textContent = 'joining';

@@ -43,6 +43,11 @@ function connect(moduleDigest) {
     if (typeof event.data === 'string') return;
     postMessage({ type: 'busy', busy: true });
     const reply = worker.handle(new Uint8Array(event.data));
+    if (reply && config.throttleMs > 0) {
+      // Simulated slow device (page URL ?throttle=MS): hold the reply back.
+      const until = performance.now() + config.throttleMs;
+      while (performance.now() < until) { /* a slow device is busy */ }
+    }
     if (reply) ws.send(reply);
     postMessage({ type: 'busy', busy: false });
     report({ connected: true });
@@ -93,7 +98,7 @@ onmessage = async (event) => {
   const msg = event.data;
   try {
     if (msg.type === 'join') {
-      config = { name: msg.name, token: msg.token };
+      config = { name: msg.name, token: msg.token, throttleMs: Number(msg.throttleMs) || 0 };
       stopped = false;
       const moduleDigest = await load();
       if (!socket) connect(moduleDigest);
