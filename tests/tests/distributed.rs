@@ -11,6 +11,19 @@ fn summary(dir: &std::path::Path) -> serde_json::Value {
         .expect("JSON")
 }
 
+/// Waits until the coordinator at `url` credits `name` with `rounds` rounds
+/// (read from the dashboard's `/api/status`).
+fn wait_for_rounds(url: &str, name: &str, rounds: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while hearth_e2e::rounds_of(url, name) < rounds {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never completed {rounds} rounds"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn three_hosts_train_one_epoch_using_every_sample_once() {
     let out = tempfile::tempdir().unwrap();
@@ -73,7 +86,7 @@ fn a_host_killed_mid_epoch_loses_no_samples() {
     let _b = worker(&url, "steady-2");
     let mut doomed = worker(&url, "doomed");
     // Let it take part in some rounds, then pull the plug without a goodbye.
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_for_rounds(&url, "doomed", 2);
     let _ = doomed.0.kill();
     assert!(wait_success(&mut coordinator, 180), "coordinator failed");
     assert_each_sample_once(out.path(), 12_000, 2);
@@ -176,16 +189,8 @@ fn a_frozen_host_costs_seconds_not_the_round_timeout() {
     ]);
     let _steady = worker(&url, "steady");
     let frozen = worker(&url, "frozen");
-    // Let a few rounds measure both workers' speed (the dashboard's API
-    // counts them), then freeze one.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while hearth_e2e::rounds_of(&url, "frozen") < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the host never trained"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Let a few rounds measure both workers' speed, then freeze one.
+    wait_for_rounds(&url, "frozen", 3);
     let pid = frozen.0.id().to_string();
     let stopped = Command::new("kill").args(["-STOP", &pid]).status();
     assert!(
