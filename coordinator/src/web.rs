@@ -2,7 +2,8 @@
 //! for the page, on the same port as the workers' WebSocket.
 //!
 //! - `GET /`, `/app.js`, `/pkg/…`: the embedded demo ([`hearth_web_demo`]);
-//! - `GET /api/status`: the dashboard snapshot (JSON);
+//! - `GET /api/status[?since=R]`: the dashboard snapshot (JSON), with only
+//!   the rounds after round R if `since` is given (pages poll incrementally);
 //! - `GET /api/model`: the global parameters, raw f32 little-endian, with the
 //!   architecture and version in `x-hearth-arch` / `x-hearth-version`;
 //! - `GET /api/samples?start=S&count=N`: N test images (N×784 bytes) followed
@@ -47,8 +48,18 @@ pub fn router(state: Arc<WebState>) -> axum::Router {
         .with_state(state)
 }
 
-async fn status(State(s): State<Arc<WebState>>) -> Response {
-    let mut r = Json(s.dashboard.status()).into_response();
+/// Query of `/api/status`.
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    since: Option<u64>,
+}
+
+async fn status(State(s): State<Arc<WebState>>, Query(q): Query<StatusQuery>) -> Response {
+    let mut status = s.dashboard.status();
+    if let Some(since) = q.since {
+        status.rounds.retain(|p| p.round > since);
+    }
+    let mut r = Json(status).into_response();
     no_store(&mut r);
     r
 }

@@ -29,9 +29,7 @@ try {
   const page = await context.newPage();
   page.on('console', (m) => log('page:', m.text()));
   page.on('pageerror', (e) => log('page error:', e.message));
-  // A slow device (each round's reply held back 300 ms), so that the reload
-  // below lands inside a round.
-  await page.goto(`${url}?throttle=300`);
+  await page.goto(url);
   await page.waitForFunction(() => window.hearth && window.hearth.status, null, { timeout: 30000 });
 
   // Parity: three SGD steps from a seeded model on test images 0..63, in this
@@ -57,7 +55,12 @@ try {
   result.rounds_before_reload = await page.evaluate(() => window.hearth.tab.rounds);
   log('browser trained', result.rounds_before_reload, 'rounds; reloading mid-round');
 
-  // Reload while a round is in progress: its batches must go back to the queue.
+  // Reload while a round is in progress: its batches must go back to the
+  // queue. The tab becomes a slow device first (each reply held back 3 s):
+  // Chromium tears a reloaded page's worker down a little after the new page
+  // loads, and a fast round would finish before that.
+  await page.evaluate(() => window.hearth.setThrottle(3000));
+  await page.waitForFunction(() => window.hearth.busy === false, null, { timeout: 60000, polling: 5 });
   await page.waitForFunction(() => window.hearth.busy === true, null, { timeout: 60000, polling: 5 });
   await page.reload();
   await page.waitForFunction(() => window.hearth && window.hearth.tab && window.hearth.tab.rounds >= 1, null, { timeout: 120000 });

@@ -191,6 +191,23 @@ fn a_frozen_host_costs_seconds_not_the_round_timeout() {
     let frozen = worker(&url, "frozen");
     // Let a few rounds measure both workers' speed, then freeze one.
     wait_for_rounds(&url, "frozen", 3);
+    // (The dashboard API hands out rounds incrementally.)
+    let rounds = |since: u64| -> Vec<u64> {
+        let body = hearth_e2e::http_get(&url, &format!("/api/status?since={since}")).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        status["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["round"].as_u64().unwrap())
+            .collect()
+    };
+    let all = rounds(0);
+    assert!(
+        all.len() >= 3 && all.windows(2).all(|w| w[0] < w[1]),
+        "{all:?}"
+    );
+    assert!(rounds(all[1]).iter().all(|&r| r > all[1]));
     let pid = frozen.0.id().to_string();
     let stopped = Command::new("kill").args(["-STOP", &pid]).status();
     assert!(

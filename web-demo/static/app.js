@@ -11,6 +11,8 @@ const fmt = {
 
 // What tests and curious users can read.
 const hearth = { tab: null, busy: false, status: null, joined: false };
+// Makes this tab a slow device from now on (each reply held back `ms`).
+hearth.setThrottle = (ms) => { if (worker) worker.postMessage({ type: 'throttle', ms }); };
 window.hearth = hearth;
 
 // ---- this tab as a worker ------------------------------------------------
@@ -124,10 +126,21 @@ function render(s) {
   document.dispatchEvent(new CustomEvent('hearth-status', { detail: s }));
 }
 
+// Rounds arrive incrementally (?since=last round seen); a restarted
+// coordinator (round counter going back) resets the history.
+const history = { rounds: [], last: 0 };
 async function poll() {
   try {
-    const r = await fetch('./api/status', { cache: 'no-store' });
-    if (r.ok) render(await r.json());
+    const r = await fetch(`./api/status?since=${history.last}`, { cache: 'no-store' });
+    if (r.ok) {
+      const s = await r.json();
+      if (s.round < history.last) { history.rounds = []; history.last = 0; }
+      history.rounds.push(...s.rounds);
+      if (history.rounds.length > 5000) history.rounds.splice(0, history.rounds.length - 5000);
+      if (history.rounds.length) history.last = history.rounds[history.rounds.length - 1].round;
+      s.rounds = history.rounds;
+      render(s);
+    }
   } catch (e) {
     $('run').textContent = `coordinator unreachable (${e.message}); retrying`;
   }

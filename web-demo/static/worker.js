@@ -102,6 +102,8 @@ onmessage = async (event) => {
       stopped = false;
       const moduleDigest = await load();
       if (!socket) connect(moduleDigest);
+    } else if (msg.type === 'throttle') {
+      if (config) config.throttleMs = Number(msg.ms) || 0;
     } else if (msg.type === 'leave') {
       stopped = true;
       if (socket) socket.close();
