@@ -64,6 +64,14 @@ function onWorkerMessage(event) {
     $('tab-loss').textContent = m.last_loss == null ? '–' : m.last_loss.toFixed(4);
     $('tab-bytes').textContent = m.bytes_in == null ? '–' : `${fmt.mb(m.bytes_in)} in, ${fmt.mb(m.bytes_out)} out`;
     $('tab-message').textContent = m.message || '';
+    // The coordinator now serves a different module (it was updated): load
+    // the page again to get it, and rejoin (at most once a minute).
+    const last = Number(sessionStorage.getItem('hearth-reloaded-at') || 0);
+    if (m.phase === 'rejected' && /component/.test(m.message || '') && Date.now() - last > 60000) {
+      sessionStorage.setItem('hearth-reloaded-at', String(Date.now()));
+      location.reload();
+      return;
+    }
     if (m.phase === 'finished' || m.phase === 'rejected') {
       hearth.joined = false;
       sessionStorage.removeItem('hearth-joined');
