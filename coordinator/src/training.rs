@@ -167,6 +167,8 @@ pub struct Trainer {
     ledger_out: BufWriter<File>,
     metrics_out: BufWriter<File>,
     dashboard: Dashboard,
+    /// Architecture of the global model (for the worker list).
+    arch: String,
 }
 
 impl Trainer {
@@ -202,6 +204,7 @@ impl Trainer {
             round: 0,
             workers: BTreeMap::new(),
             departed: BTreeMap::new(),
+            arch: dashboard.model().arch,
             dashboard,
         })
     }
@@ -390,7 +393,7 @@ impl Trainer {
 
     /// Shows the worker list on the dashboard.
     fn publish_workers(&self) {
-        let arch = self.strategy_arch();
+        let arch = self.arch.clone();
         let mut rows: Vec<WorkerRow> = self
             .reports()
             .into_iter()
@@ -412,10 +415,6 @@ impl Trainer {
             .collect();
         rows.sort_by_key(|r| !r.connected);
         self.dashboard.set_workers(rows);
-    }
-
-    fn strategy_arch(&self) -> String {
-        self.dashboard.model().arch
     }
 
     /// Totals per worker name, over every connection it had.
