@@ -120,14 +120,17 @@ pub fn serve_lingering(args: &[&str]) -> (Reaped, String) {
     serve(&all)
 }
 
-/// Starts `hearth-coordinator serve` on a free loopback port with `args`
-/// (it exits when training is done); returns the process and its WebSocket
+/// Starts `hearth-coordinator serve` with `args` (on a free loopback port
+/// unless they say `--listen`; it exits when training is done); returns the process and its WebSocket
 /// URL (read from its first line).
 pub fn serve(args: &[&str]) -> (Reaped, String) {
     use std::io::BufRead;
-    let mut child = Command::new(binary("hearth-coordinator"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--quiet"])
+    let mut cmd = Command::new(binary("hearth-coordinator"));
+    cmd.args(["serve", "--quiet"]);
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()

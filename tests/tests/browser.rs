@@ -195,3 +195,71 @@ fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
     );
     assert!(artifacts.join("web-demo.png").is_file());
 }
+
+/// The tab's worker reconnects by itself when the coordinator goes away and a
+/// new one comes up on the same address, and trains for the new one.
+#[test]
+fn a_browser_tab_reconnects_to_a_restarted_coordinator() {
+    use std::io::{BufRead, Write};
+    if let Some(why) = missing_tools() {
+        assert!(
+            std::env::var("HEARTH_BROWSER_TESTS").as_deref() != Ok("1"),
+            "HEARTH_BROWSER_TESTS=1 but {why}"
+        );
+        eprintln!("SKIPPED: the browser test needs Chromium, node and playwright-core: {why}");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (first_out, second_out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let coordinator = |out: &Path, epochs: &str| {
+        serve_lingering(&[
+            "--listen",
+            &listen,
+            "--epochs",
+            epochs,
+            "--train-limit",
+            "3200",
+            "--test-limit",
+            "500",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ])
+    };
+    let (first, url) = coordinator(first_out.path(), "100");
+    let http = url.trim_end_matches("ws").replacen("ws://", "http://", 1);
+    let mut node = Command::new("node")
+        .arg(browser_dir().join("reconnect.mjs"))
+        .arg(&http)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node");
+    let mut stdin = node.stdin.take().expect("stdin");
+    let mut lines = std::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let joined = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(
+        joined, "JOINED",
+        "the tab never trained for the first coordinator"
+    );
+    drop(first); // killed: the tab's connection drops
+    // Long enough that the tab is still training when the script looks.
+    let (_second, second_url) = coordinator(second_out.path(), "100");
+    writeln!(stdin, "restarted").expect("tell node");
+    let report = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    drop(stdin);
+    let status = node.wait().expect("node");
+    assert!(status.success(), "reconnect.mjs failed: {report}");
+    let seen: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    let name = seen["name"].as_str().expect("name");
+    // The second coordinator credits the tab with rounds (its dashboard API
+    // counts rounds the ledger completed; the epoch is not over yet).
+    let credited = hearth_e2e::rounds_of(&second_url, name);
+    assert!(
+        credited >= 1,
+        "the new coordinator credits {name} with {credited} rounds"
+    );
+}
