@@ -4,7 +4,7 @@
 // usage: node demo.mjs <http url of the coordinator> <artifacts dir>
 // Prints one JSON line with what it saw; the Rust test checks it against the
 // coordinator's ledger and the wasmtime component.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -14,14 +14,8 @@ if (!url || !artifacts) {
   process.exit(2);
 }
 mkdirSync(artifacts, { recursive: true });
-const executablePath = process.env.HEARTH_CHROMIUM || '/usr/bin/chromium';
 
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 const result = {};
 const log = (...a) => console.error('[demo]', ...a);
 try {

@@ -5,17 +5,11 @@
 // Protocol with the Rust test, one line each on stdout/stdin:
 //   prints "JOINED" once the tab has trained a round; waits for a line on stdin
 //   (the coordinator has been restarted); prints a JSON line with what it saw.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 import { createInterface } from 'node:readline';
 
 const [url] = process.argv.slice(2);
-const executablePath = process.env.HEARTH_CHROMIUM || '/usr/bin/chromium';
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 const input = createInterface({ input: process.stdin });
 const lines = input[Symbol.asyncIterator]();
 try {

@@ -34,6 +34,20 @@ fn missing_tools() -> Option<String> {
     None
 }
 
+/// Whether the browser tests can run; without the tools they are skipped
+/// (saying why), unless `HEARTH_BROWSER_TESTS=1` makes that a failure.
+fn browser_available() -> bool {
+    let Some(why) = missing_tools() else {
+        return true;
+    };
+    assert!(
+        std::env::var("HEARTH_BROWSER_TESTS").as_deref() != Ok("1"),
+        "HEARTH_BROWSER_TESTS=1 but {why}"
+    );
+    eprintln!("SKIPPED: the browser test needs Chromium, node and playwright-core: {why}");
+    false
+}
+
 /// SHA-256 of the parameters after three steps on test images 0..63 from
 /// seed 7, computed in the wasmtime component.
 fn wasmtime_parity_digest() -> (String, Vec<f32>) {
@@ -71,12 +85,7 @@ fn wasmtime_parity_digest() -> (String, Vec<f32>) {
 
 #[test]
 fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
-    if let Some(why) = missing_tools() {
-        assert!(
-            std::env::var("HEARTH_BROWSER_TESTS").as_deref() != Ok("1"),
-            "HEARTH_BROWSER_TESTS=1 but {why}"
-        );
-        eprintln!("SKIPPED: the browser test needs Chromium, node and playwright-core: {why}");
+    if !browser_available() {
         return;
     }
     let out = tempfile::tempdir().expect("temp dir");
@@ -201,12 +210,7 @@ fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
 #[test]
 fn a_browser_tab_reconnects_to_a_restarted_coordinator() {
     use std::io::{BufRead, Write};
-    if let Some(why) = missing_tools() {
-        assert!(
-            std::env::var("HEARTH_BROWSER_TESTS").as_deref() != Ok("1"),
-            "HEARTH_BROWSER_TESTS=1 but {why}"
-        );
-        eprintln!("SKIPPED: the browser test needs Chromium, node and playwright-core: {why}");
+    if !browser_available() {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
