@@ -24,6 +24,20 @@ pub struct Args {
     /// Repetitions per backend; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Measure only this backend (for profiling one of them).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// One of the measured backends.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    /// The training code compiled natively.
+    Native,
+    /// The component in wasmtime with the default call timeout.
+    TimeoutOn,
+    /// The component in wasmtime without a call timeout.
+    TimeoutOff,
 }
 
 /// Runs the benchmark and prints img/s for both backends and their ratio.
@@ -56,20 +70,25 @@ pub fn run(args: Args) -> Result<()> {
         ..Limits::default()
     };
     let setups = [
-        ("native", BackendKind::Native, checked),
+        (Only::Native, "native", BackendKind::Native, checked),
         (
+            Only::TimeoutOn,
             "wasmtime, call timeout on (default)",
             BackendKind::Wasmtime,
             checked,
         ),
         (
+            Only::TimeoutOff,
             "wasmtime, call timeout off",
             BackendKind::Wasmtime,
             unchecked,
         ),
     ];
     let mut results = Vec::new();
-    for (label, kind, limits) in setups {
+    for (which, label, kind, limits) in setups {
+        if args.only.is_some_and(|o| o != which) {
+            continue;
+        }
         let mut backend = Backend::new(kind, &config, limits)?;
         let mut step = 0usize;
         let mut measure = |d: Duration| -> Result<f64> {
@@ -95,6 +114,9 @@ pub fn run(args: Args) -> Result<()> {
             all.join(", ")
         );
         results.push(median);
+    }
+    if args.only.is_some() {
+        return Ok(());
     }
     for (i, label) in [(1, "timeout on"), (2, "timeout off")] {
         println!(

@@ -51,6 +51,10 @@ impl Runtime {
             .wasm_simd(true)
             .wasm_relaxed_simd(false)
             .epoch_interruption(limits.call_timeout.is_some());
+        if std::env::var_os("HEARTH_PERF_MAP").is_some() {
+            // Lets `perf report` name the compiled wasm functions (/tmp/perf-PID.map).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(Error::Load)?;
         let linker = Linker::new(&engine);
         let stop_ticker = Arc::new(AtomicBool::new(false));

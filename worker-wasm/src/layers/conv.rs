@@ -26,12 +26,13 @@ pub struct Conv2d {
     cols: Vec<f32>,
     /// Gradient of `cols` in the backward pass.
     dcols: Vec<f32>,
-    /// im2row buffer: `(oh·ow) × kkp`, rows padded with zeros to `kkp`.
+    /// im2row buffer: `(oh·ow) × kkp` (rows padded to `kkp`), and 8 spare floats.
     rows: Vec<f32>,
     /// `cin·k·k` rounded up to a multiple of 4.
     kkp: usize,
     /// One input sample with a zero border of `pad` (im2row; the border is
-    /// never written), or one sample's input gradient with that border.
+    /// never written), or one sample's input gradient with that border; and
+    /// 8 spare floats, so a tap row can be read as two whole vectors.
     padded: Vec<f32>,
     /// The filters, rows padded with zeros to `kkp` (`cout × kkp`).
     wpad: Vec<f32>,
@@ -68,9 +69,9 @@ impl Conv2d {
             ow,
             cols: vec![0.0; kk * oh * ow],
             dcols: vec![0.0; kk * oh * ow],
-            rows: vec![0.0; kkp * oh * ow],
+            rows: vec![0.0; kkp * oh * ow + 8],
             kkp,
-            padded: vec![0.0; cin * (ih + 2 * pad) * (iw + 2 * pad) + 4],
+            padded: vec![0.0; cin * (ih + 2 * pad) * (iw + 2 * pad) + 8],
             wpad: vec![0.0; cout * kkp],
             nz_pos: Vec::with_capacity(oh * ow),
             nz_val: Vec::with_capacity(oh * ow),
@@ -135,17 +136,32 @@ impl Conv2d {
 
     /// Unfolds one sample `x` per output position into `self.rows`:
     /// `rows[p·kkp + (ci·k + ky)·k + kx]` is the input under tap (ky, kx) of
-    /// channel ci for output position p. The padding lanes stay zero.
+    /// channel ci for output position p. The padding lanes hold arbitrary
+    /// finite values (they only meet lanes that are dropped).
+    fn im2row(&mut self, x: &[f32]) {
+        // A literal kernel size lets the compiler unroll the per-tap-row
+        // work into straight-line code (LeNet uses 5×5 only).
+        match self.k {
+            5 => self.im2row_k(x, 5),
+            k => self.im2row_k(x, k),
+        }
+    }
+
+    /// [`Self::im2row`] for kernel size `k` (inlined so `k` can be a constant).
     ///
     /// The input is first copied into a zero-bordered buffer, so every tap
-    /// row is `k` contiguous floats: no bounds tests per element.
-    fn im2row(&mut self, x: &[f32]) {
-        let (cin, k, pad, ih, iw, oh, ow, kkp) = (
-            self.cin, self.k, self.pad, self.ih, self.iw, self.oh, self.ow, self.kkp,
+    /// row is `k ≤ 8` contiguous floats, moved as two whole vectors: the
+    /// three to seven extra floats land where the next tap row (or the next
+    /// position, or the padding lanes) is written afterwards.
+    #[inline(always)]
+    fn im2row_k(&mut self, x: &[f32], k: usize) {
+        let (cin, pad, ih, iw, oh, ow, kkp) = (
+            self.cin, self.pad, self.ih, self.iw, self.oh, self.ow, self.kkp,
         );
         let (ph, pw) = (ih + 2 * pad, iw + 2 * pad);
-        assert!(x.len() >= cin * ih * iw && self.rows.len() >= oh * ow * kkp);
-        assert!(self.padded.len() >= cin * ph * pw + 4);
+        assert!(k <= 8, "kernels up to 8x8");
+        assert!(x.len() >= cin * ih * iw && self.rows.len() >= oh * ow * kkp + 8);
+        assert!(self.padded.len() >= cin * ph * pw + 8);
         for ci in 0..cin {
             for iy in 0..ih {
                 let dst = &mut self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
@@ -154,29 +170,22 @@ impl Conv2d {
         }
         let xp = self.padded.as_ptr();
         let rp = self.rows.as_mut_ptr();
-        let k4 = k / 4 * 4;
         for oy in 0..oh {
             for ox in 0..ow {
-                // SAFETY: row p = oy·ow + ox < oh·ow holds kkp ≥ cin·k·k
-                // floats (asserted), and every store below ends at or before
-                // (ci·k + ky + 1)·k ≤ cin·k·k. Reads start at
-                // (ci·ph + oy + ky)·pw + ox < cin·ph·pw and span k ≤ pw − ox
-                // floats (oy + ky < ph, ox + k ≤ pw).
+                // SAFETY: row p = oy·ow + ox starts at p·kkp, and the last
+                // store of the row ends at p·kkp + cin·k·k − k + 8
+                // ≤ oh·ow·kkp + 8 ≤ rows.len() (asserted). Reads start at
+                // (ci·ph + oy + ky)·pw + ox, with oy + ky < ph and
+                // ox + k ≤ pw, and span 8 floats: they end before
+                // cin·ph·pw + 8 ≤ padded.len() (asserted).
                 unsafe {
                     let row = rp.add((oy * ow + ox) * kkp);
                     for ci in 0..cin {
                         for ky in 0..k {
                             let dst = row.add((ci * k + ky) * k);
                             let src = xp.add((ci * ph + oy + ky) * pw + ox);
-                            let mut kx = 0;
-                            while kx < k4 {
-                                F32x4::load_ptr(src.add(kx)).store_ptr(dst.add(kx));
-                                kx += 4;
-                            }
-                            while kx < k {
-                                *dst.add(kx) = *src.add(kx);
-                                kx += 1;
-                            }
+                            F32x4::load_ptr(src).store_ptr(dst);
+                            F32x4::load_ptr(src.add(4)).store_ptr(dst.add(4));
                         }
                     }
                 }
@@ -218,16 +227,27 @@ impl Conv2d {
     /// (`self.wpad`, filled by `backward`), folded onto a zero-bordered copy of
     /// the input gradient.
     fn sparse_input_grad(&mut self, dyb: &[f32], dxb: &mut [f32]) {
-        let (cin, cout, k, pad, ih, iw, oh, ow, kkp) = (
-            self.cin, self.cout, self.k, self.pad, self.ih, self.iw, self.oh, self.ow, self.kkp,
+        match self.k {
+            5 => self.sparse_input_grad_k(dyb, dxb, 5),
+            k => self.sparse_input_grad_k(dyb, dxb, k),
+        }
+    }
+
+    /// [`Self::sparse_input_grad`] for kernel size `k` (inlined so `k` can be
+    /// a constant and the fold of each tap row becomes straight-line code).
+    #[inline(always)]
+    fn sparse_input_grad_k(&mut self, dyb: &[f32], dxb: &mut [f32], k: usize) {
+        let (cin, cout, pad, ih, iw, oh, ow, kkp) = (
+            self.cin, self.cout, self.pad, self.ih, self.iw, self.oh, self.ow, self.kkp,
         );
         let (hw, ph, pw) = (oh * ow, ih + 2 * pad, iw + 2 * pad);
         assert!(dyb.len() >= cout * hw && dxb.len() >= cin * ih * iw);
+        assert!(kkp <= MAX_KKP, "kernels up to {MAX_KKP} taps");
+        assert!(self.padded.len() >= cin * ph * pw && cin * k * k <= kkp);
         self.nz_pos.resize(hw.max(cout), 0);
         self.nz_val.resize(hw.max(cout), 0.0);
         self.padded[..cin * ph * pw].fill(0.0);
         let mut drow = [0.0f32; MAX_KKP];
-        assert!(kkp <= MAX_KKP, "kernels up to {MAX_KKP} taps");
         let k4 = k / 4 * 4;
         for p in 0..hw {
             let mut n = 0;
@@ -246,21 +266,24 @@ impl Conv2d {
             });
             let (oy, ox) = (p / ow, p % ow);
             let dp = self.padded.as_mut_ptr();
+            let sp = drow.as_ptr();
             for ci in 0..cin {
                 for ky in 0..k {
-                    let src = &drow[(ci * k + ky) * k..][..k];
                     // SAFETY: (ci·ph + oy + ky)·pw + ox + k ≤ cin·ph·pw, since
-                    // oy + ky < ph and ox + k ≤ pw; `padded` is longer.
+                    // oy + ky < ph and ox + k ≤ pw, and `padded` is at least
+                    // that long (asserted); the source row ends at
+                    // (ci·k + ky + 1)·k ≤ kkp ≤ MAX_KKP.
                     unsafe {
                         let dst = dp.add((ci * ph + oy + ky) * pw + ox);
+                        let src = sp.add((ci * k + ky) * k);
                         let mut kx = 0;
                         while kx < k4 {
-                            let sum = F32x4::load_ptr(dst.add(kx)) + F32x4::load(&src[kx..kx + 4]);
+                            let sum = F32x4::load_ptr(dst.add(kx)) + F32x4::load_ptr(src.add(kx));
                             sum.store_ptr(dst.add(kx));
                             kx += 4;
                         }
                         while kx < k {
-                            *dst.add(kx) += src[kx];
+                            *dst.add(kx) += *src.add(kx);
                             kx += 1;
                         }
                     }
@@ -368,6 +391,8 @@ fn sparse_rows(
     val: &[f32],
     mut out: impl FnMut(usize, &[f32]),
 ) {
+    assert!(kkp.is_multiple_of(4) && val.len() >= pos.len());
+    assert!(pos.iter().all(|&p| (p as usize + 1) * kkp <= src.len()));
     let vectors = kkp / 4;
     // Blocks as even as possible.
     let (mut v0, mut blocks) = (0, vectors.div_ceil(8));
@@ -375,15 +400,18 @@ fn sparse_rows(
     while v0 < vectors {
         let nv = (vectors - v0).div_ceil(blocks);
         let kb = 4 * v0;
-        match nv {
-            1 => sparse_block::<1>(src, kkp, kb, pos, val, &mut lanes),
-            2 => sparse_block::<2>(src, kkp, kb, pos, val, &mut lanes),
-            3 => sparse_block::<3>(src, kkp, kb, pos, val, &mut lanes),
-            4 => sparse_block::<4>(src, kkp, kb, pos, val, &mut lanes),
-            5 => sparse_block::<5>(src, kkp, kb, pos, val, &mut lanes),
-            6 => sparse_block::<6>(src, kkp, kb, pos, val, &mut lanes),
-            7 => sparse_block::<7>(src, kkp, kb, pos, val, &mut lanes),
-            _ => sparse_block::<8>(src, kkp, kb, pos, val, &mut lanes),
+        // SAFETY: every row of `pos` lies inside `src` (asserted above).
+        unsafe {
+            match nv {
+                1 => sparse_block::<1>(src, kkp, kb, pos, val, &mut lanes),
+                2 => sparse_block::<2>(src, kkp, kb, pos, val, &mut lanes),
+                3 => sparse_block::<3>(src, kkp, kb, pos, val, &mut lanes),
+                4 => sparse_block::<4>(src, kkp, kb, pos, val, &mut lanes),
+                5 => sparse_block::<5>(src, kkp, kb, pos, val, &mut lanes),
+                6 => sparse_block::<6>(src, kkp, kb, pos, val, &mut lanes),
+                7 => sparse_block::<7>(src, kkp, kb, pos, val, &mut lanes),
+                _ => sparse_block::<8>(src, kkp, kb, pos, val, &mut lanes),
+            }
         }
         out(kb, &lanes[..4 * nv]);
         v0 += nv;
@@ -392,8 +420,11 @@ fn sparse_rows(
 }
 
 /// One block of [`sparse_rows`]: `NV` vectors from lane `kb`, into `lanes`.
+///
+/// # Safety
+/// Every row `p` of `pos` must lie inside `src`: `(p + 1)·kkp ≤ src.len()`.
 #[inline(always)]
-fn sparse_block<const NV: usize>(
+unsafe fn sparse_block<const NV: usize>(
     src: &[f32],
     kkp: usize,
     kb: usize,
@@ -401,13 +432,14 @@ fn sparse_block<const NV: usize>(
     val: &[f32],
     lanes: &mut [f32; 32],
 ) {
-    assert!(kb + 4 * NV <= kkp && pos.iter().all(|&p| (p as usize + 1) * kkp <= src.len()));
+    assert!(kb + 4 * NV <= kkp);
     let mut acc = [F32x4::zero(); NV];
     let sp = src.as_ptr();
     // (Unrolling this loop by two measured no faster, in wasmtime or natively.)
     for (&p, &v) in pos.iter().zip(val) {
         let s = F32x4::splat(v);
-        // SAFETY: row p holds kkp floats and kb + 4·NV <= kkp (asserted).
+        // SAFETY: row p holds kkp floats (the caller's guarantee) and
+        // kb + 4·NV <= kkp (asserted).
         unsafe {
             let r = sp.add(p as usize * kkp + kb);
             for (i, a) in acc.iter_mut().enumerate() {
