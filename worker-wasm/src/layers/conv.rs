@@ -22,7 +22,7 @@ pub struct Conv2d {
     iw: usize,
     oh: usize,
     ow: usize,
-    /// im2col buffer: `(cin·k·k) × (oh·ow)`.
+    /// im2col buffer: `(cin·k·k) × (oh·ow)`, and 4 spare floats.
     cols: Vec<f32>,
     /// Gradient of `cols` in the backward pass.
     dcols: Vec<f32>,
@@ -30,10 +30,11 @@ pub struct Conv2d {
     rows: Vec<f32>,
     /// `cin·k·k` rounded up to a multiple of 4.
     kkp: usize,
-    /// One input sample with a zero border of `pad` (im2row; the border is
-    /// never written), or one sample's input gradient with that border; and
-    /// 8 spare floats, so a tap row can be read as two whole vectors.
+    /// One input sample with a zero border of `pad` (the border is never
+    /// written), and 8 spare floats, so rows can be read as whole vectors.
     padded: Vec<f32>,
+    /// One sample's input gradient with a border of `pad` (sparse `dX`).
+    dpadded: Vec<f32>,
     /// The filters, rows padded with zeros to `kkp` (`cout × kkp`).
     wpad: Vec<f32>,
     /// Positions and values of one channel's non-zero output gradients.
@@ -67,11 +68,12 @@ impl Conv2d {
             iw,
             oh,
             ow,
-            cols: vec![0.0; kk * oh * ow],
-            dcols: vec![0.0; kk * oh * ow],
+            cols: vec![0.0; kk * oh * ow + 4],
+            dcols: vec![0.0; kk * oh * ow + 4],
             rows: vec![0.0; kkp * oh * ow + 8],
             kkp,
             padded: vec![0.0; cin * (ih + 2 * pad) * (iw + 2 * pad) + 8],
+            dpadded: vec![0.0; cin * (ih + 2 * pad) * (iw + 2 * pad)],
             wpad: vec![0.0; cout * kkp],
             nz_pos: Vec::with_capacity(oh * ow),
             nz_val: Vec::with_capacity(oh * ow),
@@ -89,44 +91,66 @@ impl Conv2d {
         (lo, hi.max(lo))
     }
 
+    /// Copies one sample `x` (`cin × ih × iw`) into the interior of
+    /// `self.padded`, whose zero border is never written.
+    fn fill_padded(&mut self, x: &[f32]) {
+        let (cin, pad, ih, iw) = (self.cin, self.pad, self.ih, self.iw);
+        let (ph, pw) = (ih + 2 * pad, iw + 2 * pad);
+        for ci in 0..cin {
+            for iy in 0..ih {
+                let dst = &mut self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
+                dst.copy_from_slice(&x[(ci * ih + iy) * iw..][..iw]);
+            }
+        }
+    }
+
     /// Unfolds one sample `x` (`cin × ih × iw`) into `self.cols`.
-    ///
-    /// This runs once per sample per pass over rows of 8 to 28 floats, so it
-    /// works on raw pointers after one size check: in wasm, per-row slicing
-    /// and `memory.copy` calls made it six times slower than natively.
     fn im2col(&mut self, x: &[f32]) {
-        // Locals, not fields: stores through the column pointer could alias
-        // `self` as far as the optimizer knows, forcing reloads per row.
-        let (cin, k, pad, ih, iw, oh, ow) = (
-            self.cin, self.k, self.pad, self.ih, self.iw, self.oh, self.ow,
-        );
-        let hw = oh * ow;
-        assert!(x.len() >= cin * ih * iw && self.cols.len() >= cin * k * k * hw);
-        let ranges: [(usize, usize); 8] =
-            core::array::from_fn(|kx| if kx < k { self.valid_ox(kx) } else { (0, 0) });
-        assert!(k <= ranges.len(), "kernels up to 8x8");
-        let xp = x.as_ptr();
+        self.fill_padded(x);
+        // Literal sizes let the compiler turn each row copy into straight-line
+        // code; in wasmtime every loop iteration also pays an epoch check.
+        match (self.k, self.ow) {
+            (5, 28) => self.im2col_k(5, 28),
+            (5, 24) => self.im2col_k(5, 24),
+            (5, 10) => self.im2col_k(5, 10),
+            (5, 8) => self.im2col_k(5, 8),
+            (k, ow) => self.im2col_k(k, ow),
+        }
+    }
+
+    /// [`Self::im2col`] from `self.padded`, for kernel size `k` and output
+    /// width `ow` (inlined so both can be constants).
+    ///
+    /// Row `(ci·k + ky)·k + kx` of `cols`, output row `oy`, is the `ow`
+    /// floats of padded row `oy + ky` from column `kx`: one contiguous copy,
+    /// moved as whole vectors. The up to three extra floats land where the
+    /// next output row (or the spare tail of `cols`) is written afterwards.
+    #[inline(always)]
+    fn im2col_k(&mut self, k: usize, ow: usize) {
+        let (cin, pad, ih, iw, oh) = (self.cin, self.pad, self.ih, self.iw, self.oh);
+        let (ph, pw, hw) = (ih + 2 * pad, iw + 2 * pad, oh * ow);
+        let nv = ow.div_ceil(4);
+        assert!(ow == self.ow && self.cols.len() >= cin * k * k * hw + 4);
+        assert!(self.padded.len() >= cin * ph * pw + 8);
+        let xp = self.padded.as_ptr();
         let cp = self.cols.as_mut_ptr();
         for ci in 0..cin {
             for ky in 0..k {
-                for (kx, &(lo, hi)) in ranges.iter().enumerate().take(k) {
-                    // SAFETY: the row starts below cin·k·k·hw (asserted above);
-                    // each output row writes ow floats inside it; the source
-                    // range lo + kx - pad .. hi + kx - pad lies inside input
-                    // row iy - pad (valid_ox keeps it within 0..iw).
+                for kx in 0..k {
+                    // SAFETY: the store for output row oy spans
+                    // row·hw + oy·ow .. + 4·nv < cin·k·k·hw + 4 ≤ cols.len()
+                    // (asserted). The load starts at
+                    // (ci·ph + oy + ky)·pw + kx, with oy + ky < ph and
+                    // kx + ow ≤ pw, and spans 4·nv < ow + 4 floats: it ends
+                    // before cin·ph·pw + 4 ≤ padded.len() (asserted).
                     unsafe {
                         let row = cp.add(((ci * k + ky) * k + kx) * hw);
                         for oy in 0..oh {
                             let out = row.add(oy * ow);
-                            let iy = oy + ky;
-                            if iy < pad || iy - pad >= ih {
-                                simd::zero_ptr(out, ow);
-                                continue;
+                            let src = xp.add((ci * ph + oy + ky) * pw + kx);
+                            for v in 0..nv {
+                                F32x4::load_ptr(src.add(4 * v)).store_ptr(out.add(4 * v));
                             }
-                            let src = xp.add((ci * ih + iy - pad) * iw + lo + kx - pad);
-                            simd::zero_ptr(out, lo);
-                            simd::copy_ptr(out.add(lo), src, hi - lo);
-                            simd::zero_ptr(out.add(hi), ow - hi);
                         }
                     }
                 }
@@ -162,12 +186,7 @@ impl Conv2d {
         assert!(k <= 8, "kernels up to 8x8");
         assert!(x.len() >= cin * ih * iw && self.rows.len() >= oh * ow * kkp + 8);
         assert!(self.padded.len() >= cin * ph * pw + 8);
-        for ci in 0..cin {
-            for iy in 0..ih {
-                let dst = &mut self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
-                dst.copy_from_slice(&x[(ci * ih + iy) * iw..][..iw]);
-            }
-        }
+        self.fill_padded(x);
         let xp = self.padded.as_ptr();
         let rp = self.rows.as_mut_ptr();
         for oy in 0..oh {
@@ -200,14 +219,7 @@ impl Conv2d {
         self.nz_pos.resize(hw, 0);
         self.nz_val.resize(hw, 0.0);
         for (co, dy_row) in dyb.chunks_exact(hw).enumerate().take(self.cout) {
-            // Compact the non-zeros without a branch per element (which
-            // half the time would be mispredicted).
-            let mut n = 0;
-            for (p, &v) in dy_row.iter().enumerate() {
-                self.nz_pos[n] = p as u32;
-                self.nz_val[n] = v;
-                n += (v != 0.0) as usize;
-            }
+            let n = compact_nonzeros(hw, |p| dy_row[p], &mut self.nz_pos, &mut self.nz_val);
             if n == 0 {
                 continue;
             }
@@ -243,20 +255,19 @@ impl Conv2d {
         let (hw, ph, pw) = (oh * ow, ih + 2 * pad, iw + 2 * pad);
         assert!(dyb.len() >= cout * hw && dxb.len() >= cin * ih * iw);
         assert!(kkp <= MAX_KKP, "kernels up to {MAX_KKP} taps");
-        assert!(self.padded.len() >= cin * ph * pw && cin * k * k <= kkp);
+        assert!(self.dpadded.len() >= cin * ph * pw && cin * k * k <= kkp);
         self.nz_pos.resize(hw.max(cout), 0);
         self.nz_val.resize(hw.max(cout), 0.0);
-        self.padded[..cin * ph * pw].fill(0.0);
+        self.dpadded[..cin * ph * pw].fill(0.0);
         let mut drow = [0.0f32; MAX_KKP];
         let k4 = k / 4 * 4;
         for p in 0..hw {
-            let mut n = 0;
-            for co in 0..cout {
-                let v = dyb[co * hw + p];
-                self.nz_pos[n] = co as u32;
-                self.nz_val[n] = v;
-                n += (v != 0.0) as usize;
-            }
+            let n = compact_nonzeros(
+                cout,
+                |co| dyb[co * hw + p],
+                &mut self.nz_pos,
+                &mut self.nz_val,
+            );
             if n == 0 {
                 continue;
             }
@@ -265,12 +276,12 @@ impl Conv2d {
                 drow[kb..kb + lanes.len()].copy_from_slice(lanes);
             });
             let (oy, ox) = (p / ow, p % ow);
-            let dp = self.padded.as_mut_ptr();
+            let dp = self.dpadded.as_mut_ptr();
             let sp = drow.as_ptr();
             for ci in 0..cin {
                 for ky in 0..k {
                     // SAFETY: (ci·ph + oy + ky)·pw + ox + k ≤ cin·ph·pw, since
-                    // oy + ky < ph and ox + k ≤ pw, and `padded` is at least
+                    // oy + ky < ph and ox + k ≤ pw, and `dpadded` is at least
                     // that long (asserted); the source row ends at
                     // (ci·k + ky + 1)·k ≤ kkp ≤ MAX_KKP.
                     unsafe {
@@ -292,7 +303,7 @@ impl Conv2d {
         }
         for ci in 0..cin {
             for iy in 0..ih {
-                let src = &self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
+                let src = &self.dpadded[(ci * ph + iy + pad) * pw + pad..][..iw];
                 dxb[(ci * ih + iy) * iw..][..iw].copy_from_slice(src);
             }
         }
@@ -375,6 +386,49 @@ impl Conv2d {
             self.col2im(dxb);
         }
     }
+}
+
+/// Writes the indices `i < len` with `value(i) != 0` and their values to the
+/// front of `pos` and `val`, in order, and returns how many there are.
+///
+/// There is no branch per element (which, at a quarter non-zeros, would often
+/// be mispredicted): every element is written and the count only advances
+/// past the non-zeros. Four elements per iteration, because in wasmtime every
+/// loop iteration also pays an epoch check.
+#[inline(always)]
+fn compact_nonzeros(
+    len: usize,
+    value: impl Fn(usize) -> f32,
+    pos: &mut [u32],
+    val: &mut [f32],
+) -> usize {
+    assert!(pos.len() >= len && val.len() >= len);
+    let (pp, vp) = (pos.as_mut_ptr(), val.as_mut_ptr());
+    let mut n = 0;
+    let mut i = 0;
+    while i + 4 <= len {
+        for t in 0..4 {
+            let v = value(i + t);
+            // SAFETY: n ≤ i + t < len ≤ pos.len(), val.len() (asserted).
+            unsafe {
+                *pp.add(n) = (i + t) as u32;
+                *vp.add(n) = v;
+            }
+            n += (v != 0.0) as usize;
+        }
+        i += 4;
+    }
+    while i < len {
+        let v = value(i);
+        // SAFETY: n ≤ i < len ≤ pos.len(), val.len() (asserted).
+        unsafe {
+            *pp.add(n) = i as u32;
+            *vp.add(n) = v;
+        }
+        n += (v != 0.0) as usize;
+        i += 1;
+    }
+    n
 }
 
 /// Most taps per filter (`cin·k·k` rounded up to 4) the sparse input gradient handles.
@@ -546,54 +600,65 @@ mod tests {
     }
 
     /// `dW` and `dX` from the sparse path (most of `dY` zero) and from the
-    /// dense path all equal the direct sums, in float64.
+    /// dense path all equal the direct sums, in float64, for every sample of
+    /// a batch (so no buffer carries state from one sample to the next).
     #[test]
     fn gradients_are_right_for_sparse_and_dense_output_gradients() {
-        let (cin, cout, k, pad, ih, iw) = (2, 3, 5, 2, 7, 6);
+        let (cin, cout, k, pad, ih, iw, batch) = (2, 3, 5, 2, 7, 6, 3);
         for keep_every in [4usize, 1] {
             let mut c = Conv2d::new("c", cin, cout, k, pad, ih, iw);
             let n: usize = c.tensors().iter().map(|t| t.numel()).sum();
+            let (in_len, out_len) = (c.in_len(), c.out_len());
             let p = gradcheck::values(n, 3);
-            let x = gradcheck::values(c.in_len(), 4);
-            let mut dy = gradcheck::values(c.out_len(), 5);
+            let x = gradcheck::values(batch * in_len, 4);
+            let mut dy = gradcheck::values(batch * out_len, 5);
             for (i, v) in dy.iter_mut().enumerate() {
                 if i % keep_every != 0 {
                     *v = 0.0;
                 }
             }
             let mut dp = vec![0.0; n];
-            let y = vec![0.0; c.out_len()];
-            let mut dx = vec![f32::NAN; c.in_len()];
-            c.backward(&p, &x, &y, &dy, Some(&mut dx), &mut dp, 1);
+            let y = vec![0.0; batch * out_len];
+            let mut dx = vec![f32::NAN; batch * in_len];
+            c.backward(&p, &x, &y, &dy, Some(&mut dx), &mut dp, batch);
             let (oh, ow) = (ih + 2 * pad + 1 - k, iw + 2 * pad + 1 - k);
-            let mut want_dx = vec![0.0f64; c.in_len()];
-            for co in 0..cout {
-                for ci in 0..cin {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let mut s = 0.0f64;
-                            for oy in 0..oh {
-                                for ox in 0..ow {
-                                    let (iy, ix) = (oy + ky, ox + kx);
-                                    if iy >= pad && iy - pad < ih && ix >= pad && ix - pad < iw {
-                                        let g = dy[(co * oh + oy) * ow + ox] as f64;
-                                        let at = (ci * ih + iy - pad) * iw + ix - pad;
-                                        s += g * x[at] as f64;
-                                        want_dx[at] +=
-                                            g * p[((co * cin + ci) * k + ky) * k + kx] as f64;
+            let mut want_dx = vec![0.0f64; batch * in_len];
+            let mut want_dw = vec![0.0f64; cout * cin * k * k];
+            for b in 0..batch {
+                let (xb, dyb) = (&x[b * in_len..], &dy[b * out_len..]);
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let wi = ((co * cin + ci) * k + ky) * k + kx;
+                                for oy in 0..oh {
+                                    for ox in 0..ow {
+                                        let (iy, ix) = (oy + ky, ox + kx);
+                                        if iy >= pad && iy - pad < ih && ix >= pad && ix - pad < iw
+                                        {
+                                            let g = dyb[(co * oh + oy) * ow + ox] as f64;
+                                            let at = (ci * ih + iy - pad) * iw + ix - pad;
+                                            want_dw[wi] += g * xb[at] as f64;
+                                            want_dx[b * in_len + at] += g * p[wi] as f64;
+                                        }
                                     }
                                 }
                             }
-                            let got = dp[((co * cin + ci) * k + ky) * k + kx] as f64;
-                            assert!((got - s).abs() < 1e-4, "keep 1/{keep_every}: {got} vs {s}");
                         }
                     }
                 }
             }
-            for (got, want) in dx.iter().zip(&want_dx) {
+            for (got, want) in dp.iter().zip(&want_dw) {
+                let got = *got as f64;
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "dW, keep 1/{keep_every}: {got} vs {want}"
+                );
+            }
+            for (i, (got, want)) in dx.iter().zip(&want_dx).enumerate() {
                 assert!(
                     (*got as f64 - want).abs() < 1e-4,
-                    "dX, keep 1/{keep_every}: {got} vs {want}"
+                    "dX[{i}], keep 1/{keep_every}: {got} vs {want}"
                 );
             }
         }
