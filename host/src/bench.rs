@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
-use hearth_runtime::Limits;
+use hearth_runtime::{Limits, OnOverrun};
 
 /// Options of `bench`.
 #[derive(clap::Args, Debug)]
@@ -34,10 +34,12 @@ pub struct Args {
 enum Only {
     /// The training code compiled natively.
     Native,
-    /// The component in wasmtime with the default call timeout.
-    TimeoutOn,
+    /// The component in wasmtime, call timeout kept by a watchdog (hosts' default).
+    Watchdog,
+    /// The component in wasmtime, call timeout kept by epoch checks (a trap).
+    Epoch,
     /// The component in wasmtime without a call timeout.
-    TimeoutOff,
+    Unlimited,
 }
 
 /// Runs the benchmark and prints img/s for both backends and their ratio.
@@ -64,24 +66,34 @@ pub fn run(args: Args) -> Result<()> {
         "training step, {} batch {}, single thread, {} × {:.0} s each",
         args.arch, args.batch, args.repeats, args.seconds
     );
-    let checked = Limits::default();
-    let unchecked = Limits {
+    let epoch = Limits::default();
+    let watchdog = Limits {
+        on_overrun: OnOverrun::EndProcess(crate::overrun::exit),
+        ..Limits::default()
+    };
+    let unlimited = Limits {
         call_timeout: None,
         ..Limits::default()
     };
     let setups = [
-        (Only::Native, "native", BackendKind::Native, checked),
+        (Only::Native, "native", BackendKind::Native, epoch),
         (
-            Only::TimeoutOn,
-            "wasmtime, call timeout on (default)",
+            Only::Watchdog,
+            "wasmtime, timeout by watchdog (default)",
             BackendKind::Wasmtime,
-            checked,
+            watchdog,
         ),
         (
-            Only::TimeoutOff,
-            "wasmtime, call timeout off",
+            Only::Epoch,
+            "wasmtime, timeout by epoch checks",
             BackendKind::Wasmtime,
-            unchecked,
+            epoch,
+        ),
+        (
+            Only::Unlimited,
+            "wasmtime, no timeout",
+            BackendKind::Wasmtime,
+            unlimited,
         ),
     ];
     let mut results = Vec::new();
@@ -110,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
         let median = runs[runs.len() / 2];
         let all: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "  {label:<36} {median:>7.0} img/s  (runs: {})",
+            "  {label:<40} {median:>7.0} img/s  (runs: {})",
             all.join(", ")
         );
         results.push(median);
@@ -118,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.only.is_some() {
         return Ok(());
     }
-    for (i, label) in [(1, "timeout on"), (2, "timeout off")] {
+    for (i, label) in [(1, "watchdog"), (2, "epoch checks"), (3, "no timeout")] {
         println!(
             "  wasmtime ({label}) / native = {:.3}  (native is {:.2}x faster)",
             results[i] / results[0],

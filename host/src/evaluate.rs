@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
-use hearth_runtime::Limits;
 use hearth_runtime::checkpoint;
+use hearth_runtime::{Limits, OnOverrun};
 
 /// Options of `evaluate`.
 #[derive(clap::Args, Debug)]
@@ -38,7 +38,11 @@ pub fn run(args: Args) -> Result<()> {
         seed: 0,
         optimizer: OptimizerConfig::default(),
     };
-    let mut backend = Backend::new(BackendKind::Wasmtime, &config, Limits::default())?;
+    let limits = Limits {
+        on_overrun: OnOverrun::EndProcess(crate::overrun::exit),
+        ..Limits::default()
+    };
+    let mut backend = Backend::new(BackendKind::Wasmtime, &config, limits)?;
     let params = checkpoint::load(&args.model, &backend.describe())?;
     backend.set_params(&params)?;
     let start = Instant::now();

@@ -15,6 +15,7 @@ mod backend;
 mod bench;
 mod describe;
 mod evaluate;
+mod overrun;
 mod train_local;
 mod work;
 

@@ -15,8 +15,8 @@ use hearth_mnist::Split;
 use hearth_worker::{LrSchedule, ModelConfig, OptimizerConfig};
 
 use crate::backend::{Backend, BackendKind};
-use hearth_runtime::Limits;
 use hearth_runtime::checkpoint;
+use hearth_runtime::{Limits, OnOverrun};
 
 /// Options of `train-local`.
 #[derive(clap::Args, Debug)]
@@ -60,8 +60,8 @@ pub struct Args {
     /// wasmtime (the product) or native (for comparison).
     #[arg(long, value_enum, default_value_t = BackendKind::Wasmtime)]
     pub backend: BackendKind,
-    /// Longest a single component call may run, in seconds; 0 turns the
-    /// check off (faster, see `hearth-host bench`), trusting the component.
+    /// Longest a single component call may run, in seconds (a watchdog stops
+    /// the run with an error when one runs longer); 0: no limit.
     #[arg(long, default_value_t = 600)]
     pub call_timeout: u64,
     /// No progress bars (logs only).
@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
     let timeout = (args.call_timeout > 0).then(|| Duration::from_secs(args.call_timeout));
     let limits = Limits {
         call_timeout: timeout,
+        on_overrun: OnOverrun::EndProcess(crate::overrun::exit),
         ..Limits::default()
     };
     let mut backend = Backend::new(args.backend, &config, limits)?;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hearth_protocol::{self as proto, Message};
-use hearth_runtime::{ComponentModel, Limits, Runtime};
+use hearth_runtime::{ComponentModel, Limits, OnOverrun, Runtime};
+
+use crate::overrun;
 use hearth_worker::{ModelConfig, OptimizerConfig};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
@@ -30,6 +32,11 @@ pub struct Args {
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, default_value_t = 30)]
     max_backoff: u64,
+    /// Longest time, in seconds, one component call may take. A watchdog
+    /// restarts this process in place (same id) when a call runs longer; the
+    /// coordinator reassigns the round's batches.
+    #[arg(long, default_value_t = 600.0)]
+    call_timeout: f64,
 }
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -48,8 +55,27 @@ pub fn run(args: Args) -> Result<()> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "device".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let runtime = Runtime::new(Limits::default())?;
+    let call_timeout = Duration::try_from_secs_f64(args.call_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--call-timeout must be a positive number of seconds")?;
+    let runtime = Runtime::new(Limits {
+        call_timeout: Some(call_timeout),
+        on_overrun: OnOverrun::EndProcess(overrun::restart),
+        ..Limits::default()
+    })?;
     let component = runtime.load_builtin()?;
+    let restarts = overrun::restarts_so_far();
+    if restarts > 0 {
+        // A component that overruns every time must not become a tight
+        // restart loop: wait 1, 2, 4 ... s, up to --max-backoff.
+        let wait = Duration::from_secs((1u64 << restarts.min(16)) / 2).clamp(
+            Duration::from_secs(1),
+            Duration::from_secs(args.max_backoff.max(1)),
+        );
+        tracing::warn!(restarts, ?wait, "restarted after a component call overran");
+        std::thread::sleep(wait);
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         match session(&args, &name, &runtime, &component) {

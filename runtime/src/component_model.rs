@@ -9,7 +9,7 @@ use hearth_worker::{
 
 use crate::bindings::{TrainerComponent, TrainerExports, types as t};
 use crate::error::{Error, Result};
-use crate::runtime::{EPOCH_TICK, HostState, LoadedComponent, Runtime};
+use crate::runtime::{CallWatch, EPOCH_TICK, HostState, LoadedComponent, Runtime};
 
 /// One store, one component instance, one model resource.
 ///
@@ -21,6 +21,8 @@ pub struct ComponentModel {
     model: ResourceAny,
     /// Epoch ticks a call may take (`None`: no epoch checks compiled in).
     deadline_ticks: Option<u64>,
+    /// The watchdog's clock for each call (when overruns end the process).
+    watch: CallWatch,
     arch: ArchInfo,
 }
 
@@ -42,7 +44,10 @@ impl ComponentModel {
         store.limiter(|s| &mut s.limits);
         let deadline_ticks = limits
             .call_timeout
+            .filter(|_| limits.epoch_checks())
             .map(|t| (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
+        let watch = runtime.call_watch();
+        let guard = watch.begin();
         if let Some(ticks) = deadline_ticks {
             store.set_epoch_deadline(ticks);
         }
@@ -59,11 +64,13 @@ impl ComponentModel {
             .call_create(&mut store, &wit_config)
             .map_err(Error::Trap)?;
         let model = model.map_err(Error::Rejected)?;
+        drop(guard);
         let mut this = Self {
             store,
             bindings,
             model,
             deadline_ticks,
+            watch,
             arch: placeholder_arch(),
         };
         let wit_arch = this.call(|g, s, m| g.model().call_describe(s, m))?;
@@ -80,9 +87,10 @@ impl ComponentModel {
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        if runtime.limits().call_timeout.is_some() {
+        if runtime.limits().epoch_checks() {
             store.set_epoch_deadline(1000);
         }
+        let _guard = runtime.watch_call();
         let bindings =
             TrainerComponent::instantiate(&mut store, &component.component, &runtime.linker)
                 .map_err(Error::Load)?;
@@ -100,6 +108,7 @@ impl ComponentModel {
         if let Some(ticks) = self.deadline_ticks {
             self.store.set_epoch_deadline(ticks);
         }
+        let _guard = self.watch.begin();
         f(
             self.bindings.hearth_trainer_trainer(),
             &mut self.store,

@@ -14,10 +14,11 @@ mod component_model;
 mod error;
 mod limits;
 mod runtime;
+mod watchdog;
 
 pub use component_model::ComponentModel;
 pub use error::{Error, Result};
-pub use limits::Limits;
+pub use limits::{Limits, OnOverrun};
 pub use runtime::{LoadedComponent, Runtime};
 
 /// The training component built from `worker-wasm/` (wasm32, simd128).

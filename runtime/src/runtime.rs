@@ -9,7 +9,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, StoreLimits};
 
 use crate::error::{Error, Result};
-use crate::limits::Limits;
+use crate::limits::{Limits, OnOverrun};
+use crate::watchdog::{CallGuard, Watchdog};
 
 /// How often the epoch advances (the granularity of call timeouts).
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -25,6 +26,8 @@ pub struct Runtime {
     pub(crate) linker: Linker<HostState>,
     pub(crate) limits: Limits,
     stop_ticker: Arc<AtomicBool>,
+    /// Present when overrunning calls end the process instead of trapping.
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 /// A compiled component and the digest of its bytes.
@@ -43,14 +46,15 @@ impl LoadedComponent {
 
 impl Runtime {
     /// Creates the engine (Cranelift, SIMD on, relaxed SIMD off so results are
-    /// the same on every engine, epoch interruption if calls have a timeout).
+    /// the same on every engine), with epoch interruption if overrunning calls
+    /// trap, or a watchdog thread if they end the process.
     pub fn new(limits: Limits) -> Result<Self> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .wasm_simd(true)
             .wasm_relaxed_simd(false)
-            .epoch_interruption(limits.call_timeout.is_some());
+            .epoch_interruption(limits.epoch_checks());
         if std::env::var_os("HEARTH_PERF_MAP").is_some() {
             // Lets `perf report` name the compiled wasm functions (/tmp/perf-PID.map).
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -58,7 +62,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(Error::Load)?;
         let linker = Linker::new(&engine);
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        if limits.call_timeout.is_some() {
+        if limits.epoch_checks() {
             let (weak, stop) = (engine.weak(), stop_ticker.clone());
             thread::Builder::new()
                 .name("hearth-epoch".into())
@@ -77,11 +81,22 @@ impl Runtime {
                     )))
                 })?;
         }
+        let watchdog = match (limits.call_timeout, limits.on_overrun) {
+            (Some(timeout), OnOverrun::EndProcess(on_overrun)) => {
+                Some(Watchdog::start(timeout, on_overrun).map_err(|e| {
+                    Error::Load(wasmtime::Error::msg(format!(
+                        "cannot start the watchdog thread: {e}"
+                    )))
+                })?)
+            }
+            _ => None,
+        };
         Ok(Self {
             engine,
             linker,
             limits,
             stop_ticker,
+            watchdog,
         })
     }
 
@@ -103,10 +118,34 @@ impl Runtime {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// Starts the watchdog's clock for one call (when there is a watchdog).
+    pub(crate) fn watch_call(&self) -> Option<CallGuard> {
+        let timeout = self.limits.call_timeout?;
+        Some(self.watchdog.as_ref()?.begin(timeout))
+    }
+
+    /// A handle that starts the watchdog's clock for calls of one store.
+    pub(crate) fn call_watch(&self) -> CallWatch {
+        CallWatch(self.watchdog.clone().zip(self.limits.call_timeout))
+    }
+}
+
+/// Starts the watchdog's clock for each call of a store (or does nothing).
+pub(crate) struct CallWatch(Option<(Arc<Watchdog>, Duration)>);
+
+impl CallWatch {
+    /// Registers one call; its deadline is cleared when the guard drops.
+    pub(crate) fn begin(&self) -> Option<CallGuard> {
+        self.0.as_ref().map(|(dog, timeout)| dog.begin(*timeout))
+    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(dog) = &self.watchdog {
+            dog.stop();
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hearth_runtime::{ComponentModel, Error, Limits, Runtime};
+use hearth_runtime::{ComponentModel, Error, Limits, OnOverrun, Runtime};
 use hearth_worker::{Model, ModelConfig, OptimizerConfig};
 
 fn config(arch: &str) -> ModelConfig {
@@ -211,4 +211,55 @@ fn memory_and_time_limits_trap_instead_of_hanging_the_host() {
         Err(Error::Trap(e)) => assert!(format!("{e:?}").contains("interrupt"), "{e:?}"),
         other => panic!("expected a timeout trap, got {:?}", other.map(|s| s.count)),
     }
+}
+
+/// Exit code of the child process when its watchdog fires.
+const OVERRUN_EXIT: i32 = 42;
+
+fn exit_on_overrun(_: Duration) -> ! {
+    std::process::exit(OVERRUN_EXIT)
+}
+
+/// With `OnOverrun::EndProcess` the component has no epoch checks, so a call
+/// cannot be interrupted: the watchdog ends the process instead. The test
+/// runs that in a child process (this same test binary) and checks that the
+/// child ends by the watchdog, soon after the deadline, and that calls which
+/// finish in time (creating the model) do not set it off.
+#[test]
+fn an_overrunning_call_ends_the_process_when_there_are_no_epoch_checks() {
+    if std::env::var_os("HEARTH_WATCHDOG_CHILD").is_some() {
+        let runtime = Runtime::new(Limits {
+            call_timeout: Some(Duration::from_millis(250)),
+            on_overrun: OnOverrun::EndProcess(exit_on_overrun),
+            ..Limits::default()
+        })
+        .unwrap();
+        let component = runtime.load_builtin().unwrap();
+        let mut m = ComponentModel::new(&runtime, &component, &config("lenet-mxnet")).unwrap();
+        println!("model created");
+        let (px, lb) = mnist_batch(0, 20_000);
+        let _ = m.evaluate(&px, &lb, false);
+        println!("evaluation returned");
+        std::process::exit(0);
+    }
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_overrunning_call_ends_the_process_when_there_are_no_epoch_checks",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HEARTH_WATCHDOG_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(OVERRUN_EXIT),
+        "child said: {stdout}"
+    );
+    assert!(stdout.contains("model created"), "{stdout}");
+    assert!(!stdout.contains("evaluation returned"), "{stdout}");
+    assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -175,6 +175,21 @@ pub fn wait_success(p: &mut Reaped, secs: u64) -> bool {
     panic!("process did not finish within {secs} s");
 }
 
+/// Waits up to `secs` for a process to exit; returns its status, or `None`
+/// if it is still running.
+pub fn wait_exit(p: &mut Reaped, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Body of `GET http://host:port/path` (plain HTTP/1.1, `Connection: close`).
 pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};

@@ -186,3 +186,85 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
     let acc = s["final_test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.85, "the global model was damaged: {acc}");
 }
+
+/// A host whose component calls run past `--call-timeout` is restarted in
+/// place by its watchdog: same process (it never exits), a fresh image that
+/// says so and backs off, and the coordinator gives the interrupted rounds'
+/// batches to the healthy host. Training completes with every sample once.
+#[test]
+fn a_host_whose_calls_overrun_restarts_in_place_and_no_sample_is_lost() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let (mut coordinator, url) = serve(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "6144",
+        "--test-limit",
+        "1000",
+        // One step of 512 images takes ~50-100 ms here; creating the model
+        // and setting parameters take a few ms: a 30 ms limit catches the
+        // training step only.
+        "--batch",
+        "512",
+        "--local-steps",
+        "1",
+        "--round-timeout",
+        "60",
+        "--out",
+        dir,
+    ]);
+    let mut overrunner = hearth_e2e::Reaped(
+        Command::new(hearth_e2e::binary("hearth-host"))
+            .args(["work", "--coordinator", &url, "--name", "overrunner"])
+            .args(["--call-timeout", "0.03", "--max-backoff", "1"])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hearth-host"),
+    );
+    let stderr = overrunner.0.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let _honest = worker(&url, "honest");
+    assert!(wait_success(&mut coordinator, 240), "coordinator failed");
+    // The overrunner was restarted in place (by exec), so it never ended on
+    // the overrun: it is still backing off, or it rejoined and was told
+    // training is over (a normal exit).
+    let ended = hearth_e2e::wait_exit(&mut overrunner, 10);
+    let _ = overrunner.0.kill();
+    let _ = overrunner.0.wait();
+    let log = log.join().expect("log reader");
+    let log = log.join("\n");
+    if let Some(status) = ended {
+        assert!(
+            status.success(),
+            "the overrunning host ended with {status}: {log}"
+        );
+    }
+    assert!(log.contains("restarting in place"), "{log}");
+    assert!(
+        log.contains("restarted after a component call overran"),
+        "{log}"
+    );
+    assert_each_sample_once(out.path(), 6144, 1);
+    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).expect("metrics");
+    let requeued: u64 = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["requeued_batches"].as_u64())
+        .sum();
+    assert!(
+        requeued >= 1,
+        "no batch of an interrupted round was requeued"
+    );
+}
