@@ -10,6 +10,8 @@
 //! 4-wide tail or scalar tail) computed it. That is what makes the wasm
 //! component, the browser and the native build agree bit for bit.
 
+use core::mem::MaybeUninit;
+
 use crate::simd::F32x4;
 
 /// Rows of `A` packed per block of [`gemm_nn`].
@@ -89,19 +91,23 @@ fn nn_rows<const MR: usize>(
     ldc: usize,
     accumulate: bool,
 ) {
-    // Pack the MR × kc block of A so the inner loop reads it contiguously.
-    let mut ap = [0.0f32; NN_MR * NN_KC];
+    // Pack the MR × kc block of A, each value already splatted to four lanes,
+    // so the inner loop reads whole vectors in order (wasmtime turns a
+    // splatting load into a load into a general register, a move and a
+    // broadcast).
+    assert!(MR <= NN_MR && kc <= NN_KC);
+    let mut packed = [MaybeUninit::<F32x4>::uninit(); NN_MR * NN_KC];
     for p in 0..kc {
         for r in 0..MR {
-            ap[p * MR + r] = a[(i0 + r) * a_rs + (p0 + p) * a_cs];
+            packed[p * MR + r].write(F32x4::splat(a[(i0 + r) * a_rs + (p0 + p) * a_cs]));
         }
     }
     // SAFETY: `gemm_nn` asserted that rows i0..i0+MR of C hold n columns at
     // stride ldc and that rows p0..p0+kc of B hold n columns at stride ldb;
     // every pointer below stays inside those ranges (j + 8 <= n, j + 4 <= n,
-    // j < n), and `ap` holds kc * MR packed values.
+    // j < n), and the first kc * MR entries of `packed` were written above.
     unsafe {
-        let ap = ap.as_ptr();
+        let ap = packed.as_ptr() as *const F32x4;
         let bp = b.as_ptr().add(p0 * ldb);
         let cp = c.as_mut_ptr().add(i0 * ldc);
         let mut j = 0;
@@ -114,32 +120,23 @@ fn nn_rows<const MR: usize>(
                     acc_r[1] = F32x4::load_ptr(row.add(4));
                 }
             }
-            // Unrolled by 4: wasmtime checks its epoch (the call timeout) at
-            // every loop header, and around that check the accumulators go
-            // to the stack; four steps per iteration pay that once, not four
-            // times. The order of operations is the same as a plain loop.
-            let step = |acc: &mut [[F32x4; 2]; MR], p: usize| {
+            // One k step per iteration, deliberately not unrolled: LLVM's
+            // wasm output computes an unrolled body accumulator by
+            // accumulator, which needs every loaded B row and A value at
+            // once, more than x86's 16 vector registers, and Cranelift then
+            // spills to the stack. One step needs 2 B + 4 A + 8 accumulators.
+            // (With epoch checks, which sit at every loop header, unrolling
+            // by 4 was faster; hosts now keep call timeouts with a watchdog.)
+            for p in 0..kc {
                 let row = bp.add(p * ldb + j);
                 let b0 = F32x4::load_ptr(row);
                 let b1 = F32x4::load_ptr(row.add(4));
                 let a_col = ap.add(p * MR);
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let s = F32x4::splat(*a_col.add(r));
+                    let s = *a_col.add(r);
                     acc_r[0] = acc_r[0].mul_add(s, b0);
                     acc_r[1] = acc_r[1].mul_add(s, b1);
                 }
-            };
-            let mut p = 0;
-            while p + 4 <= kc {
-                step(&mut acc, p);
-                step(&mut acc, p + 1);
-                step(&mut acc, p + 2);
-                step(&mut acc, p + 3);
-                p += 4;
-            }
-            while p < kc {
-                step(&mut acc, p);
-                p += 1;
             }
             for (r, acc_r) in acc.iter().enumerate() {
                 let row = cp.add(r * ldc + j);
@@ -159,7 +156,7 @@ fn nn_rows<const MR: usize>(
                 let b0 = F32x4::load_ptr(bp.add(p * ldb + j));
                 let a_col = ap.add(p * MR);
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    *acc_r = acc_r.mul_add(F32x4::splat(*a_col.add(r)), b0);
+                    *acc_r = acc_r.mul_add(*a_col.add(r), b0);
                 }
             }
             for (r, acc_r) in acc.iter().enumerate() {
@@ -172,7 +169,7 @@ fn nn_rows<const MR: usize>(
                 let out = cp.add(r * ldc + j);
                 let mut s = if accumulate { *out } else { 0.0 };
                 for p in 0..kc {
-                    s += *ap.add(p * MR + r) * *bp.add(p * ldb + j);
+                    s += (*ap.add(p * MR + r)).to_array()[0] * *bp.add(p * ldb + j);
                 }
                 *out = s;
             }
