@@ -76,6 +76,34 @@ mod imp {
         pub fn mul_add(self, a: Self, b: Self) -> Self {
             self.vadd(a.vmul(b))
         }
+        /// Per lane: `x` where `self > o`, else `y` (false for NaN, like `>`).
+        #[inline(always)]
+        pub fn select_gt(self, o: Self, x: Self, y: Self) -> Self {
+            Self(v128_bitselect(x.0, y.0, f32x4_gt(self.0, o.0)))
+        }
+        /// Per lane: `x` where `self == o`, else `y`.
+        #[inline(always)]
+        pub fn select_eq(self, o: Self, x: Self, y: Self) -> Self {
+            Self(v128_bitselect(x.0, y.0, f32x4_eq(self.0, o.0)))
+        }
+        /// Lanes 0, 2 of `a` and of `b`, then lanes 1, 3 of `a` and of `b`:
+        /// the even and the odd elements of eight consecutive ones.
+        #[inline(always)]
+        pub fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+            (
+                Self(i32x4_shuffle::<0, 2, 4, 6>(a.0, b.0)),
+                Self(i32x4_shuffle::<1, 3, 5, 7>(a.0, b.0)),
+            )
+        }
+        /// The inverse of [`Self::deinterleave`]: `(a0, b0, a1, b1)` and
+        /// `(a2, b2, a3, b3)`.
+        #[inline(always)]
+        pub fn interleave(a: Self, b: Self) -> (Self, Self) {
+            (
+                Self(i32x4_shuffle::<0, 4, 1, 5>(a.0, b.0)),
+                Self(i32x4_shuffle::<2, 6, 3, 7>(a.0, b.0)),
+            )
+        }
         /// The lanes as an array.
         #[inline(always)]
         pub fn to_array(self) -> [f32; 4] {
@@ -153,6 +181,40 @@ mod imp {
         #[inline(always)]
         pub fn mul_add(self, a: Self, b: Self) -> Self {
             self.vadd(a.vmul(b))
+        }
+        /// Per lane: `x` where `self > o`, else `y` (false for NaN, like `>`).
+        #[inline(always)]
+        pub fn select_gt(self, o: Self, x: Self, y: Self) -> Self {
+            Self(core::array::from_fn(|i| {
+                if self.0[i] > o.0[i] { x.0[i] } else { y.0[i] }
+            }))
+        }
+        /// Per lane: `x` where `self == o`, else `y`.
+        #[inline(always)]
+        pub fn select_eq(self, o: Self, x: Self, y: Self) -> Self {
+            Self(core::array::from_fn(|i| {
+                if self.0[i] == o.0[i] { x.0[i] } else { y.0[i] }
+            }))
+        }
+        /// Lanes 0, 2 of `a` and of `b`, then lanes 1, 3 of `a` and of `b`:
+        /// the even and the odd elements of eight consecutive ones.
+        #[inline(always)]
+        pub fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+            let (a, b) = (a.0, b.0);
+            (
+                Self([a[0], a[2], b[0], b[2]]),
+                Self([a[1], a[3], b[1], b[3]]),
+            )
+        }
+        /// The inverse of [`Self::deinterleave`]: `(a0, b0, a1, b1)` and
+        /// `(a2, b2, a3, b3)`.
+        #[inline(always)]
+        pub fn interleave(a: Self, b: Self) -> (Self, Self) {
+            let (a, b) = (a.0, b.0);
+            (
+                Self([a[0], b[0], a[1], b[1]]),
+                Self([a[2], b[2], a[3], b[3]]),
+            )
         }
         /// The lanes as an array.
         #[inline(always)]
@@ -294,6 +356,22 @@ mod tests {
         assert_eq!((a - b).to_array(), [0.5, 1.5, 2.5, 3.5]);
         assert_eq!(a.sum(), 10.0);
         assert_eq!(F32x4::zero().to_array(), [0.0; 4]);
+    }
+
+    #[test]
+    fn selects_and_shuffles_match_scalar() {
+        let a = F32x4::load(&[1.0, 2.0, 3.0, 4.0]);
+        let b = F32x4::load(&[5.0, 6.0, 7.0, 8.0]);
+        let (even, odd) = F32x4::deinterleave(a, b);
+        assert_eq!(even.to_array(), [1.0, 3.0, 5.0, 7.0]);
+        assert_eq!(odd.to_array(), [2.0, 4.0, 6.0, 8.0]);
+        let (lo, hi) = F32x4::interleave(even, odd);
+        assert_eq!((lo.to_array(), hi.to_array()), (a.to_array(), b.to_array()));
+        let c = F32x4::load(&[2.0, 2.0, f32::NAN, 0.0]);
+        let picked = c.select_gt(F32x4::splat(1.5), a, b);
+        assert_eq!(picked.to_array(), [1.0, 2.0, 7.0, 8.0]);
+        let picked = c.select_eq(F32x4::splat(2.0), a, b);
+        assert_eq!(picked.to_array(), [1.0, 2.0, 7.0, 8.0]);
     }
 
     #[test]
