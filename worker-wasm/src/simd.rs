@@ -294,6 +294,21 @@ pub unsafe fn copy_ptr(dst: *mut f32, src: *const f32, n: usize) {
     }
 }
 
+/// `dst.copy_from_slice(src)` in whole vectors: a slice copy of a length
+/// only known at run time is a `memory.copy` call in wasm, which costs far
+/// more than copying the tens of floats of a row.
+#[inline(always)]
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy between slices of different lengths"
+    );
+    // SAFETY: both slices hold dst.len() floats, and they cannot overlap
+    // (one is borrowed mutably).
+    unsafe { copy_ptr(dst.as_mut_ptr(), src.as_ptr(), dst.len()) }
+}
+
 /// Writes `n` zeros at `dst`, four lanes at a time.
 ///
 /// # Safety
@@ -383,6 +398,9 @@ mod tests {
             unsafe {
                 copy_ptr(dst.as_mut_ptr(), src.as_ptr(), n);
                 assert_eq!(&dst[..n], &src[..], "copy {n}");
+                dst[..n].fill(0.0);
+                copy(&mut dst[..n], &src);
+                assert_eq!(&dst[..n], &src[..], "safe copy {n}");
                 add_ptr(dst.as_mut_ptr(), src.as_ptr(), n);
                 assert_eq!(
                     dst[..n],

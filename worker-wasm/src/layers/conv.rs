@@ -99,7 +99,7 @@ impl Conv2d {
         for ci in 0..cin {
             for iy in 0..ih {
                 let dst = &mut self.padded[(ci * ph + iy + pad) * pw + pad..][..iw];
-                dst.copy_from_slice(&x[(ci * ih + iy) * iw..][..iw]);
+                simd::copy(dst, &x[(ci * ih + iy) * iw..][..iw]);
             }
         }
     }
@@ -225,10 +225,17 @@ impl Conv2d {
             }
             let dw_row = &mut dw[co * kk..(co + 1) * kk];
             let (pos, val) = (&self.nz_pos[..n], &self.nz_val[..n]);
-            sparse_rows(&self.rows, kkp, pos, val, |kb, lanes| {
-                let end = (kb + lanes.len()).min(kk);
-                for (d, &l) in dw_row[kb.min(end)..end].iter_mut().zip(lanes) {
-                    *d += l;
+            sparse_rows(&self.rows, kkp, pos, val, |kb, sums| {
+                for (i, sum) in sums.iter().enumerate() {
+                    let at = kb + 4 * i;
+                    if at + 4 <= kk {
+                        (F32x4::load(&dw_row[at..]) + *sum).store(&mut dw_row[at..]);
+                    } else {
+                        // The vector that reaches into the padding lanes.
+                        for (d, &l) in dw_row[at.min(kk)..].iter_mut().zip(&sum.to_array()) {
+                            *d += l;
+                        }
+                    }
                 }
             });
         }
@@ -272,8 +279,12 @@ impl Conv2d {
                 continue;
             }
             let (pos, val) = (&self.nz_pos[..n], &self.nz_val[..n]);
-            sparse_rows(&self.wpad, kkp, pos, val, |kb, lanes| {
-                drow[kb..kb + lanes.len()].copy_from_slice(lanes);
+            sparse_rows(&self.wpad, kkp, pos, val, |kb, sums| {
+                // Vector stores: a slice copy of a variable length would be a
+                // `memory.copy` call in wasm, once per block per position.
+                for (i, sum) in sums.iter().enumerate() {
+                    sum.store(&mut drow[kb + 4 * i..]);
+                }
             });
             let (oy, ox) = (p / ow, p % ow);
             let dp = self.dpadded.as_mut_ptr();
@@ -304,7 +315,7 @@ impl Conv2d {
         for ci in 0..cin {
             for iy in 0..ih {
                 let src = &self.dpadded[(ci * ph + iy + pad) * pw + pad..][..iw];
-                dxb[(ci * ih + iy) * iw..][..iw].copy_from_slice(src);
+                simd::copy(&mut dxb[(ci * ih + iy) * iw..][..iw], src);
             }
         }
     }
@@ -435,7 +446,8 @@ fn compact_nonzeros(
 const MAX_KKP: usize = 1024;
 
 /// For each block of up to 8 vectors covering `0..kkp`, calls
-/// `out(kb, lanes)` with `lanes[i] = Σⱼ val[j] · src[pos[j]·kkp + kb + i]`:
+/// `out(kb, sums)` with lane `l` of `sums[v]` equal to
+/// `Σⱼ val[j] · src[pos[j]·kkp + kb + 4·v + l]`:
 /// a sum of a few `kkp`-long rows of `src`, with the partial sums of a block
 /// kept in registers.
 fn sparse_rows(
@@ -443,37 +455,35 @@ fn sparse_rows(
     kkp: usize,
     pos: &[u32],
     val: &[f32],
-    mut out: impl FnMut(usize, &[f32]),
+    mut out: impl FnMut(usize, &[F32x4]),
 ) {
     assert!(kkp.is_multiple_of(4) && val.len() >= pos.len());
     assert!(pos.iter().all(|&p| (p as usize + 1) * kkp <= src.len()));
     let vectors = kkp / 4;
     // Blocks as even as possible.
     let (mut v0, mut blocks) = (0, vectors.div_ceil(8));
-    let mut lanes = [0.0f32; 32];
     while v0 < vectors {
         let nv = (vectors - v0).div_ceil(blocks);
         let kb = 4 * v0;
         // SAFETY: every row of `pos` lies inside `src` (asserted above).
         unsafe {
             match nv {
-                1 => sparse_block::<1>(src, kkp, kb, pos, val, &mut lanes),
-                2 => sparse_block::<2>(src, kkp, kb, pos, val, &mut lanes),
-                3 => sparse_block::<3>(src, kkp, kb, pos, val, &mut lanes),
-                4 => sparse_block::<4>(src, kkp, kb, pos, val, &mut lanes),
-                5 => sparse_block::<5>(src, kkp, kb, pos, val, &mut lanes),
-                6 => sparse_block::<6>(src, kkp, kb, pos, val, &mut lanes),
-                7 => sparse_block::<7>(src, kkp, kb, pos, val, &mut lanes),
-                _ => sparse_block::<8>(src, kkp, kb, pos, val, &mut lanes),
+                1 => out(kb, &sparse_block::<1>(src, kkp, kb, pos, val)),
+                2 => out(kb, &sparse_block::<2>(src, kkp, kb, pos, val)),
+                3 => out(kb, &sparse_block::<3>(src, kkp, kb, pos, val)),
+                4 => out(kb, &sparse_block::<4>(src, kkp, kb, pos, val)),
+                5 => out(kb, &sparse_block::<5>(src, kkp, kb, pos, val)),
+                6 => out(kb, &sparse_block::<6>(src, kkp, kb, pos, val)),
+                7 => out(kb, &sparse_block::<7>(src, kkp, kb, pos, val)),
+                _ => out(kb, &sparse_block::<8>(src, kkp, kb, pos, val)),
             }
         }
-        out(kb, &lanes[..4 * nv]);
         v0 += nv;
         blocks -= 1;
     }
 }
 
-/// One block of [`sparse_rows`]: `NV` vectors from lane `kb`, into `lanes`.
+/// One block of [`sparse_rows`]: the `NV` vectors of sums from lane `kb`.
 ///
 /// # Safety
 /// Every row `p` of `pos` must lie inside `src`: `(p + 1)·kkp ≤ src.len()`.
@@ -484,8 +494,7 @@ unsafe fn sparse_block<const NV: usize>(
     kb: usize,
     pos: &[u32],
     val: &[f32],
-    lanes: &mut [f32; 32],
-) {
+) -> [F32x4; NV] {
     assert!(kb + 4 * NV <= kkp);
     let mut acc = [F32x4::zero(); NV];
     let sp = src.as_ptr();
@@ -501,9 +510,7 @@ unsafe fn sparse_block<const NV: usize>(
             }
         }
     }
-    for (i, a) in acc.iter().enumerate() {
-        a.store(&mut lanes[4 * i..4 * i + 4]);
-    }
+    acc
 }
 
 impl Layer for Conv2d {

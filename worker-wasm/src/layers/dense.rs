@@ -84,7 +84,7 @@ impl Layer for Dense {
         let (ni, no) = (self.inputs, self.outputs);
         let (w, bias) = params.split_at(no * ni);
         for row in y[..batch * no].chunks_exact_mut(no) {
-            row.copy_from_slice(bias);
+            crate::simd::copy(row, bias);
         }
         gemm_nt(batch, no, ni, x, ni, w, ni, y, no, true);
     }
