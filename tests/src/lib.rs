@@ -101,6 +101,17 @@ pub fn assert_each_sample_once(dir: &Path, n: u64, epochs: u64) {
     }
 }
 
+/// Batches a run's `metrics.jsonl` reports as given back to the queue
+/// (because their worker left or failed mid-round), summed over epochs.
+pub fn requeued_batches(dir: &Path) -> u64 {
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|m| m["requeued_batches"].as_u64())
+        .sum()
+}
+
 /// A child process that is killed when dropped (tests never leak processes).
 pub struct Reaped(pub std::process::Child);
 

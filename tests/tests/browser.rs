@@ -140,12 +140,7 @@ fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_each_sample_once(out.path(), train_n, epochs);
-    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).expect("metrics");
-    let requeued: u64 = metrics
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|m| m["requeued_batches"].as_u64())
-        .sum();
+    let requeued = hearth_e2e::requeued_batches(out.path());
     assert!(
         requeued >= 1,
         "the reload was meant to interrupt a round, but no batch went back to the queue"

@@ -257,12 +257,7 @@ fn a_host_whose_calls_overrun_restarts_in_place_and_no_sample_is_lost() {
         "{log}"
     );
     assert_each_sample_once(out.path(), 6144, 1);
-    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).expect("metrics");
-    let requeued: u64 = metrics
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|m| m["requeued_batches"].as_u64())
-        .sum();
+    let requeued = hearth_e2e::requeued_batches(out.path());
     assert!(
         requeued >= 1,
         "no batch of an interrupted round was requeued"
