@@ -1,7 +1,7 @@
 //! What a device does when a component call overruns its time limit.
 //!
-//! Hosts run the component without wasmtime's epoch checks (they cost 10 to
-//! 25 % of training throughput, see `hearth-host bench`), so a runaway call
+//! Hosts run the component without wasmtime's epoch checks (they cost about
+//! 40 % of training throughput, see `hearth-host bench`), so a runaway call
 //! cannot be interrupted. The runtime's watchdog calls one of these instead:
 //! one-shot commands stop with an error, and `work` restarts itself in place.
 

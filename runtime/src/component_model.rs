@@ -90,7 +90,7 @@ impl ComponentModel {
         if runtime.limits().epoch_checks() {
             store.set_epoch_deadline(1000);
         }
-        let _guard = runtime.watch_call();
+        let _guard = runtime.call_watch().begin();
         let bindings =
             TrainerComponent::instantiate(&mut store, &component.component, &runtime.linker)
                 .map_err(Error::Load)?;

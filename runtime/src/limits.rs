@@ -20,7 +20,7 @@ pub enum OnOverrun {
     ///
     /// wasmtime can only interrupt running code at epoch checks, which this
     /// compiles into every loop of the component; measured with
-    /// `hearth-host bench` they cost 10 to 25 % of training throughput.
+    /// `hearth-host bench` they cost about 40 % of training throughput.
     Trap,
     /// The component runs without checks; a watchdog thread calls this
     /// function, which ends or restarts the process, once a call overruns.

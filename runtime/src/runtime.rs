@@ -119,12 +119,6 @@ impl Runtime {
         self.limits
     }
 
-    /// Starts the watchdog's clock for one call (when there is a watchdog).
-    pub(crate) fn watch_call(&self) -> Option<CallGuard> {
-        let timeout = self.limits.call_timeout?;
-        Some(self.watchdog.as_ref()?.begin(timeout))
-    }
-
     /// A handle that starts the watchdog's clock for calls of one store.
     pub(crate) fn call_watch(&self) -> CallWatch {
         CallWatch(self.watchdog.clone().zip(self.limits.call_timeout))
