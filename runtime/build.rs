@@ -11,7 +11,12 @@ use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
     let hearth_build::BuildPaths { root, out_dir, .. } = hearth_build::paths()?;
-    let module_path = hearth_build::build_worker(&root, &out_dir.join("wasm-target"), "component")?;
+    let module_path = hearth_build::build_wasm(
+        &root,
+        &out_dir.join("wasm-target"),
+        "hearth-worker",
+        "component",
+    )?;
     let module =
         fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
     let component = wit_component::ComponentEncoder::default()

@@ -1,7 +1,7 @@
 //! Builds the browser module as part of the normal cargo build.
 //!
-//! `worker-wasm` is compiled for `wasm32-unknown-unknown` with feature
-//! `browser` (by `hearth-build`, in its own target dir), then the
+//! `browser/` (`hearth-browser`) is compiled for `wasm32-unknown-unknown`
+//! (by `hearth-build`, in its own target dir), then the
 //! `wasm-bindgen-cli-support` library writes the JS glue (`--target web`)
 //! next to the processed module in `OUT_DIR/pkg`. No wasm-bindgen-cli
 //! install, no manual step.
@@ -18,7 +18,8 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         manifest_dir.join("static").display()
     );
-    let module = hearth_build::build_worker(&root, &out_dir.join("wasm-target"), "browser")?;
+    let module =
+        hearth_build::build_wasm(&root, &out_dir.join("wasm-target"), "hearth-browser", "")?;
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&module)
         .out_name("hearth_worker")

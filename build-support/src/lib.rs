@@ -1,4 +1,5 @@
-//! Compiles `worker-wasm` for `wasm32-unknown-unknown` from a build script.
+//! Compiles a workspace crate (the component's `hearth-worker`, the
+//! browser's `hearth-browser`) for `wasm32-unknown-unknown` from a build script.
 //!
 //! The nested cargo gets its own target dir (inside the caller's OUT_DIR) and
 //! none of the outer build's flags, so the wasm build never invalidates the
@@ -24,20 +25,19 @@ const OUTER_ENV: &[&str] = &[
     "LLVM_PROFILE_FILE",
 ];
 
-/// Builds `hearth-worker` with `features` for wasm32 (profile `wasm`) into
+/// Builds `package` with `features` for wasm32 (profile `wasm`) into
 /// `target_dir` and returns the path of the `.wasm` module.
-pub fn build_worker(root: &Path, target_dir: &Path, features: &str) -> anyhow::Result<PathBuf> {
+pub fn build_wasm(
+    root: &Path,
+    target_dir: &Path,
+    package: &str,
+    features: &str,
+) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args([
-            "build",
-            "--package",
-            "hearth-worker",
-            "--features",
-            features,
-        ])
+        .args(["build", "--package", package, "--features", features])
         .args(["--target", "wasm32-unknown-unknown", "--profile", "wasm"])
         .arg("--target-dir")
         .arg(target_dir)
@@ -53,11 +53,14 @@ pub fn build_worker(root: &Path, target_dir: &Path, features: &str) -> anyhow::R
     let status = cmd.status().context("running cargo for the wasm build")?;
     if !status.success() {
         bail!(
-            "building worker-wasm (features {features}) for wasm32-unknown-unknown failed ({status}); \
+            "building {package} (features {features:?}) for wasm32-unknown-unknown failed ({status}); \
              if the target is missing: rustup target add wasm32-unknown-unknown"
         );
     }
-    Ok(target_dir.join("wasm32-unknown-unknown/wasm/hearth_worker.wasm"))
+    Ok(target_dir.join(format!(
+        "wasm32-unknown-unknown/wasm/{}.wasm",
+        package.replace('-', "_")
+    )))
 }
 
 /// Paths a build script of a workspace member needs.
@@ -94,6 +97,10 @@ pub fn watch_worker_sources(root: &Path) {
         "worker-wasm/Cargo.toml",
         "protocol/src",
         "protocol/Cargo.toml",
+        "session/src",
+        "session/Cargo.toml",
+        "browser/src",
+        "browser/Cargo.toml",
         "wit",
         "Cargo.lock",
         "Cargo.toml",

@@ -5,19 +5,25 @@
 //! - round overhead on loopback: a real coordinator with "null" workers that
 //!   answer every assignment at once with a zero update, so each round's wall
 //!   time is framing, WebSocket transport, ledger, validation and
-//!   aggregation, and no training;
+//!   aggregation, and no training; and the same rounds through the engine
+//!   alone, in process (no sockets), to separate the engine's cost;
 //! - bytes on the wire per epoch of full MNIST for several local-step counts.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hearth_protocol::{self as proto, Message};
+use hearth_session::{Identity, Trainer, WorkerSession};
+use hearth_worker::ModelConfig;
 
-use crate::strategy::{Contribution, FedAvgM, Strategy};
-use crate::training::{Plan, Trainer};
-
-use crate::{RunArgs, Served, start_server};
+use crate::driver::Driver;
+use crate::engine::{Admitted, Engine, Evaluation, Input, Output};
+use crate::observe::{Observer, SummaryRecorder};
+use crate::options::RunOptions;
+use crate::run::load_data;
+use crate::server::{self, Endpoint};
+use crate::strategy::{FedAvgM, FitResult, Strategy};
 
 /// Options of `bench`.
 #[derive(clap::Args, Debug)]
@@ -38,13 +44,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs all measurements and prints them.
-pub fn run(args: Args, base: RunArgs) -> Result<()> {
+pub fn run(args: Args, base: RunOptions) -> Result<()> {
     // Aggregation: 11 workers (the study's largest cluster).
-    let contributions: Vec<Contribution> = (0..11)
-        .map(|w| Contribution {
+    let contributions: Vec<FitResult> = (0..11)
+        .map(|w| FitResult {
             worker: format!("w{w}"),
             samples: 64,
-            delta: (0..PARAMS)
+            update: (0..PARAMS)
                 .map(|i| ((i * 31 + w * 7) % 97) as f32 * 1e-5)
                 .collect(),
         })
@@ -55,7 +61,7 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
     let times: Vec<f64> = (0..101)
         .map(|_| {
             let t = Instant::now();
-            strategy.aggregate(&mut global, &contributions);
+            strategy.aggregate_fit(&mut global, &contributions, &[]);
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -68,11 +74,10 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
     let assign = Message::Assign(proto::Assign {
         round: 1,
         params_version: 1,
-        local_steps: 4,
-        batch_size: 64,
         learning_rate: 0.05,
-        batch_ids: vec![1, 2, 3, 4],
-        params: Some(vec![0.5; PARAMS]),
+        steps: vec![64; 4],
+        reply: proto::UpdateKind::Delta,
+        params: vec![0.5; PARAMS],
         pixels: vec![7; 256 * proto::IMAGE_LEN],
         labels: vec![3; 256],
     });
@@ -114,69 +119,61 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         );
     }
 
-    // Round overhead on loopback with null workers.
-    let out = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
-    let batches = (args.rounds * args.workers).min(60_000 / base.batch.max(1));
-    let run_args = RunArgs {
-        train_limit: Some(batches * base.batch),
-        test_limit: Some(256),
-        epochs: 1,
-        local_steps: 1,
-        min_workers: args.workers,
-        quiet: true,
-        out: out.clone(),
-        ..base
-    };
-    let dir = run_args
-        .data
-        .clone()
-        .unwrap_or_else(hearth_mnist::bundled_dir);
-    let mut data = hearth_mnist::load(&dir)?;
-    data.train = data.train.head(batches * run_args.batch);
-    data.test = data.test.head(256);
-    let Served {
-        evaluator,
-        events_rx,
-        url,
-        rt: _rt,
-        dashboard,
-        ..
-    } = start_server(&run_args, "127.0.0.1:0", Arc::new(data.test.clone()))?;
+    // Round overhead: the engine alone, then a real coordinator on loopback.
+    let mut opts = base;
+    let batches = (args.rounds * args.workers).min(60_000 / opts.training.batch.max(1));
+    opts.train_limit = Some(batches * opts.training.batch);
+    opts.test_limit = Some(256);
+    opts.training.epochs = 1;
+    opts.training.local_steps = 1;
+    opts.training.min_workers = args.workers;
+    opts.training.join_timeout = Some(60);
+    opts.training.round_timeout = 60;
+    let data = load_data(&opts)?;
+    let (rounds, wall) = engine_rounds(&opts, &data, args.workers)?;
+    println!(
+        "round engine alone (no sockets), {} instant workers, {rounds} rounds: {:.3} ms per round",
+        args.workers,
+        1e3 * wall / rounds.max(1) as f64
+    );
+    let served = server::start(
+        &opts.training,
+        Endpoint {
+            listen: "127.0.0.1:0".parse()?,
+            token: &opts.token,
+            test: Arc::new(data.test.clone()),
+            bench_reports: None,
+        },
+    )?;
     let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
-            let (url, token, digest) = (url.clone(), run_args.token.clone(), digest.clone());
+            let (url, token, digest) = (served.url.clone(), opts.token.clone(), digest.clone());
             std::thread::spawn(move || null_worker(&url, &token, &digest, &format!("null-{i}")))
         })
         .collect();
-    let plan = Plan {
-        epochs: 1,
-        batch: run_args.batch,
-        lr: run_args.lr,
-        schedule: hearth_worker::LrSchedule::Constant,
-        seed: 1,
-        min_workers: args.workers,
-        round_timeout: std::time::Duration::from_secs(60),
-        join_timeout: Some(std::time::Duration::from_secs(60)),
-        out: out.clone(),
-        quiet: true,
-    };
-    let trainer = Trainer::new(
-        plan,
-        data,
-        events_rx,
-        Box::new(FedAvgM::new(1, 0.9)),
-        evaluator,
-        dashboard,
-    )?;
-    let (summary, _) = trainer.run()?;
+    let strategy = Box::new(FedAvgM::new(1, 0.9));
+    let mut evaluator = served.evaluator;
+    let mut engine = Engine::new(
+        opts.training.clone(),
+        Arc::new(data.train.clone()),
+        strategy,
+        evaluator.params()?,
+    );
+    let mut summary = SummaryRecorder::default();
+    let mut counter = RoundCounter::default();
+    Driver {
+        events: &served.events,
+        evaluator: &mut evaluator,
+        test: &data.test,
+        observers: vec![&mut summary, &mut counter],
+    }
+    .run(&mut engine)?;
     for w in workers {
         let _ = w.join();
     }
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl"))?;
-    let line: serde_json::Value =
-        serde_json::from_str(metrics.lines().next().context("no metrics")?)?;
-    let rounds = line["rounds"].as_u64().unwrap_or(1).max(1) as f64;
+    let summary = summary.summary;
+    let rounds = counter.rounds.max(1) as f64;
     let wall = summary.epoch_seconds.first().copied().unwrap_or(0.0);
     println!(
         "round overhead on loopback, {} null workers, {rounds} rounds: {:.2} ms per round ({:.1} MB moved per round)",
@@ -184,13 +181,12 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         1e3 * wall / rounds,
         summary.bytes_per_epoch.first().copied().unwrap_or(0) as f64 / rounds / 1e6
     );
-    let _ = std::fs::remove_dir_all(&out);
 
     // Bytes per epoch of full MNIST (938 batches of 64), from the frame sizes.
     let assign_bytes = |k: usize| {
         proto::encode(&Message::Assign(proto::Assign {
-            batch_ids: vec![0; k],
-            params: Some(vec![0.0; PARAMS]),
+            steps: vec![64; k],
+            params: vec![0.0; PARAMS],
             pixels: vec![0; k * 64 * proto::IMAGE_LEN],
             labels: vec![0; k * 64],
             ..match &assign {
@@ -219,44 +215,142 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// A worker that answers every assignment immediately with a zero update.
+/// Counts the rounds of a run.
+#[derive(Default)]
+struct RoundCounter {
+    rounds: u64,
+}
+
+impl Observer for RoundCounter {
+    fn notice(&mut self, notice: &crate::engine::Notice) -> Result<()> {
+        if let crate::engine::Notice::RoundFinished(_) = notice {
+            self.rounds += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One epoch through the engine alone with `n` workers that answer every
+/// assignment at once with a zero update; returns (rounds, seconds).
+fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Result<(u64, f64)> {
+    let global = vec![0.0f32; PARAMS];
+    let strategy = Box::new(FedAvgM::new(1, 0.9));
+    let mut engine = Engine::new(
+        opts.training.clone(),
+        Arc::new(data.train.clone()),
+        strategy,
+        global,
+    );
+    let mut queue: std::collections::VecDeque<Output> = Default::default();
+    let start = Instant::now();
+    let now = || start.elapsed();
+    for conn in 1..=n as u64 {
+        let worker = Admitted {
+            name: format!("null-{conn}"),
+            kind: proto::WorkerKind::Host,
+            component: String::new(),
+        };
+        queue.extend(engine.handle(now(), Input::Joined { conn, worker }));
+    }
+    let mut rounds = 0;
+    while let Some(output) = queue.pop_front() {
+        match output {
+            Output::Send { conn, frame } => {
+                if let Ok(Message::Assign(a)) = proto::decode(&frame) {
+                    let reply = Message::Result(proto::RoundResult {
+                        round: a.round,
+                        params_version: a.params_version,
+                        samples: a.labels.len() as u32,
+                        loss_sum: 0.0,
+                        correct: 0,
+                        kind: a.reply,
+                        values: vec![0.0; a.params.len()],
+                    });
+                    let bytes = proto::encode(&reply);
+                    let message = proto::decode(&bytes)?;
+                    let input = Input::Frame {
+                        conn,
+                        bytes: bytes.len(),
+                        message,
+                    };
+                    queue.extend(engine.handle(now(), input));
+                }
+            }
+            Output::Notice(crate::engine::Notice::RoundFinished(_)) => rounds += 1,
+            Output::Evaluate { epoch, .. } => {
+                let wall = start.elapsed().as_secs_f64();
+                let score = Evaluation {
+                    loss_sum: 0.0,
+                    correct: 0,
+                    count: 1,
+                };
+                engine.handle(now(), Input::Evaluated { epoch, score });
+                return Ok((rounds, wall));
+            }
+            Output::Failed(reason) => anyhow::bail!("{reason}"),
+            _ => {}
+        }
+    }
+    anyhow::bail!("the engine stopped before the epoch ended")
+}
+
+/// A trainer that does nothing: every round's update is zero.
+struct NullTrainer {
+    params: Vec<f32>,
+}
+
+impl Trainer for NullTrainer {
+    type Error = String;
+    fn architectures(&mut self) -> Result<Vec<String>, String> {
+        Ok(vec!["lenet5".into()])
+    }
+    fn build(&mut self, _: &ModelConfig) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
+        self.params.clear();
+        self.params.extend_from_slice(params);
+        Ok(())
+    }
+    fn params(&mut self) -> Result<Vec<f32>, String> {
+        Ok(self.params.clone())
+    }
+    fn set_learning_rate(&mut self, _: f32) -> Result<(), String> {
+        Ok(())
+    }
+    fn train_batch(&mut self, _: &[u8], _: &[u8]) -> Result<(f32, u32), String> {
+        Ok((0.0, 0))
+    }
+}
+
+/// A worker that answers every assignment immediately with a zero update
+/// (the same session code as a real host, with a trainer that does nothing).
 fn null_worker(url: &str, token: &str, digest: &str, name: &str) -> Result<()> {
     use tungstenite::Message as Ws;
     let (mut ws, _) = tungstenite::connect(url)?;
-    let hello = Message::Hello(proto::Hello {
+    let identity = Identity {
         worker_id: name.into(),
-        auth_token: token.into(),
+        token: token.into(),
         component_digest: digest.into(),
-        capabilities: proto::Capabilities {
-            kind: proto::WorkerKind::Host,
-            architectures: vec!["lenet5".into()],
-            threads: 1,
-            memory_mib: 64,
-            images_per_second: 0.0,
-        },
-    });
-    ws.send(Ws::Binary(proto::encode(&hello).into()))?;
+        kind: proto::WorkerKind::Host,
+        threads: 1,
+        memory_mib: 64,
+    };
+    let mut session = WorkerSession::new(identity, NullTrainer { params: Vec::new() });
+    ws.send(Ws::Binary(
+        session.hello().map_err(anyhow::Error::msg)?.into(),
+    ))?;
     loop {
         let bytes = match ws.read()? {
             Ws::Binary(b) => b,
             Ws::Close(_) => return Ok(()),
             _ => continue,
         };
-        match proto::decode(&bytes)? {
-            Message::Assign(a) => {
-                let reply = Message::Result(proto::RoundResult {
-                    round: a.round,
-                    params_version: a.params_version,
-                    samples: a.labels.len() as u32,
-                    loss_sum: 0.0,
-                    correct: 0,
-                    kind: proto::UpdateKind::Delta,
-                    values: vec![0.0; a.params.as_ref().map_or(PARAMS, Vec::len)],
-                });
-                ws.send(Ws::Binary(proto::encode(&reply).into()))?;
-            }
-            Message::Goodbye(_) => return Ok(()),
-            _ => {}
+        if let Some(reply) = session.handle(&bytes) {
+            ws.send(Ws::Binary(reply.into()))?;
+        }
+        if session.phase().is_final() {
+            return Ok(());
         }
     }
 }

@@ -17,7 +17,8 @@ use anyhow::{Context, Result};
 use hearth_runtime::{ComponentModel, Limits, OnOverrun, Runtime};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
-use crate::{RunArgs, Served, start_server_with};
+use crate::options::RunOptions;
+use crate::server::{self, Endpoint, Served};
 
 /// Options of `bench-browser`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +41,7 @@ pub struct Args {
 const IMAGES: usize = 640;
 
 /// Runs both sides and prints the comparison.
-pub fn run(args: Args, base: RunArgs) -> Result<()> {
+pub fn run(args: Args, base: RunOptions) -> Result<()> {
     anyhow::ensure!(
         args.chromium.is_file(),
         "no browser at {} (install Debian's chromium or pass --chromium)",
@@ -53,14 +54,18 @@ pub fn run(args: Args, base: RunArgs) -> Result<()> {
         test.len() == IMAGES,
         "the test set has fewer than {IMAGES} images"
     );
-    let run_args = RunArgs {
-        arch: "lenet5".into(),
-        quiet: true,
-        ..base
-    };
+    let mut training = base.training.clone();
+    training.arch = "lenet5".into();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let Served { url, rt, .. } =
-        start_server_with(&run_args, "127.0.0.1:0", Arc::new(test.clone()), Some(tx))?;
+    let Served { url, rt, .. } = server::start(
+        &training,
+        Endpoint {
+            listen: "127.0.0.1:0".parse()?,
+            token: &base.token,
+            test: Arc::new(test.clone()),
+            bench_reports: Some(tx),
+        },
+    )?;
     let page = format!(
         "{}bench.html?report=1&seconds={}&repeats={}",
         url.trim_end_matches("ws").replacen("ws://", "http://", 1),
@@ -175,11 +180,7 @@ fn wasmtime_rate(
     let config = ModelConfig {
         arch: "lenet5".into(),
         seed: 1,
-        optimizer: OptimizerConfig {
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-        },
+        optimizer: OptimizerConfig::default(),
     };
     let mut model = ComponentModel::new(&runtime, &component, &config)?;
     let labels = test.labels.as_slice().context("labels not contiguous")?;

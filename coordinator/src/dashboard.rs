@@ -1,5 +1,6 @@
-//! What the web dashboard shows: a snapshot of the run that the training loop
-//! updates after every round and epoch, and the HTTP handlers read.
+//! What the web dashboard shows: a snapshot of the run that the engine's
+//! notices update after every round and epoch (the dashboard is one of its
+//! observers), and the HTTP handlers read.
 //!
 //! The training loop only ever holds the lock to copy a few numbers in, so a
 //! slow page can never stall a round.
@@ -8,6 +9,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+
+use crate::engine::{Notice, WorkerReport};
+use crate::observe::{Observer, shown};
 
 /// Rounds kept for the loss chart (older ones are dropped).
 const ROUND_HISTORY: usize = 5_000;
@@ -175,7 +179,7 @@ impl Dashboard {
     }
 
     /// Records a finished round and, if it changed them, the new parameters.
-    pub fn record_round(&self, point: RoundPoint, model: Option<(u64, &[f32])>) {
+    pub fn record_round(&self, point: RoundPoint, model: Option<(u64, Arc<Vec<f32>>)>) {
         let mut inner = self.lock();
         inner.status.round = point.round;
         if point.samples > 0 {
@@ -186,14 +190,7 @@ impl Dashboard {
         }
         if let Some((version, params)) = model {
             inner.status.model_version = version;
-            // Reuse the buffer unless a handler still holds the old snapshot.
-            match Arc::get_mut(&mut inner.model.params) {
-                Some(buffer) => {
-                    buffer.clear();
-                    buffer.extend_from_slice(params);
-                }
-                None => inner.model.params = Arc::new(params.to_vec()),
-            }
+            inner.model.params = params;
             inner.model.version = version;
         }
     }
@@ -206,6 +203,69 @@ impl Dashboard {
     /// Replaces the worker list.
     pub fn set_workers(&self, workers: Vec<WorkerRow>) {
         self.lock().status.workers = workers;
+    }
+}
+
+/// A worker report as a row of the dashboard's list.
+fn row(r: &WorkerReport, arch: &str) -> WorkerRow {
+    WorkerRow {
+        name: shown(&r.name),
+        kind: match r.kind {
+            hearth_protocol::WorkerKind::Host => "host".into(),
+            hearth_protocol::WorkerKind::Browser => "browser".into(),
+        },
+        arch: arch.to_string(),
+        component: r.component.chars().take(12).collect(),
+        connected: r.connected,
+        rounds: r.rounds,
+        images: r.images,
+        images_per_second: r.images_per_second,
+        bytes_sent_to: r.bytes_sent_to,
+        bytes_received_from: r.bytes_received_from,
+    }
+}
+
+impl Observer for Dashboard {
+    fn notice(&mut self, notice: &Notice) -> anyhow::Result<()> {
+        match notice {
+            Notice::Waiting { .. } => self.set_phase("waiting"),
+            Notice::EpochStarted { epoch, batches, .. } => {
+                self.set_phase("training");
+                self.set_progress(*epoch, 0, *batches);
+            }
+            Notice::RoundFinished(r) => {
+                self.set_phase("training");
+                self.set_progress(r.epoch, r.epoch_batches.0, r.epoch_batches.1);
+                self.record_round(
+                    RoundPoint {
+                        round: r.round,
+                        epoch: r.epoch,
+                        train_loss: r.train_loss,
+                        train_accuracy: r.train_accuracy,
+                        samples: r.samples,
+                    },
+                    r.model.clone(),
+                );
+            }
+            Notice::Workers(reports) => {
+                let arch = self.lock().status.arch.clone();
+                let mut rows: Vec<WorkerRow> = reports.iter().map(|r| row(r, &arch)).collect();
+                rows.sort_by_key(|r| !r.connected);
+                self.set_workers(rows);
+            }
+            Notice::EpochFinished(m) => self.record_epoch(EpochPoint {
+                epoch: m.epoch,
+                seconds: m.wall_seconds,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                test_loss: m.test_loss,
+                test_accuracy: m.test_accuracy,
+                bytes: m.bytes_sent + m.bytes_received,
+            }),
+            Notice::TrainingFinished { .. } => self.set_phase("finished"),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -225,7 +285,7 @@ mod tests {
                 train_accuracy: 0.5,
                 samples: 64,
             };
-            d.record_round(point, Some((r, &[r as f32; 4])));
+            d.record_round(point, Some((r, Arc::new(vec![r as f32; 4]))));
         }
         let s = d.status();
         assert_eq!(s.rounds.len(), ROUND_HISTORY);

@@ -10,13 +10,13 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_pcg::Pcg64Mcg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Index of a batch within its epoch.
 pub type BatchId = u32;
 
 /// Where a batch stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BatchState {
     /// Waiting in the queue.
     Pending,
@@ -37,7 +37,7 @@ pub enum BatchState {
 }
 
 /// One completed batch, as written to `ledger.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     /// Epoch (1-based).
     pub epoch: usize,
@@ -51,7 +51,8 @@ pub struct LedgerEntry {
     pub samples: Vec<u32>,
 }
 
-/// The batches of one epoch and their states.
+/// The batches of one epoch and their states (part of the saved run state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
     epoch: usize,
     order: Vec<u32>,

@@ -1,6 +1,7 @@
-//! One WebSocket connection: admission (hello → welcome/reject), then frames
-//! in both directions. Sessions never touch the model; they turn bytes into
-//! [`Event`]s for the training loop and send the frames it hands them.
+//! One WebSocket connection: admission at the edge (hello → admitted or
+//! rejected), then frames in both directions. Sessions never touch the model
+//! or the rounds; they turn bytes into [`Event`]s for the training loop and
+//! send the frames it hands them (the welcome first).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,9 @@ use axum::response::Response;
 use hearth_protocol::{self as proto, Capabilities, Message};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
-/// Connection id (a reconnecting worker gets a new one).
-pub type ConnId = u64;
+use crate::observe::shown;
+
+pub use crate::engine::ConnId;
 
 /// What sessions report to the training loop.
 #[derive(Debug)]
@@ -66,8 +68,8 @@ pub struct Admission {
     pub component_digest: String,
     /// Digest of the module browser workers must run (the one the page serves).
     pub browser_digest: String,
-    /// What admitted workers are told to build.
-    pub welcome: proto::Welcome,
+    /// The architecture of the run (a worker must be able to build it).
+    pub arch: String,
     /// Next connection id.
     pub next_conn: AtomicU64,
 }
@@ -100,12 +102,8 @@ fn refuse(hello: &proto::Hello, admission: &Admission) -> Option<String> {
             hello.component_digest
         ));
     }
-    if !hello
-        .capabilities
-        .architectures
-        .contains(&admission.welcome.arch)
-    {
-        return Some(format!("worker cannot build {}", admission.welcome.arch));
+    if !hello.capabilities.architectures.contains(&admission.arch) {
+        return Some(format!("worker cannot build {}", admission.arch));
     }
     if hello.worker_id.is_empty() || hello.worker_id.len() > 128 {
         return Some("worker id must be 1 to 128 bytes".into());
@@ -138,7 +136,7 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
         _ => return,
     };
     if let Some(reason) = refuse(&hello, &admission) {
-        tracing::warn!(worker = %hello.worker_id, %reason, "rejected");
+        tracing::warn!(worker = %shown(&hello.worker_id), reason = %shown(&reason), "rejected");
         send(&mut socket, &Message::Reject(proto::Reject { reason })).await;
         return;
     }
@@ -157,10 +155,6 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
         let reason = "training finished".to_string();
         send(&mut socket, &Message::Goodbye(proto::Goodbye { reason })).await;
         let _ = socket.send(WsMessage::Close(None)).await;
-        return;
-    }
-    if !send(&mut socket, &Message::Welcome(admission.welcome.clone())).await {
-        let _ = admission.events.send(Event::Left { conn });
         return;
     }
     loop {

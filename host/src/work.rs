@@ -1,21 +1,25 @@
 //! `hearth-host work`: join a coordinator and train the rounds it assigns.
 //!
-//! The loop is deliberately sequential (receive an assignment, train, send
-//! the result), so it uses a blocking WebSocket client. A dropped connection
-//! is retried with exponential backoff; a `Reject` (wrong token, different
-//! component) ends the process, since retrying cannot fix it.
+//! The protocol is `hearth-session`'s [`WorkerSession`] (the same state
+//! machine the browser runs); this file moves its frames over a blocking
+//! WebSocket and keeps the component behind the session's [`Trainer`] trait.
+//! A dropped connection is retried with exponential backoff; a `Reject`
+//! (wrong token, different component) or a model that cannot be built ends
+//! the process, since retrying cannot fix it. A round that fails is reported
+//! to the coordinator for that round, and the session goes on.
 
 use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use hearth_protocol::{self as proto, Message};
-use hearth_runtime::{ComponentModel, Limits, OnOverrun, Runtime};
-
-use crate::overrun;
-use hearth_worker::{ModelConfig, OptimizerConfig};
+use hearth_protocol as proto;
+use hearth_runtime::{ComponentModel, Limits, LoadedComponent, OnOverrun, Runtime};
+use hearth_session::{Identity, Phase, Trainer, WorkerSession};
+use hearth_worker::ModelConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
+
+use crate::overrun;
 
 /// Options of `work`.
 #[derive(clap::Args, Debug)]
@@ -37,16 +41,6 @@ pub struct Args {
     /// coordinator reassigns the round's batches.
     #[arg(long, default_value_t = 600.0)]
     call_timeout: f64,
-}
-
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// How a session ended.
-enum End {
-    /// The coordinator said goodbye: stop.
-    Finished,
-    /// The connection dropped after a welcome: reconnect right away.
-    Dropped(anyhow::Error),
 }
 
 /// Connects, trains until the coordinator says goodbye, reconnecting on failure.
@@ -76,149 +70,152 @@ pub fn run(args: Args) -> Result<()> {
         tracing::warn!(restarts, ?wait, "restarted after a component call overran");
         std::thread::sleep(wait);
     }
+    let identity = Identity {
+        worker_id: name,
+        token: args.token.clone(),
+        component_digest: component.digest().to_string(),
+        kind: proto::WorkerKind::Host,
+        threads: 1,
+        memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
+    };
+    let mut session = WorkerSession::new(
+        identity,
+        ComponentTrainer {
+            runtime: &runtime,
+            component: &component,
+            built: None,
+        },
+    );
+    let max_backoff = Duration::from_secs(args.max_backoff.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
-        match session(&args, &name, &runtime, &component) {
-            Ok(End::Finished) => return Ok(()),
-            Ok(End::Dropped(e)) => {
+        let outcome = connection(&args.coordinator, &mut session);
+        let phase = session.phase();
+        match (outcome, phase) {
+            (_, Phase::Finished) => return Ok(()),
+            (_, Phase::Rejected) => {
+                bail!("the coordinator rejected this worker: {}", session.note())
+            }
+            (_, Phase::Failed) => bail!("{}", session.note()),
+            (Ok(()), Phase::Training) => {
+                tracing::warn!("the coordinator closed the connection; reconnecting");
+                backoff = Duration::from_millis(250);
+            }
+            (Err(e), Phase::Training) => {
                 tracing::warn!(error = %format!("{e:#}"), "connection lost; reconnecting");
                 backoff = Duration::from_millis(250);
             }
-            Err(e) => {
-                if e.downcast_ref::<Rejected>().is_some() {
-                    return Err(e);
-                }
+            (Ok(()), Phase::Joining) => {
+                tracing::warn!(retry_in = ?backoff, "the coordinator closed the connection before a welcome");
+            }
+            (Err(e), Phase::Joining) => {
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot reach the coordinator");
             }
         }
         std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(args.max_backoff.max(1)));
+        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
-/// The coordinator refused this worker.
-#[derive(Debug, thiserror::Error)]
-#[error("the coordinator rejected this worker: {0}")]
-struct Rejected(String);
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
-fn send(socket: &mut Socket, message: &Message) -> Result<()> {
-    socket.send(WsMessage::Binary(proto::encode(message).into()))?;
+/// One connection: hello, then every frame through the session, until the
+/// session is over for good or the connection ends.
+fn connection(url: &str, session: &mut WorkerSession<ComponentTrainer<'_>>) -> Result<()> {
+    // The hello first: it puts the session back to joining, so a failed
+    // connect counts as one (and backs off).
+    let hello = session.hello()?;
+    let (mut socket, _) =
+        tungstenite::connect(url).with_context(|| format!("connecting to {url}"))?;
+    send(&mut socket, hello)?;
+    let mut joined = false;
+    loop {
+        let frame = match socket.read()? {
+            WsMessage::Binary(b) => b,
+            WsMessage::Close(_) => return Ok(()),
+            _ => continue,
+        };
+        let reply = session.handle(&frame);
+        if let Some(reply) = reply {
+            send(&mut socket, reply)?;
+        }
+        if session.phase() == Phase::Training && !joined {
+            joined = true;
+            tracing::info!(note = session.note(), "joined");
+        }
+        if session.phase().is_final() {
+            tracing::info!(note = session.note(), "session over");
+            let _ = socket.close(None);
+            return Ok(());
+        }
+    }
+}
+
+fn send(socket: &mut Socket, frame: Vec<u8>) -> Result<()> {
+    socket.send(WsMessage::Binary(frame.into()))?;
     Ok(())
 }
 
-fn receive(socket: &mut Socket) -> Result<Option<Message>> {
-    loop {
-        match socket.read()? {
-            WsMessage::Binary(b) => return Ok(Some(proto::decode(&b)?)),
-            WsMessage::Close(_) => return Ok(None),
-            _ => {}
-        }
-    }
+/// The component in wasmtime as the session's trainer. A call that traps
+/// leaves its instance unusable, so the model is rebuilt (same welcome) at
+/// the next round, which sets every parameter anyway.
+struct ComponentTrainer<'a> {
+    runtime: &'a Runtime,
+    component: &'a LoadedComponent,
+    built: Option<(ModelConfig, Option<ComponentModel>)>,
 }
 
-fn session(
-    args: &Args,
-    name: &str,
-    runtime: &Runtime,
-    component: &hearth_runtime::LoadedComponent,
-) -> Result<End> {
-    let (mut socket, _) = tungstenite::connect(&args.coordinator)
-        .with_context(|| format!("connecting to {}", args.coordinator))?;
-    let architectures = ComponentModel::architectures(runtime, component)?;
-    send(
-        &mut socket,
-        &Message::Hello(proto::Hello {
-            worker_id: name.to_string(),
-            auth_token: args.token.clone(),
-            component_digest: component.digest().to_string(),
-            capabilities: proto::Capabilities {
-                kind: proto::WorkerKind::Host,
-                architectures,
-                threads: 1,
-                memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
-                images_per_second: 0.0,
-            },
-        }),
-    )?;
-    let welcome = match receive(&mut socket)? {
-        Some(Message::Welcome(w)) => w,
-        Some(Message::Reject(r)) => return Err(Rejected(r.reason).into()),
-        other => bail!("expected welcome, got {other:?}"),
-    };
-    let opt = welcome.optimizer;
-    let optimizer = OptimizerConfig {
-        learning_rate: opt.learning_rate,
-        momentum: opt.momentum,
-        weight_decay: opt.weight_decay,
-    };
-    let mut model = ComponentModel::new(
-        runtime,
-        component,
-        &ModelConfig {
-            arch: welcome.arch.clone(),
-            seed: welcome.seed,
-            optimizer,
-        },
-    )?;
-    tracing::info!(worker = name, arch = %welcome.arch, "joined");
-    loop {
-        let message = match receive(&mut socket) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Ok(End::Dropped(anyhow::anyhow!(
-                    "the coordinator closed the connection"
-                )));
-            }
-            Err(e) => return Ok(End::Dropped(e)),
+impl ComponentTrainer<'_> {
+    fn model(&mut self) -> Result<&mut ComponentModel> {
+        let Some((config, model)) = self.built.as_mut() else {
+            bail!("no model built yet");
         };
-        match message {
-            Message::Assign(a) => {
-                let reply = proto::round::run_round(
-                    &mut Trainer {
-                        model: &mut model,
-                        optimizer,
-                    },
-                    a,
-                )?;
-                if let Err(e) = send(&mut socket, &reply) {
-                    return Ok(End::Dropped(e));
-                }
-            }
-            Message::Goodbye(g) => {
-                tracing::info!(reason = %g.reason, "coordinator said goodbye");
-                let _ = socket.close(None);
-                return Ok(End::Finished);
-            }
-            Message::Error(e) => {
-                tracing::warn!(round = ?e.round, reason = %e.reason, "coordinator refused a message")
-            }
-            _ => {}
+        if model.is_none() {
+            tracing::warn!("rebuilding the model after a failed call");
+            *model = Some(ComponentModel::new(self.runtime, self.component, config)?);
         }
+        model.as_mut().context("no model")
+    }
+
+    /// Forgets the instance if `result` is a trap (it cannot be used again).
+    fn check<T>(&mut self, result: hearth_runtime::Result<T>) -> Result<T> {
+        if let Err(hearth_runtime::Error::Trap(_)) = &result
+            && let Some((_, model)) = self.built.as_mut()
+        {
+            *model = None;
+        }
+        Ok(result?)
     }
 }
 
-/// The component model with the welcome's optimizer settings, as a round trainer.
-struct Trainer<'a> {
-    model: &'a mut ComponentModel,
-    optimizer: OptimizerConfig,
-}
-
-impl proto::round::LocalTrainer for Trainer<'_> {
+impl Trainer for ComponentTrainer<'_> {
     type Error = anyhow::Error;
+    fn architectures(&mut self) -> Result<Vec<String>> {
+        Ok(ComponentModel::architectures(self.runtime, self.component)?)
+    }
+    fn build(&mut self, config: &ModelConfig) -> Result<()> {
+        let model = ComponentModel::new(self.runtime, self.component, config)?;
+        self.built = Some((config.clone(), Some(model)));
+        Ok(())
+    }
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
-        Ok(self.model.set_params(params)?)
+        let r = self.model()?.set_params(params);
+        self.check(r)
     }
     fn params(&mut self) -> Result<Vec<f32>> {
-        Ok(self.model.params()?)
+        let r = self.model()?.params();
+        self.check(r)
     }
     fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
-        Ok(self.model.set_optimizer(OptimizerConfig {
-            learning_rate: lr,
-            ..self.optimizer
-        })?)
+        let m = self.model()?;
+        let r = m
+            .optimizer()
+            .and_then(|o| m.set_optimizer(o.with_learning_rate(lr)));
+        self.check(r)
     }
     fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32)> {
-        let s = self.model.train_batch(pixels, labels)?;
+        let r = self.model()?.train_batch(pixels, labels);
+        let s = self.check(r)?;
         Ok((s.loss, s.correct))
     }
 }

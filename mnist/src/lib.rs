@@ -15,8 +15,8 @@ use ndarray::{Array1, Array2, ArrayView1};
 
 pub use error::{Error, Result};
 
-/// Pixels per image (28 × 28).
-pub const IMAGE_LEN: usize = 28 * 28;
+/// Pixels per image (28 × 28): the model's input, defined by the compute crate.
+pub use hearth_worker::IMAGE_LEN;
 
 /// The four standard file names, without `.gz`.
 pub const FILES: [&str; 4] = [

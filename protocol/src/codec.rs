@@ -14,12 +14,11 @@ const PREFIX: usize = 6;
 struct AssignHeader {
     round: u64,
     params_version: u64,
-    local_steps: u32,
-    batch_size: u32,
     learning_rate: f32,
-    batch_ids: Vec<u32>,
-    /// Number of parameters in the payload, if any are sent.
-    params_len: Option<u32>,
+    steps: Vec<u32>,
+    reply: UpdateKind,
+    /// Number of parameters in the payload.
+    params_len: u32,
     samples: u32,
 }
 
@@ -67,29 +66,24 @@ pub fn encode(message: &Message) -> Vec<u8> {
         Message::Hello(m) => frame(kind, m, 0),
         Message::Welcome(m) => frame(kind, m, 0),
         Message::Reject(m) => frame(kind, m, 0),
-        Message::Heartbeat(m) => frame(kind, m, 0),
         Message::Error(m) => frame(kind, m, 0),
         Message::Goodbye(m) => frame(kind, m, 0),
         Message::Assign(m) => {
             let header = AssignHeader {
                 round: m.round,
                 params_version: m.params_version,
-                local_steps: m.local_steps,
-                batch_size: m.batch_size,
                 learning_rate: m.learning_rate,
-                batch_ids: m.batch_ids.clone(),
-                params_len: m.params.as_ref().map(|p| p.len() as u32),
+                steps: m.steps.clone(),
+                reply: m.reply,
+                params_len: m.params.len() as u32,
                 samples: m.labels.len() as u32,
             };
-            let params_bytes = m.params.as_ref().map_or(0, |p| p.len() * 4);
             let mut out = frame(
                 kind,
                 &header,
-                params_bytes + m.pixels.len() + m.labels.len(),
+                m.params.len() * 4 + m.pixels.len() + m.labels.len(),
             );
-            if let Some(p) = &m.params {
-                put_f32s(&mut out, p);
-            }
+            put_f32s(&mut out, &m.params);
             out.extend_from_slice(&m.pixels);
             out.extend_from_slice(&m.labels);
             out
@@ -157,13 +151,24 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         1 => no_payload(Message::Hello(parse(name, header)?)),
         2 => no_payload(Message::Welcome(parse(name, header)?)),
         3 => no_payload(Message::Reject(parse(name, header)?)),
-        6 => no_payload(Message::Heartbeat(parse(name, header)?)),
         7 => no_payload(Message::Error(parse(name, header)?)),
         8 => no_payload(Message::Goodbye(parse(name, header)?)),
         4 => {
             let h: AssignHeader = parse(name, header)?;
-            let params_bytes = h.params_len.map_or(0, |n| n as usize * 4);
+            let params_bytes = (h.params_len as usize)
+                .checked_mul(4)
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             let samples = h.samples as usize;
+            let stepped: u64 = h.steps.iter().map(|&n| u64::from(n)).sum();
+            if stepped != samples as u64 || h.steps.contains(&0) {
+                return Err(ProtocolError::Header {
+                    kind: name,
+                    reason: format!(
+                        "local steps {:?} do not split the {samples} samples",
+                        h.steps
+                    ),
+                });
+            }
             let expected = params_bytes
                 .checked_add(
                     samples
@@ -189,11 +194,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             Ok(Message::Assign(Assign {
                 round: h.round,
                 params_version: h.params_version,
-                local_steps: h.local_steps,
-                batch_size: h.batch_size,
                 learning_rate: h.learning_rate,
-                batch_ids: h.batch_ids,
-                params: h.params_len.map(|_| get_f32s(params)),
+                steps: h.steps,
+                reply: h.reply,
+                params: get_f32s(params),
                 pixels: pixels.to_vec(),
                 labels: labels.to_vec(),
             }))

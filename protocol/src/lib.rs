@@ -15,20 +15,23 @@
 //! [`ProtocolError`], never a panic; lengths are checked before allocation.
 
 mod codec;
+mod digest;
 mod error;
 mod messages;
-pub mod round;
 
 pub use codec::{decode, encode};
+pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in the first byte of every frame (2: assignments
+/// name their local steps and the kind of update they want back; no
+/// heartbeats).
+pub const VERSION: u8 = 2;
 
 /// Largest frame a peer accepts (64 MiB: a 431,080-parameter model plus a
 /// few thousand images fits many times over).
 pub const MAX_FRAME: usize = 64 << 20;
 
-/// Bytes per MNIST image.
-pub const IMAGE_LEN: usize = 28 * 28;
+/// Bytes per image in an assignment (the model's input, defined by the compute crate).
+pub use hearth_worker::IMAGE_LEN;

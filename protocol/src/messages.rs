@@ -1,11 +1,14 @@
 //! The messages of the protocol, one struct per message.
 //!
 //! Flow: worker → `Hello`; coordinator → `Welcome` or `Reject`; then rounds of
-//! coordinator → `Assign`, worker → `Result`; either side may send
-//! `Heartbeat`, `Error` (a problem with one message; the session goes on) and
-//! `Goodbye` (the session ends).
+//! coordinator → `Assign`, worker → `Result`; either side may send `Error` (a
+//! problem with one message or one round; the session goes on) and `Goodbye`
+//! (the session ends). Liveness is the WebSocket's own business (ping/pong,
+//! close); a worker meets a deadline only by answering its round.
 
 use serde::{Deserialize, Serialize};
+
+pub use hearth_worker::OptimizerConfig;
 
 /// What kind of device a worker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,30 +47,19 @@ pub struct Hello {
     pub capabilities: Capabilities,
 }
 
-/// SGD hyper-parameters as sent on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct OptimizerParams {
-    /// Peak learning rate.
-    pub learning_rate: f32,
-    /// Momentum.
-    pub momentum: f32,
-    /// Weight decay.
-    pub weight_decay: f32,
-}
-
 /// Coordinator → worker: admitted, and what to build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// Session id (changes on every admission).
+    /// Session id: the coordinator's number for this connection, new on
+    /// every admission (a reconnecting worker gets a new one).
     pub session: u64,
     /// Architecture to build.
     pub arch: String,
     /// Initialization seed.
     pub seed: u64,
-    /// Optimizer hyper-parameters.
-    pub optimizer: OptimizerParams,
-    /// How often the worker should send a heartbeat, in milliseconds.
-    pub heartbeat_ms: u32,
+    /// The optimizer the worker steps with (the strategy decides: FedAvgM
+    /// workers step without momentum; the coordinator applies it).
+    pub optimizer: OptimizerConfig,
 }
 
 /// Coordinator → worker: not admitted.
@@ -82,25 +74,26 @@ pub struct Reject {
 pub struct Assign {
     /// Round number.
     pub round: u64,
-    /// Version of the global parameters the round starts from.
+    /// Version of the global parameters the round starts from; the result
+    /// must name it.
     pub params_version: u64,
-    /// Local SGD steps (1 = synchronous SGD, more = FedAvg).
-    pub local_steps: u32,
-    /// Samples per local step.
-    pub batch_size: u32,
     /// Learning rate for this round.
     pub learning_rate: f32,
-    /// Ledger ids of the batches in this assignment.
-    pub batch_ids: Vec<u32>,
-    /// The global parameters, unless the worker already has `params_version`.
-    pub params: Option<Vec<f32>>,
+    /// Samples of each local SGD step, in order (one step per ledger batch:
+    /// 1 step = synchronous SGD, more = FedAvg); they sum to the sample count.
+    pub steps: Vec<u32>,
+    /// What the result must carry.
+    pub reply: UpdateKind,
+    /// The global parameters of `params_version`.
+    pub params: Vec<f32>,
     /// `samples × 784` pixels.
     pub pixels: Vec<u8>,
     /// One label per sample, 0..=9.
     pub labels: Vec<u8>,
 }
 
-/// Whether a result carries parameters or their change.
+/// Whether a result carries parameters or their change (the coordinator's
+/// strategy asks for one in each [`Assign`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpdateKind {
     /// The worker's parameters after the round.
@@ -126,13 +119,6 @@ pub struct RoundResult {
     pub kind: UpdateKind,
     /// The vector itself.
     pub values: Vec<f32>,
-}
-
-/// Either side: still alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Sender's clock, milliseconds (for round-trip estimates).
-    pub sent_ms: u64,
 }
 
 /// Either side: a problem with one message; the session continues.
@@ -164,8 +150,6 @@ pub enum Message {
     Assign(Assign),
     /// See [`RoundResult`].
     Result(RoundResult),
-    /// See [`Heartbeat`].
-    Heartbeat(Heartbeat),
     /// See [`ErrorReport`].
     Error(ErrorReport),
     /// See [`Goodbye`].
@@ -181,7 +165,6 @@ impl Message {
             Message::Reject(_) => 3,
             Message::Assign(_) => 4,
             Message::Result(_) => 5,
-            Message::Heartbeat(_) => 6,
             Message::Error(_) => 7,
             Message::Goodbye(_) => 8,
         }
@@ -195,7 +178,6 @@ impl Message {
             3 => "reject",
             4 => "assign",
             5 => "result",
-            6 => "heartbeat",
             7 => "error",
             8 => "goodbye",
             _ => "unknown",

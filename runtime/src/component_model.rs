@@ -147,11 +147,7 @@ impl ComponentModel {
     /// Current hyper-parameters.
     pub fn optimizer(&mut self) -> Result<OptimizerConfig> {
         let c = self.call(|g, s, m| g.model().call_get_optimizer(s, m))?;
-        Ok(OptimizerConfig {
-            learning_rate: c.learning_rate,
-            momentum: c.momentum,
-            weight_decay: c.weight_decay,
-        })
+        Ok(from_wit_opt(c))
     }
 
     /// Changes hyper-parameters (keeps momentum).
@@ -205,6 +201,16 @@ impl Drop for ComponentModel {
     fn drop(&mut self) {
         // Best effort: the store is dropped right after anyway.
         let _ = self.model.resource_drop(&mut self.store);
+    }
+}
+
+/// The WIT record and the compute's type are the same three numbers; these
+/// two functions are the only place they are converted on the host side.
+fn from_wit_opt(c: t::OptimizerConfig) -> OptimizerConfig {
+    OptimizerConfig {
+        learning_rate: c.learning_rate,
+        momentum: c.momentum,
+        weight_decay: c.weight_decay,
     }
 }
 

@@ -25,11 +25,6 @@ pub use runtime::{LoadedComponent, Runtime};
 pub const BUILTIN_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hearth_trainer.wasm"));
 
-/// Hex SHA-256 of component bytes: how hosts and coordinators name a component.
-pub fn digest(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+/// Hex SHA-256 of component bytes: how hosts and coordinators name a
+/// component (the protocol's definition, re-exported).
+pub use hearth_protocol::digest;

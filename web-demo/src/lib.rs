@@ -1,7 +1,7 @@
 //! The web demo's files, embedded in the binary that serves them.
 //!
 //! The page, its JavaScript glue, the vendored chart library and the
-//! wasm-bindgen module (built from `worker-wasm` by this crate's build
+//! wasm-bindgen module (built from `browser/` by this crate's build
 //! script) are compiled in, so the coordinator serves every asset itself:
 //! the demo works on a home network with no internet.
 
@@ -29,7 +29,7 @@ macro_rules! static_file {
 /// Path of the browser module (the wasm the workers in tabs run).
 pub const MODULE_PATH: &str = "/pkg/hearth_worker_bg.wasm";
 
-/// The wasm-bindgen module: `worker-wasm` built with feature `browser`.
+/// The wasm-bindgen module: `hearth-browser` built for wasm32.
 pub const MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pkg/hearth_worker_bg.wasm"));
 
 /// Every file of the demo.

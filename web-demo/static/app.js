@@ -72,7 +72,7 @@ function onWorkerMessage(event) {
       location.reload();
       return;
     }
-    if (m.phase === 'finished' || m.phase === 'rejected') {
+    if (m.phase === 'finished' || m.phase === 'rejected' || m.phase === 'failed') {
       hearth.joined = false;
       sessionStorage.removeItem('hearth-joined');
       $('join').textContent = 'Join training';

@@ -4,7 +4,8 @@
 //! - a **WebAssembly component** exporting `wit/trainer.wit` (feature
 //!   `component`, built for `wasm32-unknown-unknown` with `simd128` by the
 //!   `hearth-runtime` build script), run by wasmtime on each device;
-//! - the **browser**, through wasm-bindgen (same code, same bits);
+//! - the **browser**, through wasm-bindgen (the `hearth-browser` crate wraps
+//!   this one; same code, same bits);
 //! - a **native library**, for tests, gradient checks and benchmarks.
 //!
 //! Design: activations are `batch × per-sample` buffers that [`Model`] owns
@@ -26,8 +27,6 @@ mod reference;
 pub mod schedule;
 pub mod simd;
 
-#[cfg(feature = "browser")]
-pub mod browser;
 #[cfg(feature = "component")]
 mod component;
 

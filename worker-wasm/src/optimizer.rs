@@ -3,8 +3,9 @@
 
 use crate::error::{Error, Result};
 
-/// Hyper-parameters of [`sgd_step`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Hyper-parameters of [`sgd_step`]: the one definition used by the
+/// compute, the wire protocol (the coordinator's welcome) and the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptimizerConfig {
     /// Step size (`lr`).
     pub learning_rate: f32,
@@ -26,6 +27,14 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// The same settings with another learning rate (a schedule's step).
+    pub fn with_learning_rate(self, learning_rate: f32) -> Self {
+        Self {
+            learning_rate,
+            ..self
+        }
+    }
+
     /// Checks that every value is finite and in range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidOptimizer(m));

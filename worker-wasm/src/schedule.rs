@@ -2,7 +2,8 @@
 //! training (local runs, the coordinator, the browser).
 
 /// How the learning rate evolves from its peak over `total` steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// The peak rate throughout (MXNet's example within its first 10 epochs).
     Constant,
@@ -30,6 +31,23 @@ impl LrSchedule {
             "cosine" => Some(LrSchedule::Cosine),
             _ => None,
         }
+    }
+}
+
+impl core::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::parse(name)
+            .ok_or_else(|| format!("unknown schedule {name:?}: use cosine or constant"))
+    }
+}
+
+impl core::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Cosine => "cosine",
+        })
     }
 }
 

@@ -22,12 +22,11 @@ fn samples() -> Vec<Message> {
             session: 7,
             arch: "lenet5".into(),
             seed: 1,
-            optimizer: OptimizerParams {
+            optimizer: OptimizerConfig {
                 learning_rate: 0.05,
                 momentum: 0.9,
                 weight_decay: 1e-4,
             },
-            heartbeat_ms: 2000,
         }),
         Message::Reject(Reject {
             reason: "bad token".into(),
@@ -35,24 +34,22 @@ fn samples() -> Vec<Message> {
         Message::Assign(Assign {
             round: 3,
             params_version: 2,
-            local_steps: 4,
-            batch_size: 2,
             learning_rate: 0.04,
-            batch_ids: vec![10, 11],
-            params: Some(vec![0.5, -1.25, f32::MIN_POSITIVE]),
+            steps: vec![2],
+            reply: UpdateKind::Delta,
+            params: vec![0.5, -1.25, f32::MIN_POSITIVE],
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(),
             labels: vec![3, 9],
         }),
         Message::Assign(Assign {
             round: 4,
             params_version: 2,
-            local_steps: 1,
-            batch_size: 1,
             learning_rate: 0.04,
-            batch_ids: vec![12],
-            params: None,
-            pixels: vec![0; IMAGE_LEN],
-            labels: vec![0],
+            steps: vec![1, 2],
+            reply: UpdateKind::Params,
+            params: vec![],
+            pixels: vec![0; 3 * IMAGE_LEN],
+            labels: vec![0, 1, 2],
         }),
         Message::Result(RoundResult {
             round: 3,
@@ -63,7 +60,6 @@ fn samples() -> Vec<Message> {
             kind: UpdateKind::Delta,
             values: vec![1.0, 2.0, -3.5],
         }),
-        Message::Heartbeat(Heartbeat { sent_ms: 123_456 }),
         Message::Error(ErrorReport {
             round: Some(3),
             reason: "wrong length".into(),
@@ -110,11 +106,11 @@ fn malformed_frames_are_errors() {
     let good = encode(&samples()[3]);
     assert!(matches!(decode(&[]), Err(ProtocolError::Truncated { .. })));
     let mut v = good.clone();
-    v[0] = 2;
+    v[0] = 1;
     assert_eq!(
         decode(&v),
         Err(ProtocolError::Version {
-            found: 2,
+            found: 1,
             supported: VERSION
         })
     );
@@ -141,13 +137,24 @@ fn malformed_frames_are_errors() {
     v.push(1);
     assert!(matches!(
         decode(&v),
-        Err(ProtocolError::PayloadLength {
-            kind: "heartbeat",
-            ..
-        })
+        Err(ProtocolError::PayloadLength { kind: "error", .. })
     ));
+    // Steps that do not add up to the samples sent.
+    let Message::Assign(mut a) = samples()[3].clone() else {
+        unreachable!()
+    };
+    a.steps = vec![1];
+    assert!(matches!(
+        decode(&encode(&Message::Assign(a.clone()))),
+        Err(ProtocolError::Header { kind: "assign", .. })
+    ));
+    a.steps = vec![0, 2];
+    assert!(
+        decode(&encode(&Message::Assign(a))).is_err(),
+        "an empty step"
+    );
     // A header length that points past the end.
-    let mut v = encode(&samples()[8]);
+    let mut v = encode(&samples()[7]);
     v[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(decode(&v), Err(ProtocolError::Truncated { .. })));
     assert!(matches!(

@@ -1,57 +1,14 @@
-//! How rounds are planned and results combined: a small trait with the phases
-//! of a federated strategy (Flower's `configure_fit` / `aggregate_fit`), so
-//! strategies are interchangeable and testable without sockets.
+//! FedAvg with server momentum: the coordinator's default strategy.
 
-/// A connected worker as a strategy sees it.
-#[derive(Debug, Clone)]
-pub struct WorkerView {
-    /// Worker name.
-    pub name: String,
-    /// Measured training throughput (0 until its first result).
-    pub images_per_second: f64,
-}
+use hearth_protocol::UpdateKind;
+use hearth_worker::OptimizerConfig;
 
-/// One worker's validated result of a round.
-#[derive(Debug, Clone)]
-pub struct Contribution {
-    /// Worker name.
-    pub worker: String,
-    /// Samples it trained on.
-    pub samples: u32,
-    /// Its parameters after the round minus the round's global parameters.
-    pub delta: Vec<f32>,
-}
+use super::{
+    FitFailure, FitInstruction, FitResult, RoundContext, Strategy, StrategyState, WorkerView,
+};
 
-/// A federated training strategy.
-pub trait Strategy: Send {
-    /// Short name for logs and the run summary.
-    fn name(&self) -> String;
-    /// Starts from these global parameters.
-    fn initialize(&mut self, params: &[f32]);
-    /// Phase 1: how many batches each worker gets this round (same order as
-    /// `workers`), given how many are pending.
-    fn configure_round(&mut self, workers: &[WorkerView], pending: usize) -> Vec<usize>;
-    /// Phase 2: folds the round's contributions into `global`. Failed or
-    /// rejected workers are simply absent from `contributions`.
-    fn aggregate(&mut self, global: &mut [f32], contributions: &[Contribution]);
-}
-
-/// Why a result cannot be aggregated.
-pub fn validate(delta: &[f32], expected_len: usize) -> Result<(), String> {
-    if delta.len() != expected_len {
-        return Err(format!(
-            "update has {} values, the model has {expected_len}",
-            delta.len()
-        ));
-    }
-    if let Some(i) = delta.iter().position(|x| !x.is_finite()) {
-        return Err(format!(
-            "update has a non-finite value ({}) at index {i}",
-            delta[i]
-        ));
-    }
-    Ok(())
-}
+/// Name of the server-momentum tensor in [`StrategyState`].
+const VELOCITY: &str = "velocity";
 
 /// FedAvg with server momentum (FedAvgM).
 ///
@@ -78,19 +35,11 @@ impl FedAvgM {
     }
 }
 
-impl Strategy for FedAvgM {
-    fn name(&self) -> String {
-        format!(
-            "fedavgm(local_steps={}, momentum={})",
-            self.local_steps, self.momentum
-        )
-    }
-
-    fn initialize(&mut self, params: &[f32]) {
-        self.velocity = vec![0.0; params.len()];
-    }
-
-    fn configure_round(&mut self, workers: &[WorkerView], pending: usize) -> Vec<usize> {
+impl FedAvgM {
+    /// Batches per worker: `local_steps` each while any speed is unknown,
+    /// then in proportion to measured speed (at least one each), never more
+    /// than `pending` in all.
+    fn shares(&self, workers: &[WorkerView], pending: usize) -> Vec<usize> {
         if workers.is_empty() {
             return Vec::new();
         }
@@ -121,19 +70,63 @@ impl Strategy for FedAvgM {
         }
         shares
     }
+}
 
-    fn aggregate(&mut self, global: &mut [f32], contributions: &[Contribution]) {
-        let total: f64 = contributions.iter().map(|c| c.samples as f64).sum();
+impl Strategy for FedAvgM {
+    fn name(&self) -> String {
+        format!(
+            "fedavgm(local_steps={}, momentum={})",
+            self.local_steps, self.momentum
+        )
+    }
+
+    fn initialize(&mut self, params: &[f32]) {
+        self.velocity = vec![0.0; params.len()];
+    }
+
+    /// Workers step without momentum: the server applies it to the average.
+    fn worker_optimizer(&self, run: OptimizerConfig) -> OptimizerConfig {
+        OptimizerConfig {
+            momentum: 0.0,
+            ..run
+        }
+    }
+
+    fn configure_fit(
+        &mut self,
+        round: &RoundContext,
+        workers: &[WorkerView],
+    ) -> Vec<FitInstruction> {
+        self.shares(workers, round.pending)
+            .into_iter()
+            .map(|batches| FitInstruction {
+                batches,
+                learning_rate: round.learning_rate,
+                // Results are deltas: averaged, then stepped with momentum.
+                reply: UpdateKind::Delta,
+            })
+            .collect()
+    }
+
+    fn aggregate_fit(
+        &mut self,
+        global: &mut [f32],
+        results: &[FitResult],
+        _failures: &[FitFailure],
+    ) -> bool {
+        // A failed worker's batches are trained again in a later round, so
+        // this round's average is simply over the results that came back.
+        let total: f64 = results.iter().map(|c| c.samples as f64).sum();
         if total <= 0.0 {
-            return;
+            return false;
         }
         if self.velocity.len() != global.len() {
             self.velocity = vec![0.0; global.len()];
         }
         let mut mean = vec![0.0f32; global.len()];
-        for c in contributions {
+        for c in results {
             let weight = (c.samples as f64 / total) as f32;
-            for (m, d) in mean.iter_mut().zip(&c.delta) {
+            for (m, d) in mean.iter_mut().zip(&c.update) {
                 *m += weight * d;
             }
         }
@@ -141,13 +134,28 @@ impl Strategy for FedAvgM {
             *v = self.momentum * *v + d;
             *w += *v;
         }
+        true
+    }
+
+    fn state(&self) -> StrategyState {
+        StrategyState {
+            tensors: [(VELOCITY.to_string(), self.velocity.clone())].into(),
+        }
+    }
+
+    fn restore(&mut self, mut state: StrategyState) -> Result<(), String> {
+        self.velocity = state
+            .tensors
+            .remove(VELOCITY)
+            .ok_or_else(|| format!("the saved strategy state has no {VELOCITY:?}"))?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_worker::{IMAGE_LEN, Model, ModelConfig, OptimizerConfig};
+    use hearth_worker::{IMAGE_LEN, Model, ModelConfig};
 
     fn view(name: &str, speed: f64) -> WorkerView {
         WorkerView {
@@ -156,35 +164,61 @@ mod tests {
         }
     }
 
+    fn batches(s: &mut FedAvgM, workers: &[WorkerView], pending: usize) -> Vec<usize> {
+        let round = RoundContext {
+            round: 1,
+            pending,
+            learning_rate: 0.05,
+        };
+        let fit = s.configure_fit(&round, workers);
+        assert!(
+            fit.iter()
+                .all(|f| f.reply == UpdateKind::Delta && f.learning_rate == 0.05)
+        );
+        fit.iter().map(|f| f.batches).collect()
+    }
+
     #[test]
     fn rounds_are_shared_by_speed_and_never_exceed_the_queue() {
         let mut s = FedAvgM::new(4, 0.9);
         assert_eq!(
-            s.configure_round(&[view("a", 0.0), view("b", 0.0)], 100),
+            batches(&mut s, &[view("a", 0.0), view("b", 0.0)], 100),
             vec![4, 4]
         );
         assert_eq!(
-            s.configure_round(&[view("pi3", 1000.0), view("laptop", 3000.0)], 100),
+            batches(&mut s, &[view("pi3", 1000.0), view("laptop", 3000.0)], 100),
             vec![2, 6]
         );
         assert_eq!(
-            s.configure_round(&[view("a", 1.0), view("b", 1.0)], 3)
+            batches(&mut s, &[view("a", 1.0), view("b", 1.0)], 3)
                 .iter()
                 .sum::<usize>(),
             3
         );
-        assert!(s.configure_round(&[], 10).is_empty());
+        assert!(batches(&mut s, &[], 10).is_empty());
     }
 
     #[test]
-    fn invalid_updates_are_named() {
-        assert!(validate(&[1.0, 2.0], 2).is_ok());
-        assert!(validate(&[1.0], 2).unwrap_err().contains("1 values"));
-        assert!(
-            validate(&[1.0, f32::NAN], 2)
-                .unwrap_err()
-                .contains("index 1")
-        );
+    fn workers_step_without_momentum_and_the_state_round_trips() {
+        let mut s = FedAvgM::new(1, 0.9);
+        let opt = s.worker_optimizer(OptimizerConfig::default());
+        assert_eq!((opt.momentum, opt.learning_rate), (0.0, 0.05));
+        let mut global = vec![1.0f32; 3];
+        s.initialize(&global);
+        let r = FitResult {
+            worker: "a".into(),
+            samples: 2,
+            update: vec![0.5, -0.25, 0.125],
+        };
+        assert!(s.aggregate_fit(&mut global, std::slice::from_ref(&r), &[]));
+        assert!(!s.aggregate_fit(&mut global, &[], &[]), "nothing came back");
+        let mut t = FedAvgM::new(1, 0.9);
+        t.restore(s.state()).unwrap();
+        let (mut a, mut b) = (global.clone(), global.clone());
+        s.aggregate_fit(&mut a, std::slice::from_ref(&r), &[]);
+        t.aggregate_fit(&mut b, std::slice::from_ref(&r), &[]);
+        assert_eq!(a, b, "momentum carried over");
+        assert!(t.restore(StrategyState::default()).is_err());
     }
 
     /// Deterministic MNIST-shaped bytes (unit test: no accuracy is claimed).
@@ -212,10 +246,7 @@ mod tests {
             optimizer: opt,
         };
         let worker_cfg = ModelConfig {
-            optimizer: OptimizerConfig {
-                momentum: 0.0,
-                ..opt
-            },
+            optimizer: FedAvgM::new(1, 0.9).worker_optimizer(opt),
             ..cfg.clone()
         };
         let mut reference = Model::new(&cfg).unwrap();
@@ -224,7 +255,7 @@ mod tests {
 
         let run = |splits: usize, global: &mut Vec<f32>, strategy: &mut FedAvgM, step: usize| {
             let per = 64 / splits;
-            let contributions: Vec<Contribution> = (0..splits)
+            let contributions: Vec<FitResult> = (0..splits)
                 .map(|i| {
                     let mut m = Model::new(&worker_cfg).unwrap();
                     m.set_params(global).unwrap();
@@ -237,14 +268,14 @@ mod tests {
                         .zip(global.iter())
                         .map(|(a, b)| a - b)
                         .collect();
-                    Contribution {
+                    FitResult {
                         worker: format!("w{i}.{step}"),
                         samples: per as u32,
-                        delta,
+                        update: delta,
                     }
                 })
                 .collect();
-            strategy.aggregate(global, &contributions);
+            strategy.aggregate_fit(global, &contributions, &[]);
         };
         let (mut one, mut four) = (w0.clone(), w0.clone());
         let (mut s1, mut s4) = (FedAvgM::new(1, 0.9), FedAvgM::new(1, 0.9));

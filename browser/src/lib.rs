@@ -1,0 +1,243 @@
+//! The browser API, exported through wasm-bindgen.
+//!
+//! - [`BrowserWorker`]: a worker session. JavaScript only moves bytes between
+//!   the WebSocket and [`BrowserWorker::handle`]; the frames are decoded,
+//!   trained on and answered by `hearth-session`'s [`WorkerSession`], the
+//!   same state machine `hearth-host` drives.
+//! - [`WebModel`]: a model for the page itself (draw-a-digit inference, the
+//!   parity check and the benchmark).
+//! - [`digest`]: SHA-256 of the module bytes, which the worker presents in
+//!   its hello (the coordinator admits only the module it serves).
+
+use hearth_protocol as proto;
+use hearth_session::{Identity, Trainer, WorkerSession};
+use hearth_worker::{ARCHITECTURES, Model, ModelConfig, OptimizerConfig};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `performance.now()`, available in pages and Web Workers.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Lowercase hex SHA-256 of `bytes` ([`hearth_protocol::digest`], as hosts name their component).
+#[wasm_bindgen]
+pub fn digest(bytes: &[u8]) -> String {
+    proto::digest(bytes)
+}
+
+/// The 28×28 MNIST-style image of a canvas drawing (`width × height` RGBA,
+/// white ink on black; the red channel is used).
+#[wasm_bindgen]
+pub fn digit_from_canvas(rgba: &[u8], width: usize, height: usize) -> Vec<u8> {
+    let intensity: Vec<u8> = rgba.chunks_exact(4).map(|p| p[0]).collect();
+    hearth_worker::drawing::mnist_from_drawing(&intensity, width, height)
+}
+
+/// Names of the architectures this module can build, comma-separated.
+#[wasm_bindgen]
+pub fn architectures() -> String {
+    ARCHITECTURES.join(",")
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A model for the page: inference, parity checks, benchmarks.
+#[wasm_bindgen]
+pub struct WebModel {
+    model: Model,
+}
+
+#[wasm_bindgen]
+impl WebModel {
+    /// Builds `arch` with seeded initialization and the given SGD settings.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        arch: &str,
+        seed: u32,
+        learning_rate: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<WebModel, JsError> {
+        let model = Model::new(&ModelConfig {
+            arch: arch.to_string(),
+            seed: seed.into(),
+            optimizer: OptimizerConfig {
+                learning_rate,
+                momentum,
+                weight_decay,
+            },
+        })
+        .map_err(js_error)?;
+        Ok(WebModel { model })
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.model.params().len()
+    }
+
+    /// The flat parameter vector.
+    pub fn params(&self) -> Vec<f32> {
+        self.model.params().to_vec()
+    }
+
+    /// Replaces the parameters (the length must match).
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), JsError> {
+        self.model.set_params(params).map_err(js_error)
+    }
+
+    /// One SGD step on `labels.len()` images; returns the mean loss before it.
+    pub fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<f32, JsError> {
+        Ok(self
+            .model
+            .train_batch(pixels, labels)
+            .map_err(js_error)?
+            .loss)
+    }
+
+    /// Class probabilities (`count × 10`) for `count` 28×28 images.
+    pub fn predict(&mut self, pixels: &[u8]) -> Result<Vec<f32>, JsError> {
+        self.model.predict(pixels).map_err(js_error)
+    }
+}
+
+/// The page's model behind the session's [`Trainer`] trait.
+#[derive(Default)]
+struct TabTrainer {
+    model: Option<Model>,
+}
+
+impl TabTrainer {
+    fn model(&mut self) -> Result<&mut Model, String> {
+        self.model
+            .as_mut()
+            .ok_or_else(|| "no model built yet".to_string())
+    }
+}
+
+impl Trainer for TabTrainer {
+    type Error = String;
+    fn architectures(&mut self) -> Result<Vec<String>, String> {
+        Ok(ARCHITECTURES.iter().map(|a| a.to_string()).collect())
+    }
+    fn build(&mut self, config: &ModelConfig) -> Result<(), String> {
+        self.model = Some(Model::new(config).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+    fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
+        self.model()?.set_params(params).map_err(|e| e.to_string())
+    }
+    fn params(&mut self) -> Result<Vec<f32>, String> {
+        Ok(self.model()?.params().to_vec())
+    }
+    fn set_learning_rate(&mut self, lr: f32) -> Result<(), String> {
+        let m = self.model()?;
+        m.set_optimizer(m.optimizer().with_learning_rate(lr))
+            .map_err(|e| e.to_string())
+    }
+    fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32), String> {
+        let s = self
+            .model()?
+            .train_batch(pixels, labels)
+            .map_err(|e| e.to_string())?;
+        Ok((s.loss, s.correct))
+    }
+}
+
+/// One session with the coordinator, driven by the JavaScript glue: send
+/// [`hello`](Self::hello) on every new connection, then pass every binary
+/// frame to [`handle`](Self::handle) and send back what it returns.
+#[wasm_bindgen]
+pub struct BrowserWorker {
+    session: WorkerSession<TabTrainer>,
+    busy_ms: f64,
+}
+
+#[wasm_bindgen]
+impl BrowserWorker {
+    /// A session for worker `name`, presenting `token` and the module's `digest`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(name: String, token: String, digest: String) -> BrowserWorker {
+        let identity = Identity {
+            worker_id: name,
+            token,
+            component_digest: digest,
+            kind: proto::WorkerKind::Browser,
+            threads: 1,
+            memory_mib: 0,
+        };
+        BrowserWorker {
+            session: WorkerSession::new(identity, TabTrainer::default()),
+            busy_ms: 0.0,
+        }
+    }
+
+    /// The first frame of a connection.
+    pub fn hello(&mut self) -> Result<Vec<u8>, JsError> {
+        self.session.hello().map_err(js_error)
+    }
+
+    /// Handles one frame from the coordinator and returns the frame to send
+    /// back, if any. A frame it cannot use becomes an error report to the
+    /// coordinator, never a crash of the tab.
+    pub fn handle(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        let start = performance_now();
+        let rounds = self.session.stats().rounds;
+        let reply = self.session.handle(frame);
+        if self.session.stats().rounds > rounds {
+            self.busy_ms += performance_now() - start;
+        }
+        reply
+    }
+
+    /// True once the coordinator said goodbye or rejected this worker, or it
+    /// could not build the model (do not reconnect).
+    pub fn done(&self) -> bool {
+        self.session.phase().is_final()
+    }
+
+    /// The session's figures as JSON, for the page.
+    pub fn status(&self) -> String {
+        let stats = self.session.stats();
+        let ips = if self.busy_ms > 0.0 {
+            stats.images as f64 * 1000.0 / self.busy_ms
+        } else {
+            0.0
+        };
+        let loss = match stats.last_loss {
+            Some(l) if l.is_finite() => format!("{l:.5}"),
+            _ => "null".into(),
+        };
+        format!(
+            r#"{{"phase":"{}","message":{},"rounds":{},"images":{},"images_per_second":{:.1},"last_loss":{},"bytes_in":{},"bytes_out":{}}}"#,
+            self.session.phase().name(),
+            json_string(self.session.note()),
+            stats.rounds,
+            stats.images,
+            ips,
+            loss,
+            stats.bytes_in,
+            stats.bytes_out
+        )
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,88 @@
+//! The command line: subcommands, and what each runs.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::options::RunOptions;
+use crate::run::{self, Mode};
+use crate::{bench, bench_browser};
+
+/// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Action,
+}
+
+/// What to do.
+#[derive(Subcommand)]
+pub enum Action {
+    /// Serve on loopback and train with local `hearth-host` processes.
+    Train {
+        /// Train once per worker count (e.g. 1,2,4) and plot time per epoch
+        /// against workers; each run goes to OUT/workers-N.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Serve and train with the workers that connect (and the web demo on
+    /// the same port).
+    Serve {
+        /// After training, keep serving the dashboard and the final model
+        /// (draw-a-digit) until Ctrl-C instead of exiting.
+        #[arg(long)]
+        keep_serving: bool,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Browser worker vs wasmtime host training speed (needs Chromium).
+    BenchBrowser {
+        #[command(flatten)]
+        bench: bench_browser::Args,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Measure aggregation, framing, round overhead and bytes per epoch.
+    Bench {
+        #[command(flatten)]
+        bench: bench::Args,
+        #[command(flatten)]
+        run: RunOptions,
+    },
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let Some((_, sub)) = matches.subcommand() else {
+        anyhow::bail!("a subcommand is required");
+    };
+    match cli.command {
+        Action::Train { sweep, run } => {
+            let run = run.resolve(sub)?;
+            if sweep.is_empty() {
+                run::train(run, Mode::Train).map(drop)
+            } else {
+                run::sweep(run, &sweep)
+            }
+        }
+        Action::Serve { keep_serving, run } => {
+            run::train(run.resolve(sub)?, Mode::Serve { keep_serving }).map(drop)
+        }
+        Action::Bench { bench, run } => bench::run(bench, run.resolve(sub)?),
+        Action::BenchBrowser { bench, run } => bench_browser::run(bench, run.resolve(sub)?),
+    }
+}

@@ -1,0 +1,141 @@
+//! Drives the round engine from the server: session events in, engine
+//! outputs carried out (frames to the sessions, evaluation in wasmtime,
+//! notices to the observers), with a real clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hearth_mnist::Split;
+use hearth_runtime::ComponentModel;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{Admitted, ConnId, Engine, Evaluation, Input, Output};
+use crate::observe::Observer;
+use crate::session::Event;
+
+/// Longest sleep between two looks at the clock.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the sessions get to deliver their goodbyes at the end.
+const GOODBYE_GRACE: Duration = Duration::from_secs(5);
+
+/// The engine's surroundings while it runs.
+pub struct Driver<'a> {
+    /// Where sessions report.
+    pub events: &'a Receiver<Event>,
+    /// Scores the global model on the test set.
+    pub evaluator: &'a mut ComponentModel,
+    /// The test set.
+    pub test: &'a Split,
+    /// Who hears about what happens.
+    pub observers: Vec<&'a mut dyn Observer>,
+}
+
+impl Driver<'_> {
+    /// Runs `engine` until training is finished (or fails), then gives the
+    /// sessions a few seconds to deliver their goodbyes.
+    pub fn run(mut self, engine: &mut Engine) -> Result<()> {
+        let origin = Instant::now();
+        let mut senders: HashMap<ConnId, UnboundedSender<Vec<u8>>> = HashMap::new();
+        let mut open: HashSet<ConnId> = HashSet::new();
+        let mut finished_at: Option<Instant> = None;
+        let mut outputs = engine.handle(origin.elapsed(), Input::Tick);
+        loop {
+            let mut queue = VecDeque::from(outputs);
+            while let Some(output) = queue.pop_front() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if let Some(tx) = senders.get(&conn) {
+                            // A closed channel means the session ended; its Left event follows.
+                            let _ = tx.send(frame);
+                        }
+                    }
+                    Output::Close { conn } => {
+                        // The session sends what is queued, then closes.
+                        senders.remove(&conn);
+                    }
+                    Output::Evaluate { epoch, params } => {
+                        let score = self.evaluate(&params)?;
+                        let input = Input::Evaluated { epoch, score };
+                        queue.extend(engine.handle(origin.elapsed(), input));
+                    }
+                    Output::Notice(notice) => {
+                        for o in self.observers.iter_mut() {
+                            o.notice(&notice)?;
+                        }
+                    }
+                    Output::Finished => finished_at = Some(Instant::now()),
+                    Output::Failed(reason) => bail!("{reason}"),
+                }
+            }
+            if let Some(at) = finished_at {
+                senders.clear();
+                if open.is_empty() || at.elapsed() > GOODBYE_GRACE {
+                    return Ok(());
+                }
+            }
+            let wait = match finished_at {
+                Some(at) => GOODBYE_GRACE.saturating_sub(at.elapsed()),
+                None => engine
+                    .next_deadline()
+                    .map_or(MAX_WAIT, |d| d.saturating_sub(origin.elapsed()))
+                    .min(MAX_WAIT),
+            };
+            let input = match self.events.recv_timeout(wait) {
+                Ok(Event::Joined {
+                    conn,
+                    name,
+                    capabilities,
+                    component,
+                    frames,
+                }) => {
+                    senders.insert(conn, frames);
+                    open.insert(conn);
+                    Input::Joined {
+                        conn,
+                        worker: Admitted {
+                            name,
+                            kind: capabilities.kind,
+                            component,
+                        },
+                    }
+                }
+                Ok(Event::Left { conn }) => {
+                    open.remove(&conn);
+                    senders.remove(&conn);
+                    Input::Left { conn }
+                }
+                Ok(Event::Frame {
+                    conn,
+                    bytes,
+                    message,
+                }) => Input::Frame {
+                    conn,
+                    bytes,
+                    message,
+                },
+                Ok(Event::Garbage { conn, bytes, error }) => Input::Garbage { conn, bytes, error },
+                Err(RecvTimeoutError::Timeout) => Input::Tick,
+                Err(RecvTimeoutError::Disconnected) => bail!("the server stopped"),
+            };
+            outputs = engine.handle(origin.elapsed(), input);
+        }
+    }
+
+    fn evaluate(&mut self, params: &[f32]) -> Result<Evaluation> {
+        self.evaluator.set_params(params)?;
+        let labels = self
+            .test
+            .labels
+            .as_slice()
+            .context("test labels are not contiguous")?;
+        let e = self.evaluator.evaluate(self.test.pixels(), labels, false)?;
+        Ok(Evaluation {
+            loss_sum: e.loss_sum,
+            correct: e.correct.into(),
+            count: e.count.into(),
+        })
+    }
+}

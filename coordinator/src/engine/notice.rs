@@ -1,0 +1,161 @@
+//! What the engine tells its observers: one event type for the metrics and
+//! ledger files, the progress bars and tables, the dashboard and the logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::WorkerKind;
+use serde::Serialize;
+
+use super::state::WorkerReport;
+use crate::ledger::LedgerEntry;
+
+/// Why a worker's batches went back to the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requeue {
+    /// It left mid-round (closed, failed, or said goodbye).
+    Left,
+    /// It did not answer by its deadline, after `waited`.
+    MissedDeadline {
+        /// Time since the assignment.
+        waited: Duration,
+    },
+    /// It reported that it could not do the round.
+    Failed(String),
+    /// Its result was refused.
+    Rejected,
+}
+
+/// One line of `metrics.jsonl`: a finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Rounds it took.
+    pub rounds: u64,
+    /// Wall time of its rounds (evaluation not included).
+    pub wall_seconds: f64,
+    /// Mean training loss of its samples (before each step).
+    pub train_loss: f64,
+    /// Training accuracy of its samples (before each step).
+    pub train_accuracy: f64,
+    /// Test loss of the global model after it.
+    pub test_loss: f64,
+    /// Test accuracy of the global model after it.
+    pub test_accuracy: f64,
+    /// Workers connected at its end.
+    pub workers: usize,
+    /// Bytes the coordinator sent.
+    pub bytes_sent: u64,
+    /// Bytes it received.
+    pub bytes_received: u64,
+    /// Batches that went back to the queue.
+    pub requeued_batches: u64,
+    /// Messages refused.
+    pub rejected_results: u64,
+}
+
+/// A finished round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundReport {
+    /// Its epoch.
+    pub epoch: usize,
+    /// Round number.
+    pub round: u64,
+    /// Mean training loss of its credited samples.
+    pub train_loss: f64,
+    /// Training accuracy of its credited samples.
+    pub train_accuracy: f64,
+    /// Samples credited.
+    pub samples: u64,
+    /// Batches of the epoch done, and in all.
+    pub epoch_batches: (usize, usize),
+    /// Batches of the run done, and in all.
+    pub run_batches: (u64, u64),
+    /// Workers connected.
+    pub connected: usize,
+    /// The new global parameters and their version, if the round changed them.
+    pub model: Option<(u64, Arc<Vec<f32>>)>,
+}
+
+/// Something that happened in the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A worker was admitted.
+    Joined {
+        /// Its name.
+        worker: String,
+        /// Host or browser.
+        kind: WorkerKind,
+    },
+    /// A worker's connection ended.
+    Left {
+        /// Its name.
+        worker: String,
+    },
+    /// The worker list changed (joins, leaves, credited rounds).
+    Workers(Vec<WorkerReport>),
+    /// Too few workers for the next round.
+    Waiting {
+        /// Connected workers.
+        connected: usize,
+        /// Connected workers that are not silent past a deadline.
+        available: usize,
+        /// Workers needed.
+        needed: usize,
+    },
+    /// An epoch began.
+    EpochStarted {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// Epochs planned.
+        epochs: usize,
+        /// Its batches.
+        batches: usize,
+        /// Batches of the run done, and in all.
+        run_batches: (u64, u64),
+    },
+    /// A message was refused (the model was not touched).
+    Refused {
+        /// Whose.
+        worker: String,
+        /// The round it named, if any.
+        round: Option<u64>,
+        /// Why.
+        reason: String,
+    },
+    /// A worker's batches went back to the queue.
+    Requeued {
+        /// Whose.
+        worker: String,
+        /// How many.
+        batches: usize,
+        /// Why.
+        why: Requeue,
+    },
+    /// A worker that had missed a deadline answers again.
+    Back {
+        /// Its name.
+        worker: String,
+    },
+    /// A worker reported an error that concerns no round of its.
+    WorkerError {
+        /// Its name.
+        worker: String,
+        /// What it said.
+        reason: String,
+    },
+    /// Batches credited to a worker: the ledger's lines.
+    Completed(Vec<LedgerEntry>),
+    /// A round ended.
+    RoundFinished(RoundReport),
+    /// An epoch ended and was evaluated.
+    EpochFinished(EpochMetrics),
+    /// Every epoch is done.
+    TrainingFinished {
+        /// Strategy name.
+        strategy: String,
+        /// Totals per worker.
+        workers: Vec<WorkerReport>,
+    },
+}

@@ -1,0 +1,229 @@
+//! One round: hand out batches (as the strategy says), take results in,
+//! close it (the strategy aggregates).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_protocol::{self as proto, Message, RoundResult};
+
+use super::notice::{Notice, Requeue, RoundReport};
+use super::state::{Busy, ConnId, Now, Phase};
+use super::{Engine, Output, checks};
+use crate::strategy::{FitResult, RoundContext, WorkerView};
+
+/// How long a worker may take to answer a round of `images`: four times what
+/// its measured speed predicts plus 5 s (for a worker whose speed is not
+/// known yet: `limit`), never more than `limit`. A frozen tab or a stopped
+/// process then holds up a round for seconds, not for the whole round timeout.
+pub fn answer_deadline(images_per_second: f64, images: usize, limit: Duration) -> Duration {
+    if images_per_second > 0.0 {
+        Duration::from_secs_f64(4.0 * images as f64 / images_per_second + 5.0).min(limit)
+    } else {
+        limit
+    }
+}
+
+impl Engine {
+    /// Starts a round among the available workers; false if the strategy
+    /// gave nobody anything.
+    pub(super) fn start_round(&mut self, now: Now) -> bool {
+        let (steps_done, total) = self.run_batches();
+        let o = &self.state.options;
+        let lr = o
+            .lr_schedule
+            .rate(o.lr, steps_done as usize, total as usize);
+        let Some(current) = self.state.current.as_ref() else {
+            return false;
+        };
+        let conns: Vec<ConnId> = self
+            .state
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.missed)
+            .map(|(&c, _)| c)
+            .collect();
+        let views: Vec<WorkerView> = conns
+            .iter()
+            .map(|c| WorkerView {
+                name: self.state.workers[c].name.clone(),
+                images_per_second: self.state.workers[c].images_per_second(),
+            })
+            .collect();
+        let context = RoundContext {
+            round: self.state.round + 1,
+            pending: current.ledger.pending(),
+            learning_rate: lr,
+        };
+        let instructions = self.strategy.configure_fit(&context, &views);
+        if instructions.iter().all(|i| i.batches == 0) {
+            return false;
+        }
+        self.state.round += 1;
+        self.state.phase = Phase::Round;
+        self.state.round_progress = Default::default();
+        let round = self.state.round;
+        let limit = self.state.options.round_timeout();
+        for (conn, fit) in conns.into_iter().zip(instructions) {
+            if fit.batches == 0 {
+                continue;
+            }
+            let (Some(current), Some(w)) = (
+                self.state.current.as_mut(),
+                self.state.workers.get_mut(&conn),
+            ) else {
+                continue;
+            };
+            let batches = current.ledger.assign(&w.name, round, fit.batches);
+            if batches.is_empty() {
+                continue;
+            }
+            let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+            for &b in &batches {
+                let idx: Vec<usize> = current
+                    .ledger
+                    .samples(b)
+                    .iter()
+                    .map(|&i| i as usize)
+                    .collect();
+                steps.push(idx.len() as u32);
+                self.train.gather(&idx, &mut pixels, &mut labels);
+            }
+            let samples = labels.len();
+            w.busy = Some(Busy {
+                round,
+                batches,
+                samples: samples as u32,
+                version: self.state.version,
+                reply: fit.reply,
+                sent: now,
+                deadline: now + answer_deadline(w.images_per_second(), samples, limit),
+            });
+            let assign = Message::Assign(proto::Assign {
+                round,
+                params_version: self.state.version,
+                learning_rate: fit.learning_rate,
+                steps,
+                reply: fit.reply,
+                params: self.state.global.clone(),
+                pixels,
+                labels,
+            });
+            self.send(conn, &assign);
+        }
+        true
+    }
+
+    /// A result from `conn`: checked, then credited to the ledger and kept
+    /// for aggregation, or refused (and its batches requeued if it answers
+    /// the worker's round).
+    pub(super) fn result(&mut self, now: Now, conn: ConnId, r: RoundResult) {
+        let params = self.state.global.len();
+        let Some(busy) = self.state.workers.get(&conn).and_then(|w| w.busy.clone()) else {
+            let reason = "a result for a round this worker was not given".to_string();
+            self.refuse(conn, Some(r.round), reason);
+            return;
+        };
+        if let Some(reason) = checks::problem(&r, &busy, params) {
+            if r.round == busy.round {
+                // This round's result is unusable: its batches go back.
+                self.release(conn, Requeue::Rejected);
+            }
+            self.refuse(conn, Some(r.round), reason);
+            return;
+        }
+        let (Some(current), Some(w)) = (
+            self.state.current.as_mut(),
+            self.state.workers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        w.busy = None;
+        let entries = match current.ledger.complete(&w.name, busy.round, &busy.batches) {
+            Ok(entries) => entries,
+            Err(reason) => {
+                self.refuse(conn, Some(r.round), reason);
+                return;
+            }
+        };
+        w.rounds += 1;
+        w.images += u64::from(busy.samples);
+        w.busy_seconds += now.saturating_sub(busy.sent).as_secs_f64();
+        let worker = w.name.clone();
+        let t = &mut self.state.round_progress.totals;
+        t.loss_sum += r.loss_sum;
+        t.correct += u64::from(r.correct);
+        t.samples += u64::from(busy.samples);
+        t.batches += busy.batches.len() as u64;
+        self.state.round_progress.results.push(FitResult {
+            worker,
+            samples: r.samples,
+            update: r.values,
+        });
+        self.notice(Notice::Completed(entries));
+    }
+
+    /// Every worker of the round answered or was given up on: aggregate,
+    /// report, and end the epoch if its ledger is complete.
+    pub(super) fn close_round(&mut self, now: Now) {
+        let mut progress = std::mem::take(&mut self.state.round_progress);
+        // Deterministic order, whatever order results arrived in.
+        progress.results.sort_by(|a, b| a.worker.cmp(&b.worker));
+        let changed = self.strategy.aggregate_fit(
+            &mut self.state.global,
+            &progress.results,
+            &progress.failures,
+        );
+        if changed {
+            self.state.version += 1;
+        }
+        let t = &progress.totals;
+        self.state.steps_done += t.batches;
+        let Some(current) = self.state.current.as_mut() else {
+            return;
+        };
+        current.totals.add(t);
+        let ledger = &current.ledger;
+        let epoch_batches = (ledger.batches() - ledger.pending(), ledger.batches());
+        let complete = ledger.is_complete();
+        let started = current.started;
+        let report = RoundReport {
+            epoch: self.state.epoch,
+            round: self.state.round,
+            train_loss: t.loss_sum / t.samples.max(1) as f64,
+            train_accuracy: t.correct as f64 / t.samples.max(1) as f64,
+            samples: t.samples,
+            epoch_batches,
+            run_batches: self.run_batches(),
+            connected: self.state.workers.len(),
+            model: changed.then(|| (self.state.version, Arc::new(self.state.global.clone()))),
+        };
+        self.notice(Notice::RoundFinished(report));
+        self.publish_workers();
+        if !complete {
+            self.state.phase = Phase::Idle;
+            return;
+        }
+        let wall = now.saturating_sub(started);
+        let epoch = self.state.epoch;
+        match self.strategy.configure_evaluate(epoch, &self.state.global) {
+            Some(params) => {
+                self.state.phase = Phase::Evaluating { epoch, wall };
+                self.out.push(Output::Evaluate { epoch, params });
+            }
+            None => self.finish_epoch(wall, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_measured_speed_within_the_round_timeout() {
+        let limit = Duration::from_secs(120);
+        assert_eq!(answer_deadline(0.0, 256, limit), limit);
+        assert_eq!(answer_deadline(1000.0, 500, limit), Duration::from_secs(7));
+        assert_eq!(answer_deadline(1.0, 1000, limit), limit);
+    }
+}

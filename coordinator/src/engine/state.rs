@@ -1,0 +1,296 @@
+//! The run state: everything the round engine knows, in one serializable
+//! value. Saving it and restoring it gives an engine that continues exactly
+//! where the first one was (the test `a_restored_engine_continues_bit_for_bit`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hearth_protocol::{UpdateKind, WorkerKind};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{BatchId, Ledger};
+use crate::options::TrainingOptions;
+use crate::strategy::{FitFailure, FitResult, StrategyState};
+
+/// Connection id, given by the transport (a reconnecting worker gets a new one).
+pub type ConnId = u64;
+
+/// The engine's clock: time since an origin the driver chose (a monotonic
+/// clock in the server, a counter in tests).
+pub type Now = Duration;
+
+/// Where the run stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Between rounds (or before the first): the next step starts a round.
+    Idle,
+    /// Too few workers since `since`.
+    Waiting {
+        /// When the wait began.
+        since: Now,
+    },
+    /// A round is in flight.
+    Round,
+    /// The epoch's rounds are done; its evaluation was asked for.
+    Evaluating {
+        /// The epoch.
+        epoch: usize,
+        /// Its wall time up to the end of its last round.
+        wall: Duration,
+    },
+    /// Every epoch is done.
+    Finished,
+}
+
+/// A round a worker is working on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Busy {
+    /// The round.
+    pub round: u64,
+    /// Its batches.
+    pub batches: Vec<BatchId>,
+    /// Samples in them.
+    pub samples: u32,
+    /// Parameter version the round started from.
+    pub version: u64,
+    /// What the result must carry.
+    pub reply: UpdateKind,
+    /// When the assignment went out.
+    pub sent: Now,
+    /// When its batches go back to the queue if it has not answered.
+    pub deadline: Now,
+}
+
+/// A connected worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSlot {
+    /// Name from its hello.
+    pub name: String,
+    /// Host or browser.
+    pub kind: WorkerKind,
+    /// Digest of the code it runs.
+    pub component: String,
+    /// The round it is working on, if any.
+    pub busy: Option<Busy>,
+    /// It missed a deadline and has not answered since: no new batches until
+    /// it does (a frozen tab or a stopped process would hold up every round).
+    pub missed: bool,
+    /// Results credited.
+    pub rounds: u64,
+    /// Images in them.
+    pub images: u64,
+    /// Time from assignment to result, summed over credited rounds: its
+    /// speed estimate is `images / busy_seconds`.
+    pub busy_seconds: f64,
+    /// Bytes it sent.
+    pub bytes_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+    /// Messages of its that were refused.
+    pub rejected: u64,
+}
+
+impl WorkerSlot {
+    /// A worker that just joined.
+    pub fn new(name: String, kind: WorkerKind, component: String) -> Self {
+        Self {
+            name,
+            kind,
+            component,
+            busy: None,
+            missed: false,
+            rounds: 0,
+            images: 0,
+            busy_seconds: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+            rejected: 0,
+        }
+    }
+
+    /// Measured training throughput (0 until its first credited result).
+    pub fn images_per_second(&self) -> f64 {
+        if self.busy_seconds > 0.0 {
+            self.images as f64 / self.busy_seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Its totals as a report.
+    pub fn report(&self, connected: bool) -> WorkerReport {
+        WorkerReport {
+            name: self.name.clone(),
+            kind: self.kind,
+            component: self.component.clone(),
+            connected,
+            rounds: self.rounds,
+            images: self.images,
+            images_per_second: self.images_per_second(),
+            bytes_sent_to: self.bytes_out,
+            bytes_received_from: self.bytes_in,
+            rejected_results: self.rejected,
+        }
+    }
+}
+
+/// Per-worker totals, in the summary, the worker table and the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// Worker name.
+    pub name: String,
+    /// Host or browser.
+    pub kind: WorkerKind,
+    /// Digest of the code it runs.
+    pub component: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Results credited.
+    pub rounds: u64,
+    /// Images in them.
+    pub images: u64,
+    /// Training throughput (the best of its connections).
+    pub images_per_second: f64,
+    /// Bytes the coordinator sent it.
+    pub bytes_sent_to: u64,
+    /// Bytes it sent the coordinator.
+    pub bytes_received_from: u64,
+    /// Its messages that were refused.
+    pub rejected_results: u64,
+}
+
+impl WorkerReport {
+    /// Adds the totals of another connection of the same worker.
+    pub fn absorb(&mut self, other: WorkerReport) {
+        self.connected |= other.connected;
+        self.rounds += other.rounds;
+        self.images += other.images;
+        self.images_per_second = self.images_per_second.max(other.images_per_second);
+        self.bytes_sent_to += other.bytes_sent_to;
+        self.bytes_received_from += other.bytes_received_from;
+        self.rejected_results += other.rejected_results;
+    }
+}
+
+/// What a round or an epoch has added up so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Sum of per-sample training losses.
+    pub loss_sum: f64,
+    /// Samples classified right before their step.
+    pub correct: u64,
+    /// Samples credited.
+    pub samples: u64,
+    /// Batches credited.
+    pub batches: u64,
+    /// Batches that went back to the queue.
+    pub requeued: u64,
+    /// Messages refused.
+    pub rejected: u64,
+}
+
+impl Totals {
+    /// Adds `other` in.
+    pub fn add(&mut self, other: &Totals) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.samples += other.samples;
+        self.batches += other.batches;
+        self.requeued += other.requeued;
+        self.rejected += other.rejected;
+    }
+}
+
+/// The epoch in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// Its ledger: which batch went to whom.
+    pub ledger: Ledger,
+    /// When it started.
+    pub started: Now,
+    /// Its first round.
+    pub first_round: u64,
+    /// Bytes sent and received before it.
+    pub bytes_before: (u64, u64),
+    /// Its credited rounds so far.
+    pub totals: Totals,
+}
+
+/// The round in flight.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundProgress {
+    /// Results credited so far.
+    pub results: Vec<FitResult>,
+    /// Workers whose batches went back to the queue.
+    pub failures: Vec<FitFailure>,
+    /// What it has added up.
+    pub totals: Totals,
+}
+
+/// Everything the engine knows: options, model, strategy state, schedule
+/// position, the epoch's ledger, the round in flight and the workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// How the run trains.
+    pub options: TrainingOptions,
+    /// Current epoch (1-based; 0 before the first).
+    pub epoch: usize,
+    /// Rounds started so far.
+    pub round: u64,
+    /// Version of the global parameters (one per aggregation that changed them).
+    pub version: u64,
+    /// The global parameters.
+    pub global: Vec<f32>,
+    /// The strategy's own state (server momentum).
+    pub strategy: StrategyState,
+    /// Batches credited in the whole run: the learning-rate schedule's step.
+    pub steps_done: u64,
+    /// Where the run stands.
+    pub phase: Phase,
+    /// The epoch in progress, if any.
+    pub current: Option<EpochProgress>,
+    /// The round in flight (empty between rounds).
+    pub round_progress: RoundProgress,
+    /// Connected workers, with their speed estimates.
+    pub workers: BTreeMap<ConnId, WorkerSlot>,
+    /// Totals of workers that left, by name.
+    pub departed: BTreeMap<String, WorkerReport>,
+}
+
+impl RunState {
+    /// The state in a compact binary form (floats stored bit for bit).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        postcard::to_allocvec(self).map_err(|e| format!("encoding the run state: {e}"))
+    }
+
+    /// A state from [`to_bytes`](Self::to_bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("decoding a saved run state: {e}"))
+    }
+
+    /// Totals per worker name (in name order), over every connection it had.
+    pub fn reports(&self) -> Vec<WorkerReport> {
+        let mut all = self.departed.clone();
+        for w in self.workers.values() {
+            let r = w.report(true);
+            match all.get_mut(&r.name) {
+                Some(e) => e.absorb(r),
+                None => {
+                    all.insert(r.name.clone(), r);
+                }
+            }
+        }
+        all.into_values().collect()
+    }
+
+    /// Bytes sent and received so far, over every connection.
+    pub fn bytes(&self) -> (u64, u64) {
+        let live = self
+            .workers
+            .values()
+            .fold((0, 0), |a, w| (a.0 + w.bytes_out, a.1 + w.bytes_in));
+        self.departed.values().fold(live, |a, w| {
+            (a.0 + w.bytes_sent_to, a.1 + w.bytes_received_from)
+        })
+    }
+}

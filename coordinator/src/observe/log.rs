@@ -1,0 +1,69 @@
+//! The log: what happened to workers and their results, for people.
+
+use super::{Observer, shown};
+use crate::engine::{Notice, Requeue};
+
+/// Writes worker events to the `tracing` log.
+pub struct Log;
+
+impl Observer for Log {
+    fn notice(&mut self, notice: &Notice) -> anyhow::Result<()> {
+        match notice {
+            Notice::Joined { worker, kind } => {
+                tracing::info!(worker = %shown(worker), ?kind, "joined")
+            }
+            Notice::Left { worker } => tracing::info!(worker = %shown(worker), "left"),
+            Notice::Waiting {
+                connected,
+                available,
+                needed,
+            } => tracing::info!(connected, available, needed, "waiting for workers"),
+            Notice::Refused {
+                worker,
+                round,
+                reason,
+            } => {
+                tracing::warn!(worker = %shown(worker), ?round, reason = %shown(reason), "refused")
+            }
+            Notice::Requeued {
+                worker,
+                batches,
+                why,
+            } => {
+                let worker = shown(worker);
+                match why {
+                    Requeue::Left => tracing::warn!(
+                        %worker,
+                        batches,
+                        "left mid-round; its batches go back to the queue"
+                    ),
+                    Requeue::MissedDeadline { waited } => tracing::warn!(
+                        %worker,
+                        batches,
+                        waited_s = waited.as_secs_f64(),
+                        "no answer by its deadline; its batches go back to the queue"
+                    ),
+                    Requeue::Failed(reason) => tracing::warn!(
+                        %worker,
+                        batches,
+                        reason = %shown(reason),
+                        "worker failed its round; its batches go back to the queue"
+                    ),
+                    Requeue::Rejected => tracing::warn!(
+                        %worker,
+                        batches,
+                        "result refused; its batches go back to the queue"
+                    ),
+                }
+            }
+            Notice::Back { worker } => {
+                tracing::info!(worker = %shown(worker), "answers again; back in the rounds")
+            }
+            Notice::WorkerError { worker, reason } => {
+                tracing::warn!(worker = %shown(worker), reason = %shown(reason), "worker reported an error")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! Every option of `train` and `serve`, defined once: one struct that is both
+//! the command line (clap) and the TOML file (serde). Flags win over the
+//! file, the file wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use hearth_worker::{LrSchedule, OptimizerConfig};
+use serde::{Deserialize, Serialize};
+
+/// How a run trains: what the round engine and the strategy need (and what
+/// a saved run state carries with it).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingOptions {
+    /// Architecture: lenet5, lenet5-tanh or lenet-mxnet.
+    #[arg(long, default_value = "lenet5")]
+    pub arch: String,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Samples per local step.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Local steps (batches) per worker per round: 1 is synchronous SGD,
+    /// more is FedAvg (fewer rounds, fewer bytes).
+    #[arg(long, default_value_t = 4)]
+    pub local_steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f32,
+    /// Learning-rate schedule over the run: cosine or constant.
+    #[arg(long, default_value_t = LrSchedule::Cosine)]
+    pub lr_schedule: LrSchedule,
+    /// Momentum, applied on the coordinator (as MXNet's parameter server does).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay (not on biases).
+    #[arg(long, default_value_t = 1e-4)]
+    pub wd: f32,
+    /// Seed of the initialization and the per-epoch shuffles.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Workers to wait for before the first round.
+    #[arg(long, default_value_t = 1)]
+    pub min_workers: usize,
+    /// Longest time, in seconds, a worker may take for one round before its
+    /// batches are reassigned; once its speed is measured, its deadline is
+    /// four times its expected round time plus 5 s, if that is shorter.
+    #[arg(long, default_value_t = 120)]
+    pub round_timeout: u64,
+    /// Give up when fewer than the needed workers are connected for this
+    /// many seconds (default: 60 when `train` starts local workers, else
+    /// wait for the household's devices forever).
+    #[arg(long)]
+    pub join_timeout: Option<u64>,
+}
+
+impl TrainingOptions {
+    /// The optimizer settings of the run (the strategy decides what workers get).
+    pub fn optimizer(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            learning_rate: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.wd,
+        }
+    }
+
+    /// `--round-timeout` as a duration (at least one second).
+    pub fn round_timeout(&self) -> Duration {
+        Duration::from_secs(self.round_timeout.max(1))
+    }
+
+    /// `--join-timeout` as a duration, if any.
+    pub fn join_timeout(&self) -> Option<Duration> {
+        self.join_timeout.map(Duration::from_secs)
+    }
+
+    /// Errors for settings no run can use.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
+        anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
+        anyhow::ensure!(self.local_steps >= 1, "--local-steps must be at least 1");
+        self.optimizer()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// Options shared by `train` and `serve` (and the benchmarks).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// A TOML file with any of these options (flags override it); see hearth.example.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// `hearth-host work` processes to start on this machine (train: 4, serve: 0).
+    #[arg(long)]
+    pub local_workers: Option<usize>,
+    /// How the run trains.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub training: TrainingOptions,
+    /// MNIST directory (default: the bundled copy).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Address to listen on (`train` defaults to a free loopback port, `serve` to 127.0.0.1:7070).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Shared secret workers must present.
+    #[arg(long, default_value = "hearth-local")]
+    pub token: String,
+    /// Output directory.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// No progress bars or worker tables.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl RunOptions {
+    /// The options as given: the defaults, then the `--config` file, then the
+    /// flags of `matches` (the subcommand's matches).
+    pub fn resolve(self, matches: &ArgMatches) -> Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = read_file(&path)?;
+        let from_cli =
+            |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine));
+        let mut merged = self.merged_with(file, from_cli)?;
+        merged.config = Some(path);
+        Ok(merged)
+    }
+
+    /// These options with every key of `file` that `from_cli` does not claim.
+    fn merged_with(&self, file: toml::Table, from_cli: impl Fn(&str) -> bool) -> Result<Self> {
+        let serde_json::Value::Object(mut fields) = serde_json::to_value(self)? else {
+            bail!("options do not serialize as a table");
+        };
+        for (key, value) in file {
+            if !fields.contains_key(&key) {
+                bail!("unknown option {key:?} (options are named like the flags, with _ for -)");
+            }
+            if !from_cli(&key) {
+                fields.insert(key, serde_json::to_value(value)?);
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(fields))
+            .context("a value of the wrong type")
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::{Action, Cli};
+
+    fn parse(argv: &[&str], file: &str) -> Result<RunOptions> {
+        let matches = Cli::command().get_matches_from(argv);
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let Action::Train { run, .. } = cli.command else {
+            panic!("train expected")
+        };
+        let (_, sub) = matches.subcommand().unwrap();
+        let from_cli = |id: &str| matches!(sub.value_source(id), Some(ValueSource::CommandLine));
+        run.merged_with(toml::from_str(file).unwrap(), from_cli)
+    }
+
+    #[test]
+    fn the_file_fills_defaults_and_flags_win() {
+        let file = "epochs = 3\nlr = 0.1\nlocal_workers = 2\narch = \"lenet-mxnet\"\ntrain_limit = 500\nlr_schedule = \"constant\"\n";
+        let run = parse(&["hearth-coordinator", "train", "--epochs", "7"], file).unwrap();
+        let t = &run.training;
+        assert_eq!(t.epochs, 7, "the flag wins");
+        assert_eq!(
+            (t.lr, run.local_workers, t.arch.as_str(), run.train_limit),
+            (0.1, Some(2), "lenet-mxnet", Some(500))
+        );
+        assert_eq!(t.lr_schedule, LrSchedule::Constant);
+        assert_eq!(t.batch, 64, "untouched defaults stay");
+    }
+
+    #[test]
+    fn defaults_survive_the_merge_bit_for_bit() {
+        let plain = parse(&["hearth-coordinator", "train"], "").unwrap();
+        let t = &plain.training;
+        assert_eq!(t.lr.to_bits(), 0.05f32.to_bits());
+        assert_eq!(t.momentum.to_bits(), 0.9f32.to_bits());
+        assert_eq!(t.wd.to_bits(), 1e-4f32.to_bits());
+        let odd = parse(
+            &["hearth-coordinator", "train", "--lr", "0.0123456789"],
+            "seed = 2",
+        )
+        .unwrap();
+        assert_eq!(odd.training.lr.to_bits(), 0.012_345_679_f32.to_bits());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let argv = ["hearth-coordinator", "train"];
+        let e = parse(&argv, "epoch = 3").unwrap_err();
+        assert!(format!("{e:#}").contains("epoch"), "{e:#}");
+        assert!(parse(&argv, "epochs = \"three\"").is_err());
+        assert!(parse(&argv, "lr_schedule = \"linear\"").is_err());
+        assert!(
+            parse(&argv, "config = \"x.toml\"").is_err(),
+            "no nested files"
+        );
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../../hearth.example.toml");
+        parse(&["hearth-coordinator", "train"], text).unwrap();
+    }
+}

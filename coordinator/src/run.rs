@@ -1,0 +1,201 @@
+//! One training run from start to finish (`train`, `serve`, each run of a
+//! `--sweep`): data, endpoint, local workers, engine, observers, outputs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hearth_mnist::Mnist;
+use hearth_runtime::checkpoint;
+
+use crate::driver::Driver;
+use crate::engine::Engine;
+use crate::figures;
+use crate::observe::{Log, Progress, RunFiles, Summary, SummaryRecorder};
+use crate::options::RunOptions;
+use crate::server::{self, Endpoint, LocalWorkers};
+use crate::strategy::FedAvgM;
+
+/// Which command the run serves, and so its defaults.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `train`: a free loopback port, 4 local workers, give up after 60 s
+    /// without enough workers.
+    Train,
+    /// `serve`: 127.0.0.1:7070, the household's devices, wait for them forever.
+    Serve {
+        /// Keep serving the dashboard and the final model after training.
+        keep_serving: bool,
+    },
+}
+
+impl Mode {
+    /// `opts` with this mode's defaults for what was not given.
+    fn apply(self, mut opts: RunOptions) -> RunOptions {
+        let (listen, workers) = match self {
+            Mode::Train => ("127.0.0.1:0", 4),
+            Mode::Serve { .. } => ("127.0.0.1:7070", 0),
+        };
+        let local = *opts.local_workers.get_or_insert(workers);
+        opts.listen = opts.listen.or(listen.parse::<SocketAddr>().ok());
+        let t = &mut opts.training;
+        if local > 0 {
+            // Local workers start in seconds; devices of the household may take longer.
+            t.join_timeout = t.join_timeout.or(Some(60));
+            t.min_workers = t.min_workers.max(1);
+        }
+        opts
+    }
+}
+
+/// Loads MNIST as the options say (bundled copy, limits).
+pub fn load_data(opts: &RunOptions) -> Result<Mnist> {
+    let dir = opts.data.clone().unwrap_or_else(hearth_mnist::bundled_dir);
+    let mut data = hearth_mnist::load(&dir)
+        .with_context(|| format!("loading MNIST from {}", dir.display()))?;
+    if let Some(n) = opts.train_limit {
+        data.train = data.train.head(n);
+    }
+    if let Some(n) = opts.test_limit {
+        data.test = data.test.head(n);
+    }
+    anyhow::ensure!(
+        !data.train.is_empty() && !data.test.is_empty(),
+        "empty training or test set"
+    );
+    Ok(data)
+}
+
+/// Trains as `opts` say and writes the results to `opts.out`.
+pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
+    let opts = mode.apply(opts);
+    let t = &opts.training;
+    t.validate()?;
+    let data = load_data(&opts)?;
+    let listen = opts.listen.context("no address to listen on")?;
+    let server::Served {
+        mut evaluator,
+        events,
+        url,
+        rt,
+        arch,
+        mut dashboard,
+    } = server::start(
+        t,
+        Endpoint {
+            listen,
+            token: &opts.token,
+            test: Arc::new(data.test.clone()),
+            bench_reports: None,
+        },
+    )?;
+    let local = opts.local_workers.unwrap_or(0);
+    let workers = LocalWorkers::spawn(local, &url, &opts.token)?;
+    let start = Instant::now();
+    let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum));
+    let mut engine = Engine::new(
+        t.clone(),
+        Arc::new(data.train),
+        strategy,
+        evaluator.params()?,
+    );
+    let mut files = RunFiles::create(&opts.out)?;
+    let (mut log, mut progress, mut summary) =
+        (Log, Progress::new(opts.quiet), SummaryRecorder::default());
+    let result = Driver {
+        events: &events,
+        evaluator: &mut evaluator,
+        test: &data.test,
+        observers: vec![
+            &mut log,
+            &mut files,
+            &mut progress,
+            &mut dashboard,
+            &mut summary,
+        ],
+    }
+    .run(&mut engine);
+    drop(workers);
+    if let Err(e) = result {
+        dashboard.set_phase("failed");
+        return Err(e);
+    }
+    let summary = summary.summary;
+    let meta = HashMap::from([(
+        "test_accuracy".to_string(),
+        format!("{:.4}", summary.final_test_accuracy),
+    )]);
+    checkpoint::save(
+        &opts.out.join("model.safetensors"),
+        &arch,
+        engine.global(),
+        meta,
+    )?;
+    let path = opts.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let curves = figures::Curves {
+        label: format!("{local} workers"),
+        train: summary.train_accuracy.clone(),
+        test: summary.test_accuracy.clone(),
+    };
+    figures::accuracy(&opts.out.join("accuracy.png"), &[curves])?;
+    println!(
+        "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
+        100.0 * summary.final_test_accuracy,
+        t.epochs,
+        start.elapsed().as_secs_f64(),
+        opts.out.display()
+    );
+    if let Mode::Serve { keep_serving: true } = mode {
+        println!(
+            "training done; still serving the dashboard and the final model on {} (Ctrl-C to stop)",
+            url.trim_end_matches("/ws").replacen("ws://", "http://", 1)
+        );
+        rt.block_on(tokio::signal::ctrl_c())?;
+    }
+    Ok(summary)
+}
+
+/// `train --sweep`: one run per worker count, then the two figures.
+pub fn sweep(opts: RunOptions, counts: &[usize]) -> Result<()> {
+    let mut curves = Vec::new();
+    let mut times = Vec::new();
+    for &n in counts {
+        anyhow::ensure!(n >= 1, "--sweep counts must be at least 1");
+        println!("== {n} worker(s)");
+        let mut run = opts.clone();
+        run.out = opts.out.join(format!("workers-{n}"));
+        run.local_workers = Some(n);
+        run.training.min_workers = n;
+        let s = train(run, Mode::Train)?;
+        let mean = s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len().max(1) as f64;
+        times.push((n, mean));
+        curves.push(figures::Curves {
+            label: format!("{n} workers"),
+            train: s.train_accuracy,
+            test: s.test_accuracy,
+        });
+    }
+    std::fs::create_dir_all(&opts.out)?;
+    figures::accuracy(&opts.out.join("accuracy.png"), &curves)?;
+    figures::epoch_time(&opts.out.join("epoch_time.png"), &times)?;
+    println!(
+        "{:>8} {:>16} {:>16}",
+        "workers", "s per epoch", "final test acc"
+    );
+    for ((n, t), c) in times.iter().zip(&curves) {
+        println!(
+            "{n:>8} {t:>16.2} {:>15.2}%",
+            100.0 * c.test.last().copied().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        opts.out.join("accuracy.png").display(),
+        opts.out.join("epoch_time.png").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The endpoint: the WebSocket sessions and the web demo on one port, on a
+//! small tokio runtime of their own; and the local `hearth-host` processes
+//! `train` starts next to it.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hearth_runtime::{ComponentModel, Limits, Runtime};
+use hearth_worker::ModelConfig;
+
+use crate::dashboard::Dashboard;
+use crate::options::TrainingOptions;
+use crate::session::{self, Admission};
+use crate::web;
+
+/// The running endpoint and the initial global model.
+pub struct Served {
+    /// The global model, in the same component the devices run (it scores
+    /// the test set after every epoch).
+    pub evaluator: ComponentModel,
+    /// Where the sessions report.
+    pub events: std::sync::mpsc::Receiver<session::Event>,
+    /// The workers' WebSocket URL.
+    pub url: String,
+    /// Keeps the server's runtime alive.
+    pub rt: tokio::runtime::Runtime,
+    /// Architecture of the global model.
+    pub arch: hearth_worker::ArchInfo,
+    /// What the web page shows.
+    pub dashboard: Dashboard,
+}
+
+/// What the endpoint serves besides the sessions.
+pub struct Endpoint<'a> {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The household's shared secret.
+    pub token: &'a str,
+    /// The test set (draw-a-digit checks, the browser benchmark).
+    pub test: Arc<hearth_mnist::Split>,
+    /// Where `POST /api/bench` reports go, if a benchmark waits for them.
+    pub bench_reports: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+/// Builds the global model in the component and starts the endpoint.
+pub fn start(training: &TrainingOptions, endpoint: Endpoint<'_>) -> Result<Served> {
+    let runtime = Runtime::new(Limits::default())?;
+    let component = runtime.load_builtin()?;
+    let config = ModelConfig {
+        arch: training.arch.clone(),
+        seed: training.seed,
+        optimizer: training.optimizer(),
+    };
+    let mut evaluator = ComponentModel::new(&runtime, &component, &config)?;
+    let arch = evaluator.describe().clone();
+
+    let (events_tx, events) = std::sync::mpsc::channel();
+    let admission = Arc::new(Admission {
+        events: events_tx,
+        token: endpoint.token.to_string(),
+        component_digest: component.digest().to_string(),
+        browser_digest: hearth_protocol::digest(hearth_web_demo::MODULE),
+        arch: training.arch.clone(),
+        next_conn: AtomicU64::new(1),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(endpoint.listen))
+        .with_context(|| format!("binding {}", endpoint.listen))?;
+    let addr = listener.local_addr()?;
+    let dashboard = Dashboard::new(&training.arch, training.epochs, evaluator.params()?);
+    let web_state = Arc::new(web::WebState {
+        dashboard: dashboard.clone(),
+        test: endpoint.test,
+        bench_reports: endpoint.bench_reports,
+    });
+    let app = axum::Router::new()
+        .route("/ws", axum::routing::get(session::upgrade))
+        .with_state(admission)
+        .merge(web::router(web_state));
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    let url = format!("ws://{addr}/ws");
+    println!(
+        "coordinator listening on {url} ({} params, {}); dashboard on http://{addr}/",
+        arch.param_count, arch.name
+    );
+    Ok(Served {
+        evaluator,
+        events,
+        url,
+        rt,
+        arch,
+        dashboard,
+    })
+}
+
+/// `hearth-host work` processes started next to this binary; dropping it
+/// waits up to 10 s for them to leave after their goodbye, then kills them.
+pub struct LocalWorkers(Vec<Child>);
+
+impl LocalWorkers {
+    /// Starts `n` workers against `url`.
+    pub fn spawn(n: usize, url: &str, token: &str) -> Result<Self> {
+        if n == 0 {
+            return Ok(Self(Vec::new()));
+        }
+        let exe = std::env::current_exe()?;
+        let host = exe.with_file_name("hearth-host");
+        anyhow::ensure!(
+            host.is_file(),
+            "{} not found: build it with `cargo build --release -p hearth-host`",
+            host.display()
+        );
+        let children = (0..n)
+            .map(|i| {
+                Command::new(&host)
+                    .args(["work", "--coordinator", url, "--token", token])
+                    .args(["--name", &format!("local-{}", i + 1)])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {}", host.display()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self(children))
+    }
+}
+
+impl Drop for LocalWorkers {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in self.0.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The worker side of Hearth's protocol, as a state machine with no I/O.
+//!
+//! A worker (the device host, a browser tab, a benchmark's null worker)
+//! creates a [`WorkerSession`] around its [`Trainer`], sends
+//! [`WorkerSession::hello`] when a connection opens, passes every binary
+//! frame from the coordinator to [`WorkerSession::handle`] and sends back
+//! what it returns. [`WorkerSession::phase`] says when to stop.
+
+mod round;
+mod trainer;
+mod worker;
+
+pub use round::run_round;
+pub use trainer::Trainer;
+pub use worker::{Identity, Phase, SessionStats, WorkerSession};

@@ -1,0 +1,401 @@
+//! [`WorkerSession`]: the worker's half of a session, frames in, frames out.
+
+use hearth_protocol::{self as proto, Message};
+use hearth_worker::ModelConfig;
+
+use crate::{Trainer, run_round};
+
+/// Who the worker is, as its hello presents it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable name of the device (survives reconnects).
+    pub worker_id: String,
+    /// The household's shared secret.
+    pub token: String,
+    /// Digest of the code it runs ([`hearth_protocol::digest`] of the component or module).
+    pub component_digest: String,
+    /// Host or browser.
+    pub kind: proto::WorkerKind,
+    /// Threads it trains with.
+    pub threads: u32,
+    /// Memory it may use, in MiB (0: unknown).
+    pub memory_mib: u32,
+}
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Hello sent, no welcome yet.
+    Joining,
+    /// Admitted, model built: answering rounds.
+    Training,
+    /// The coordinator said goodbye: training is over, do not reconnect.
+    Finished,
+    /// The coordinator refused this worker: reconnecting cannot help.
+    Rejected,
+    /// This worker cannot do what it was welcomed for (it could not build the
+    /// model) and said goodbye: do not reconnect.
+    Failed,
+}
+
+impl Phase {
+    /// Lowercase name, for status pages and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Joining => "joining",
+            Phase::Training => "training",
+            Phase::Finished => "finished",
+            Phase::Rejected => "rejected",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// True when the session is over for good (no reconnect).
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Finished | Phase::Rejected | Phase::Failed)
+    }
+}
+
+/// What a session has done, over every connection it had.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStats {
+    /// Rounds answered with a result.
+    pub rounds: u64,
+    /// Rounds that failed (answered with an error report).
+    pub failed_rounds: u64,
+    /// Images trained on.
+    pub images: u64,
+    /// Mean training loss of the last round.
+    pub last_loss: Option<f64>,
+    /// Bytes received from the coordinator.
+    pub bytes_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+}
+
+/// The worker side of the protocol around a [`Trainer`].
+pub struct WorkerSession<T> {
+    identity: Identity,
+    trainer: T,
+    phase: Phase,
+    note: String,
+    stats: SessionStats,
+}
+
+impl<T: Trainer> WorkerSession<T> {
+    /// A session for `identity`, training with `trainer`.
+    pub fn new(identity: Identity, trainer: T) -> Self {
+        Self {
+            identity,
+            trainer,
+            phase: Phase::Joining,
+            note: String::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The first frame of a connection (call it on every new connection).
+    pub fn hello(&mut self) -> Result<Vec<u8>, T::Error> {
+        let architectures = self.trainer.architectures()?;
+        self.phase = Phase::Joining;
+        let id = &self.identity;
+        Ok(self.count_out(&Message::Hello(proto::Hello {
+            worker_id: id.worker_id.clone(),
+            auth_token: id.token.clone(),
+            component_digest: id.component_digest.clone(),
+            capabilities: proto::Capabilities {
+                kind: id.kind,
+                architectures,
+                threads: id.threads,
+                memory_mib: id.memory_mib,
+                images_per_second: 0.0,
+            },
+        })))
+    }
+
+    /// Handles one binary frame from the coordinator; returns the frame to
+    /// send back, if any. Nothing the coordinator sends can make it panic:
+    /// a frame it cannot use is answered with an error report.
+    pub fn handle(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        self.stats.bytes_in += frame.len() as u64;
+        let reply = match proto::decode(frame) {
+            Ok(message) => self.on_message(message),
+            Err(e) => Some(self.error(None, format!("malformed frame from the coordinator: {e}"))),
+        }?;
+        Some(self.count_out(&reply))
+    }
+
+    /// Where the session stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The last thing worth telling a person (joined, refused, a failure).
+    pub fn note(&self) -> &str {
+        &self.note
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    fn count_out(&mut self, message: &Message) -> Vec<u8> {
+        let frame = proto::encode(message);
+        self.stats.bytes_out += frame.len() as u64;
+        frame
+    }
+
+    fn error(&mut self, round: Option<u64>, reason: String) -> Message {
+        self.note = reason.clone();
+        Message::Error(proto::ErrorReport { round, reason })
+    }
+
+    fn on_message(&mut self, message: Message) -> Option<Message> {
+        match message {
+            Message::Welcome(w) => {
+                let config = ModelConfig {
+                    arch: w.arch.clone(),
+                    seed: w.seed,
+                    optimizer: w.optimizer,
+                };
+                match self.trainer.build(&config) {
+                    Ok(()) => {
+                        self.phase = Phase::Training;
+                        self.note = format!("joined (session {}): training {}", w.session, w.arch);
+                        None
+                    }
+                    Err(e) => {
+                        self.phase = Phase::Failed;
+                        self.note = format!("cannot build {}: {e}", w.arch);
+                        Some(Message::Goodbye(proto::Goodbye {
+                            reason: self.note.clone(),
+                        }))
+                    }
+                }
+            }
+            Message::Reject(r) => {
+                self.phase = Phase::Rejected;
+                self.note = format!("rejected: {}", r.reason);
+                None
+            }
+            Message::Goodbye(g) => {
+                self.phase = Phase::Finished;
+                self.note = format!("coordinator said goodbye: {}", g.reason);
+                None
+            }
+            Message::Error(e) => {
+                self.note = format!("coordinator refused a message: {}", e.reason);
+                None
+            }
+            Message::Assign(a) => {
+                if self.phase != Phase::Training {
+                    return Some(
+                        self.error(Some(a.round), "an assignment before the welcome".into()),
+                    );
+                }
+                match run_round(&mut self.trainer, &a) {
+                    Ok(result) => {
+                        self.stats.rounds += 1;
+                        self.stats.images += u64::from(result.samples);
+                        self.stats.last_loss =
+                            Some(result.loss_sum / f64::from(result.samples.max(1)));
+                        Some(Message::Result(result))
+                    }
+                    Err(e) => {
+                        self.stats.failed_rounds += 1;
+                        Some(self.error(Some(a.round), format!("round {} failed: {e}", a.round)))
+                    }
+                }
+            }
+            other @ (Message::Hello(_) | Message::Result(_)) => Some(self.error(
+                None,
+                format!(
+                    "a {} is not a message a coordinator sends",
+                    Message::kind_name(other.kind())
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{IMAGE_LEN, UpdateKind};
+
+    /// Adds the learning rate to every parameter per step; counts label 0 as
+    /// right; fails on a step of exactly 3 samples or an unknown architecture.
+    #[derive(Default)]
+    struct Counter {
+        params: Vec<f32>,
+        lr: f32,
+        steps: Vec<usize>,
+        built: Option<ModelConfig>,
+    }
+
+    impl Trainer for Counter {
+        type Error = String;
+        fn architectures(&mut self) -> Result<Vec<String>, String> {
+            Ok(vec!["toy".into()])
+        }
+        fn build(&mut self, config: &ModelConfig) -> Result<(), String> {
+            if config.arch != "toy" {
+                return Err(format!("unknown architecture {}", config.arch));
+            }
+            self.built = Some(config.clone());
+            Ok(())
+        }
+        fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
+            self.params = params.to_vec();
+            Ok(())
+        }
+        fn params(&mut self) -> Result<Vec<f32>, String> {
+            Ok(self.params.clone())
+        }
+        fn set_learning_rate(&mut self, lr: f32) -> Result<(), String> {
+            self.lr = lr;
+            Ok(())
+        }
+        fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32), String> {
+            assert_eq!(pixels.len(), labels.len() * IMAGE_LEN);
+            if labels.len() == 3 {
+                return Err("a step of 3 fails".into());
+            }
+            self.steps.push(labels.len());
+            self.params.iter_mut().for_each(|p| *p += self.lr);
+            Ok((1.5, labels.iter().filter(|&&l| l == 0).count() as u32))
+        }
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            worker_id: "pi-kitchen".into(),
+            token: "secret".into(),
+            component_digest: "ab".repeat(32),
+            kind: proto::WorkerKind::Host,
+            threads: 1,
+            memory_mib: 64,
+        }
+    }
+
+    fn welcome(arch: &str) -> Vec<u8> {
+        proto::encode(&Message::Welcome(proto::Welcome {
+            session: 4,
+            arch: arch.into(),
+            seed: 9,
+            optimizer: hearth_worker::OptimizerConfig::default(),
+        }))
+    }
+
+    fn assign(round: u64, steps: Vec<u32>, reply: UpdateKind) -> Vec<u8> {
+        let n: u32 = steps.iter().sum();
+        proto::encode(&Message::Assign(proto::Assign {
+            round,
+            params_version: 3,
+            learning_rate: 0.25,
+            steps,
+            reply,
+            params: vec![1.0, 2.0, 3.0],
+            pixels: vec![0; n as usize * IMAGE_LEN],
+            labels: (0..n).map(|i| (i % 2) as u8).collect(),
+        }))
+    }
+
+    fn decode(frame: Option<Vec<u8>>) -> Message {
+        proto::decode(&frame.expect("a reply")).expect("the session's frames decode")
+    }
+
+    #[test]
+    fn hello_welcome_then_rounds_of_local_steps_and_deltas() {
+        let mut s = WorkerSession::new(identity(), Counter::default());
+        let Message::Hello(h) = proto::decode(&s.hello().unwrap()).unwrap() else {
+            panic!("hello expected")
+        };
+        assert_eq!(
+            (h.worker_id.as_str(), h.auth_token.as_str()),
+            ("pi-kitchen", "secret")
+        );
+        assert_eq!(h.capabilities.architectures, vec!["toy".to_string()]);
+        assert!(s.handle(&welcome("toy")).is_none());
+        assert_eq!(s.phase(), Phase::Training);
+        assert_eq!(s.trainer.built.as_ref().map(|c| c.seed), Some(9));
+
+        let Message::Result(r) = decode(s.handle(&assign(7, vec![2, 2, 1], UpdateKind::Delta)))
+        else {
+            panic!("result expected")
+        };
+        assert_eq!(
+            s.trainer.steps,
+            vec![2, 2, 1],
+            "one step per entry, in order"
+        );
+        assert_eq!((r.round, r.params_version, r.samples), (7, 3, 5));
+        assert_eq!(r.correct, 3, "labels 0, 1, 0, 1, 0");
+        assert!((r.loss_sum - 7.5).abs() < 1e-9);
+        assert_eq!((r.kind, r.values), (UpdateKind::Delta, vec![0.75; 3]));
+
+        let Message::Result(r) = decode(s.handle(&assign(8, vec![1], UpdateKind::Params))) else {
+            panic!("result expected")
+        };
+        assert_eq!(
+            (r.kind, r.values),
+            (UpdateKind::Params, vec![1.25, 2.25, 3.25])
+        );
+        assert_eq!((s.stats().rounds, s.stats().images), (2, 6));
+    }
+
+    #[test]
+    fn a_failed_round_is_reported_for_that_round_and_the_session_goes_on() {
+        let mut s = WorkerSession::new(identity(), Counter::default());
+        s.hello().unwrap();
+        let Message::Error(e) = decode(s.handle(&assign(1, vec![1], UpdateKind::Delta))) else {
+            panic!("an assignment before the welcome is refused")
+        };
+        assert_eq!(e.round, Some(1));
+        s.handle(&welcome("toy"));
+        let Message::Error(e) = decode(s.handle(&assign(2, vec![2, 3], UpdateKind::Delta))) else {
+            panic!("error report expected")
+        };
+        assert_eq!(e.round, Some(2));
+        assert!(e.reason.contains("step of 3"), "{}", e.reason);
+        assert_eq!(s.phase(), Phase::Training, "the session goes on");
+        assert!(matches!(
+            decode(s.handle(&assign(3, vec![2], UpdateKind::Delta))),
+            Message::Result(_)
+        ));
+        let Message::Error(e) = decode(s.handle(b"\x02\x04garbage")) else {
+            panic!("malformed frames are reported")
+        };
+        assert_eq!(e.round, None);
+        assert_eq!(s.stats().failed_rounds, 1);
+    }
+
+    #[test]
+    fn reject_goodbye_and_an_unbuildable_model_end_the_session() {
+        let mut s = WorkerSession::new(identity(), Counter::default());
+        s.hello().unwrap();
+        let Message::Goodbye(g) = decode(s.handle(&welcome("resnet"))) else {
+            panic!("goodbye expected")
+        };
+        assert!(g.reason.contains("resnet"));
+        assert_eq!(s.phase(), Phase::Failed);
+        assert!(s.phase().is_final());
+
+        s.hello().unwrap();
+        let reject = proto::encode(&Message::Reject(proto::Reject {
+            reason: "wrong auth token".into(),
+        }));
+        assert!(s.handle(&reject).is_none());
+        assert_eq!(s.phase(), Phase::Rejected);
+        assert!(s.note().contains("wrong auth token"));
+
+        s.hello().unwrap();
+        s.handle(&welcome("toy"));
+        let bye = proto::encode(&Message::Goodbye(proto::Goodbye {
+            reason: "training finished".into(),
+        }));
+        assert!(s.handle(&bye).is_none());
+        assert_eq!(s.phase(), Phase::Finished);
+    }
+}
