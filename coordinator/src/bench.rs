@@ -45,7 +45,42 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs all measurements and prints them.
 pub fn run(args: Args, base: RunOptions) -> Result<()> {
-    // Aggregation: 11 workers (the study's largest cluster).
+    aggregation();
+    codec();
+    round_overhead(&args, base)?;
+    bytes_per_epoch();
+    Ok(())
+}
+
+/// An assignment of `k` batches of 64 with LeNet-5's parameters.
+fn sample_assign(k: usize) -> Message {
+    Message::Assign(proto::Assign {
+        round: 1,
+        params_version: 1,
+        learning_rate: 0.05,
+        steps: vec![64; k],
+        reply: proto::UpdateKind::Delta,
+        params: vec![0.5; PARAMS],
+        pixels: vec![7; k * 64 * proto::IMAGE_LEN],
+        labels: vec![3; k * 64],
+    })
+}
+
+/// A result of 256 samples with LeNet-5's delta.
+fn sample_result() -> Message {
+    Message::Result(proto::RoundResult {
+        round: 1,
+        params_version: 1,
+        samples: 256,
+        loss_sum: 1.0,
+        correct: 1,
+        kind: proto::UpdateKind::Delta,
+        values: vec![0.25; PARAMS],
+    })
+}
+
+/// Aggregation of 11 workers' updates (the study's largest cluster).
+fn aggregation() {
     let contributions: Vec<FitResult> = (0..11)
         .map(|w| FitResult {
             worker: format!("w{w}"),
@@ -69,27 +104,11 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
         "aggregation, 11 workers x {PARAMS} parameters: {:.3} ms (median of 101)",
         median(times)
     );
+}
 
-    // Codec of the bulk frames.
-    let assign = Message::Assign(proto::Assign {
-        round: 1,
-        params_version: 1,
-        learning_rate: 0.05,
-        steps: vec![64; 4],
-        reply: proto::UpdateKind::Delta,
-        params: vec![0.5; PARAMS],
-        pixels: vec![7; 256 * proto::IMAGE_LEN],
-        labels: vec![3; 256],
-    });
-    let result = Message::Result(proto::RoundResult {
-        round: 1,
-        params_version: 1,
-        samples: 256,
-        loss_sum: 1.0,
-        correct: 1,
-        kind: proto::UpdateKind::Delta,
-        values: vec![0.25; PARAMS],
-    });
+/// Encoding and decoding of the two bulk frames.
+fn codec() {
+    let (assign, result) = (sample_assign(4), sample_result());
     for (name, m) in [
         ("assign (params + 256 images)", &assign),
         ("result (delta)", &result),
@@ -118,8 +137,11 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             bytes.len()
         );
     }
+}
 
-    // Round overhead: the engine alone, then a real coordinator on loopback.
+/// Round overhead: the engine alone, then a real coordinator on loopback
+/// with null workers.
+fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     let mut opts = base;
     let batches = (args.rounds * args.workers).min(60_000 / opts.training.batch.max(1));
     opts.train_limit = Some(batches * opts.training.batch);
@@ -182,21 +204,13 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
         summary.bytes_per_epoch.first().copied().unwrap_or(0) as f64 / rounds / 1e6
     );
 
-    // Bytes per epoch of full MNIST (938 batches of 64), from the frame sizes.
-    let assign_bytes = |k: usize| {
-        proto::encode(&Message::Assign(proto::Assign {
-            steps: vec![64; k],
-            params: vec![0.0; PARAMS],
-            pixels: vec![0; k * 64 * proto::IMAGE_LEN],
-            labels: vec![0; k * 64],
-            ..match &assign {
-                Message::Assign(a) => a.clone(),
-                _ => unreachable!(),
-            }
-        }))
-        .len()
-    };
-    let result_bytes = proto::encode(&result).len();
+    Ok(())
+}
+
+/// Bytes per epoch of full MNIST (938 batches of 64), from the frame sizes.
+fn bytes_per_epoch() {
+    let assign_bytes = |k: usize| proto::encode(&sample_assign(k)).len();
+    let result_bytes = proto::encode(&sample_result()).len();
     println!(
         "bytes per epoch of full MNIST (938 batches), 4 workers; MXNet dist_sync moves 0.46 GB of parameters:"
     );
@@ -212,7 +226,6 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             images as f64 / 1e9
         );
     }
-    Ok(())
 }
 
 /// Counts the rounds of a run.

@@ -93,35 +93,7 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
         );
         host.push((label, rate));
     }
-    let mut browser = Command::new(&args.chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&page)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group, so its renderer and helpers stop with it.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", args.chromium.display()))?;
-    let report = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(args.timeout), rx.recv()).await
-    });
-    stop_group(&mut browser);
-    let report = report
-        .ok()
-        .flatten()
-        .context("the browser did not report within the timeout")?;
-    let report: serde_json::Value =
-        serde_json::from_str(&report).context("the browser's report is not JSON")?;
+    let report = browser_report(&args, &page, profile.path(), &rt, &mut rx)?;
     let browser_rate = report["median"]
         .as_f64()
         .context("the browser's report has no median")?;
@@ -151,6 +123,46 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
     }
 
     Ok(())
+}
+
+/// Opens `page` in headless Chromium and waits for its benchmark report.
+fn browser_report(
+    args: &Args,
+    page: &str,
+    profile: &std::path::Path,
+    rt: &tokio::runtime::Runtime,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> Result<serde_json::Value> {
+    let mut browser = Command::new(&args.chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(page)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group, so its renderer and helpers stop with it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", args.chromium.display()))?;
+    let report = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(args.timeout), rx.recv()).await
+    });
+    stop_group(&mut browser);
+    let report = report
+        .ok()
+        .flatten()
+        .context("the browser did not report within the timeout")?;
+    let report: serde_json::Value =
+        serde_json::from_str(&report).context("the browser's report is not JSON")?;
+    Ok(report)
 }
 
 /// Asks the browser's whole process group to stop, then makes sure it has.

@@ -84,39 +84,7 @@ impl Driver<'_> {
                     .min(MAX_WAIT),
             };
             let input = match self.events.recv_timeout(wait) {
-                Ok(Event::Joined {
-                    conn,
-                    name,
-                    capabilities,
-                    component,
-                    frames,
-                }) => {
-                    senders.insert(conn, frames);
-                    open.insert(conn);
-                    Input::Joined {
-                        conn,
-                        worker: Admitted {
-                            name,
-                            kind: capabilities.kind,
-                            component,
-                        },
-                    }
-                }
-                Ok(Event::Left { conn }) => {
-                    open.remove(&conn);
-                    senders.remove(&conn);
-                    Input::Left { conn }
-                }
-                Ok(Event::Frame {
-                    conn,
-                    bytes,
-                    message,
-                }) => Input::Frame {
-                    conn,
-                    bytes,
-                    message,
-                },
-                Ok(Event::Garbage { conn, bytes, error }) => Input::Garbage { conn, bytes, error },
+                Ok(event) => input(event, &mut senders, &mut open),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 Err(RecvTimeoutError::Disconnected) => bail!("the server stopped"),
             };
@@ -137,5 +105,48 @@ impl Driver<'_> {
             correct: e.correct.into(),
             count: e.count.into(),
         })
+    }
+}
+
+/// A session's event as the engine's input; keeps the connections' senders.
+fn input(
+    event: Event,
+    senders: &mut HashMap<ConnId, UnboundedSender<Vec<u8>>>,
+    open: &mut HashSet<ConnId>,
+) -> Input {
+    match event {
+        Event::Joined {
+            conn,
+            name,
+            capabilities,
+            component,
+            frames,
+        } => {
+            senders.insert(conn, frames);
+            open.insert(conn);
+            Input::Joined {
+                conn,
+                worker: Admitted {
+                    name,
+                    kind: capabilities.kind,
+                    component,
+                },
+            }
+        }
+        Event::Left { conn } => {
+            open.remove(&conn);
+            senders.remove(&conn);
+            Input::Left { conn }
+        }
+        Event::Frame {
+            conn,
+            bytes,
+            message,
+        } => Input::Frame {
+            conn,
+            bytes,
+            message,
+        },
+        Event::Garbage { conn, bytes, error } => Input::Garbage { conn, bytes, error },
     }
 }

@@ -137,7 +137,9 @@ impl RunOptions {
         let file = read_file(&path)?;
         let from_cli =
             |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine));
-        let mut merged = self.merged_with(file, from_cli)?;
+        let mut merged = self
+            .merged_with(file, from_cli)
+            .with_context(|| format!("in {}", path.display()))?;
         merged.config = Some(path);
         Ok(merged)
     }
@@ -149,7 +151,7 @@ impl RunOptions {
         };
         for (key, value) in file {
             if !fields.contains_key(&key) {
-                bail!("unknown option {key:?} (options are named like the flags, with _ for -)");
+                bail!("unknown field `{key}` (options are named like the flags, with _ for -)");
             }
             if !from_cli(&key) {
                 fields.insert(key, serde_json::to_value(value)?);

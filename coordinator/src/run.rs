@@ -123,25 +123,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         return Err(e);
     }
     let summary = summary.summary;
-    let meta = HashMap::from([(
-        "test_accuracy".to_string(),
-        format!("{:.4}", summary.final_test_accuracy),
-    )]);
-    checkpoint::save(
-        &opts.out.join("model.safetensors"),
-        &arch,
-        engine.global(),
-        meta,
-    )?;
-    let path = opts.out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    let curves = figures::Curves {
-        label: format!("{local} workers"),
-        train: summary.train_accuracy.clone(),
-        test: summary.test_accuracy.clone(),
-    };
-    figures::accuracy(&opts.out.join("accuracy.png"), &[curves])?;
+    write_results(&opts, &arch, engine.global(), &summary, local)?;
     println!(
         "final test accuracy {:.2} % after {} epochs in {:.1} s; wrote {}",
         100.0 * summary.final_test_accuracy,
@@ -157,6 +139,30 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         rt.block_on(tokio::signal::ctrl_c())?;
     }
     Ok(summary)
+}
+
+/// Writes the model, `summary.json` and `accuracy.png` to `opts.out`.
+fn write_results(
+    opts: &RunOptions,
+    arch: &hearth_worker::ArchInfo,
+    global: &[f32],
+    summary: &Summary,
+    workers: usize,
+) -> Result<()> {
+    let meta = HashMap::from([(
+        "test_accuracy".to_string(),
+        format!("{:.4}", summary.final_test_accuracy),
+    )]);
+    checkpoint::save(&opts.out.join("model.safetensors"), arch, global, meta)?;
+    let path = opts.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let curves = figures::Curves {
+        label: format!("{workers} workers"),
+        train: summary.train_accuracy.clone(),
+        test: summary.test_accuracy.clone(),
+    };
+    figures::accuracy(&opts.out.join("accuracy.png"), &[curves])
 }
 
 /// `train --sweep`: one run per worker count, then the two figures.

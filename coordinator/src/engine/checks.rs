@@ -81,7 +81,8 @@ mod tests {
     #[test]
     fn each_problem_is_named() {
         assert_eq!(problem(&result(), &busy(), 2), None);
-        let cases: [(fn(&mut RoundResult), &str); 6] = [
+        type Spoil = fn(&mut RoundResult);
+        let cases: [(Spoil, &str); 6] = [
             (|r| r.round = 5, "round 5"),
             (|r| r.params_version = 2, "version 2"),
             (|r| r.kind = UpdateKind::Params, "deltas"),

@@ -9,7 +9,7 @@ use hearth_protocol::{self as proto, Message, RoundResult};
 use super::notice::{Notice, Requeue, RoundReport};
 use super::state::{Busy, ConnId, Now, Phase};
 use super::{Engine, Output, checks};
-use crate::strategy::{FitResult, RoundContext, WorkerView};
+use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
 
 /// How long a worker may take to answer a round of `images`: four times what
 /// its measured speed predicts plus 5 s (for a worker whose speed is not
@@ -62,55 +62,60 @@ impl Engine {
         self.state.phase = Phase::Round;
         self.state.round_progress = Default::default();
         let round = self.state.round;
-        let limit = self.state.options.round_timeout();
         for (conn, fit) in conns.into_iter().zip(instructions) {
-            if fit.batches == 0 {
-                continue;
+            if fit.batches > 0 {
+                self.assign(now, conn, round, &fit);
             }
-            let (Some(current), Some(w)) = (
-                self.state.current.as_mut(),
-                self.state.workers.get_mut(&conn),
-            ) else {
-                continue;
-            };
-            let batches = current.ledger.assign(&w.name, round, fit.batches);
-            if batches.is_empty() {
-                continue;
-            }
-            let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
-            for &b in &batches {
-                let idx: Vec<usize> = current
-                    .ledger
-                    .samples(b)
-                    .iter()
-                    .map(|&i| i as usize)
-                    .collect();
-                steps.push(idx.len() as u32);
-                self.train.gather(&idx, &mut pixels, &mut labels);
-            }
-            let samples = labels.len();
-            w.busy = Some(Busy {
-                round,
-                batches,
-                samples: samples as u32,
-                version: self.state.version,
-                reply: fit.reply,
-                sent: now,
-                deadline: now + answer_deadline(w.images_per_second(), samples, limit),
-            });
-            let assign = Message::Assign(proto::Assign {
-                round,
-                params_version: self.state.version,
-                learning_rate: fit.learning_rate,
-                steps,
-                reply: fit.reply,
-                params: self.state.global.clone(),
-                pixels,
-                labels,
-            });
-            self.send(conn, &assign);
         }
         true
+    }
+
+    /// Takes `fit.batches` batches from the ledger for `conn` and sends them
+    /// with the global parameters.
+    fn assign(&mut self, now: Now, conn: ConnId, round: u64, fit: &FitInstruction) {
+        let limit = self.state.options.round_timeout();
+        let (Some(current), Some(w)) = (
+            self.state.current.as_mut(),
+            self.state.workers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        let batches = current.ledger.assign(&w.name, round, fit.batches);
+        if batches.is_empty() {
+            return;
+        }
+        let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+        for &b in &batches {
+            let idx: Vec<usize> = current
+                .ledger
+                .samples(b)
+                .iter()
+                .map(|&i| i as usize)
+                .collect();
+            steps.push(idx.len() as u32);
+            self.train.gather(&idx, &mut pixels, &mut labels);
+        }
+        let samples = labels.len();
+        w.busy = Some(Busy {
+            round,
+            batches,
+            samples: samples as u32,
+            version: self.state.version,
+            reply: fit.reply,
+            sent: now,
+            deadline: now + answer_deadline(w.images_per_second(), samples, limit),
+        });
+        let assign = Message::Assign(proto::Assign {
+            round,
+            params_version: self.state.version,
+            learning_rate: fit.learning_rate,
+            steps,
+            reply: fit.reply,
+            params: self.state.global.clone(),
+            pixels,
+            labels,
+        });
+        self.send(conn, &assign);
     }
 
     /// A result from `conn`: checked, then credited to the ledger and kept

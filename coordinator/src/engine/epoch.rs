@@ -1,0 +1,88 @@
+//! Epochs: a new ledger at the start, the evaluation and the metrics at the
+//! end, and the goodbyes when the last one is done.
+
+use std::time::Duration;
+
+use super::notice::{EpochMetrics, Notice};
+use super::state::{ConnId, EpochProgress, Now, Phase};
+use super::{Engine, Evaluation, Output};
+use crate::ledger::Ledger;
+
+impl Engine {
+    pub(super) fn start_epoch(&mut self, now: Now) {
+        self.state.epoch += 1;
+        let o = &self.state.options;
+        let ledger = Ledger::new(self.state.epoch, self.train.len(), o.batch, o.seed);
+        let batches = ledger.batches();
+        self.state.current = Some(EpochProgress {
+            ledger,
+            started: now,
+            first_round: self.state.round,
+            bytes_before: self.state.bytes(),
+            totals: Default::default(),
+        });
+        let notice = Notice::EpochStarted {
+            epoch: self.state.epoch,
+            epochs: self.state.options.epochs,
+            batches,
+            run_batches: self.run_batches(),
+        };
+        self.notice(notice);
+    }
+
+    pub(super) fn evaluated(&mut self, epoch: usize, score: Evaluation) {
+        let Phase::Evaluating { epoch: e, wall } = self.state.phase else {
+            return;
+        };
+        if e != epoch {
+            return;
+        }
+        self.finish_epoch(wall, Some(score));
+    }
+
+    pub(super) fn finish_epoch(&mut self, wall: Duration, score: Option<Evaluation>) {
+        let Some(current) = self.state.current.take() else {
+            return;
+        };
+        let (sent, received) = self.state.bytes();
+        let t = &current.totals;
+        let score = score.unwrap_or(Evaluation {
+            loss_sum: f64::NAN,
+            correct: 0,
+            count: 0,
+        });
+        let metrics = EpochMetrics {
+            epoch: self.state.epoch,
+            rounds: self.state.round - current.first_round,
+            wall_seconds: wall.as_secs_f64(),
+            train_loss: t.loss_sum / t.samples.max(1) as f64,
+            train_accuracy: t.correct as f64 / t.samples.max(1) as f64,
+            test_loss: score.loss_sum / score.count.max(1) as f64,
+            test_accuracy: score.correct as f64 / score.count.max(1) as f64,
+            workers: self.state.workers.len(),
+            bytes_sent: sent - current.bytes_before.0,
+            bytes_received: received - current.bytes_before.1,
+            requeued_batches: t.requeued,
+            rejected_results: t.rejected,
+        };
+        self.notice(Notice::EpochFinished(metrics));
+        self.state.phase = Phase::Idle;
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.state.phase = Phase::Finished;
+        let conns: Vec<ConnId> = self.state.workers.keys().copied().collect();
+        for &conn in &conns {
+            self.goodbye(conn);
+        }
+        let notice = Notice::TrainingFinished {
+            strategy: self.strategy.name(),
+            workers: self.state.reports(),
+        };
+        self.notice(notice);
+        for conn in conns {
+            self.leave(conn);
+        }
+        self.out.push(Output::Finished);
+    }
+}

@@ -1,0 +1,314 @@
+//! The engine driven directly: fake workers (the real worker session around
+//! a fake trainer with deterministic updates), a fake clock, tiny generated
+//! images. No sockets, no wasmtime, no files.
+//!
+//! - `rounds.rs`: epochs, assignments, joins, leaves, deadlines;
+//! - `refusals.rs`: bad, stale, duplicate and failed results;
+//! - `restore.rs`: a saved and restored engine continues bit for bit.
+
+mod refusals;
+mod restore;
+mod rounds;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_mnist::Split;
+use hearth_protocol::{self as proto, IMAGE_LEN, Message, UpdateKind};
+use hearth_session::{Identity, Trainer, WorkerSession};
+use hearth_worker::{LrSchedule, ModelConfig};
+
+use super::*;
+use crate::options::TrainingOptions;
+use crate::strategy::FedAvgM;
+
+pub(super) const PARAMS: usize = 5;
+
+/// `n` generated samples: sample `i` has label `i % 10` and pixels `(i + j) % 251`.
+pub(super) fn data(n: usize) -> Arc<Split> {
+    let pixels: Vec<u8> = (0..n * IMAGE_LEN)
+        .map(|k| ((k / IMAGE_LEN + k % IMAGE_LEN) % 251) as u8)
+        .collect();
+    Arc::new(Split {
+        images: ndarray::Array2::from_shape_vec((n, IMAGE_LEN), pixels).unwrap(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    })
+}
+
+pub(super) fn options() -> TrainingOptions {
+    TrainingOptions {
+        arch: "toy".into(),
+        epochs: 2,
+        batch: 4,
+        local_steps: 2,
+        lr: 0.5,
+        lr_schedule: LrSchedule::Cosine,
+        momentum: 0.9,
+        wd: 0.0,
+        seed: 7,
+        min_workers: 2,
+        round_timeout: 10,
+        join_timeout: None,
+    }
+}
+
+/// A deterministic stand-in for the model: each step pulls every parameter
+/// towards a value computed from the batch's pixels and labels.
+#[derive(Default)]
+pub(super) struct FakeTrainer {
+    params: Vec<f32>,
+    lr: f32,
+}
+
+impl Trainer for FakeTrainer {
+    type Error = String;
+    fn architectures(&mut self) -> Result<Vec<String>, String> {
+        Ok(vec!["toy".into()])
+    }
+    fn build(&mut self, _: &ModelConfig) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
+        self.params = params.to_vec();
+        Ok(())
+    }
+    fn params(&mut self) -> Result<Vec<f32>, String> {
+        Ok(self.params.clone())
+    }
+    fn set_learning_rate(&mut self, lr: f32) -> Result<(), String> {
+        self.lr = lr;
+        Ok(())
+    }
+    fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32), String> {
+        let signal: f32 = pixels.iter().step_by(97).map(|&p| p as f32).sum::<f32>() / 1000.0
+            + labels.iter().map(|&l| l as f32).sum::<f32>();
+        for (j, p) in self.params.iter_mut().enumerate() {
+            *p -= self.lr * (*p - signal / (j + 1) as f32) / 8.0;
+        }
+        Ok((0.5, labels.iter().filter(|&&l| l < 5).count() as u32))
+    }
+}
+
+pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
+    let identity = Identity {
+        worker_id: name.into(),
+        token: String::new(),
+        component_digest: String::new(),
+        kind: proto::WorkerKind::Host,
+        threads: 1,
+        memory_mib: 0,
+    };
+    WorkerSession::new(identity, FakeTrainer::default())
+}
+
+/// The engine with its surroundings faked: a clock, a mailbox per
+/// connection, every notice, and evaluations answered at once.
+pub(super) struct Harness {
+    pub(super) engine: Engine,
+    pub(super) now: Duration,
+    pub(super) inbox: BTreeMap<ConnId, Vec<Vec<u8>>>,
+    pub(super) notices: Vec<Notice>,
+    pub(super) closed: BTreeSet<ConnId>,
+    pub(super) finished: bool,
+    pub(super) failed: Option<String>,
+    /// Every output, in order (for comparing two engines).
+    pub(super) log: Vec<Output>,
+}
+
+impl Harness {
+    pub(super) fn new(options: TrainingOptions, n: usize) -> Self {
+        let strategy = Box::new(FedAvgM::new(options.local_steps, options.momentum));
+        let engine = Engine::new(options, data(n), strategy, vec![0.25; PARAMS]);
+        Self::around(engine)
+    }
+
+    pub(super) fn around(engine: Engine) -> Self {
+        Self {
+            engine,
+            now: Duration::ZERO,
+            inbox: BTreeMap::new(),
+            notices: Vec::new(),
+            closed: BTreeSet::new(),
+            finished: false,
+            failed: None,
+            log: Vec::new(),
+        }
+    }
+
+    pub(super) fn feed(&mut self, input: Input) {
+        let outputs = self.engine.handle(self.now, input);
+        for o in outputs {
+            self.log.push(o.clone());
+            match o {
+                Output::Send { conn, frame } => self.inbox.entry(conn).or_default().push(frame),
+                Output::Close { conn } => {
+                    self.closed.insert(conn);
+                }
+                Output::Evaluate { epoch, params } => {
+                    // A fake score that depends on the parameters' bits.
+                    let correct = params.iter().map(|p| p.to_bits() as u64 % 7).sum();
+                    let score = Evaluation {
+                        loss_sum: params.iter().map(|&p| p as f64).sum(),
+                        correct,
+                        count: 100,
+                    };
+                    self.feed(Input::Evaluated { epoch, score });
+                }
+                Output::Notice(n) => self.notices.push(n),
+                Output::Finished => self.finished = true,
+                Output::Failed(reason) => self.failed = Some(reason),
+            }
+        }
+    }
+
+    pub(super) fn join(&mut self, conn: ConnId, name: &str) {
+        let worker = Admitted {
+            name: name.into(),
+            kind: proto::WorkerKind::Host,
+            component: "c".repeat(64),
+        };
+        self.feed(Input::Joined { conn, worker });
+    }
+
+    pub(super) fn frame(&mut self, conn: ConnId, message: &Message) {
+        let bytes = proto::encode(message);
+        self.feed(Input::Frame {
+            conn,
+            bytes: bytes.len(),
+            message: proto::decode(&bytes).unwrap(),
+        });
+    }
+
+    /// Frames waiting for `conn`, decoded, in order (and taken out).
+    pub(super) fn take(&mut self, conn: ConnId) -> Vec<Message> {
+        self.inbox
+            .remove(&conn)
+            .unwrap_or_default()
+            .iter()
+            .map(|f| proto::decode(f).unwrap())
+            .collect()
+    }
+
+    /// Delivers `conn`'s frames to `worker` and the worker's replies back.
+    pub(super) fn exchange(
+        &mut self,
+        conn: ConnId,
+        worker: &mut WorkerSession<FakeTrainer>,
+    ) -> usize {
+        let frames = self.inbox.remove(&conn).unwrap_or_default();
+        let mut replies = 0;
+        for f in frames {
+            if let Some(reply) = worker.handle(&f) {
+                replies += 1;
+                self.frame(conn, &proto::decode(&reply).unwrap());
+            }
+        }
+        replies
+    }
+
+    /// Ledger lines per epoch: the sample indices credited.
+    pub(super) fn credited(&self) -> BTreeMap<usize, Vec<u32>> {
+        let mut out: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for n in &self.notices {
+            if let Notice::Completed(entries) = n {
+                for e in entries {
+                    out.entry(e.epoch).or_default().extend(&e.samples);
+                }
+            }
+        }
+        out.values_mut().for_each(|v| v.sort_unstable());
+        out
+    }
+
+    pub(super) fn refusals(&self) -> Vec<String> {
+        self.notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Refused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(super) fn requeues(&self) -> Vec<(String, usize, Requeue)> {
+        self.notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::Requeued {
+                    worker,
+                    batches,
+                    why,
+                } => Some((worker.clone(), *batches, why.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Joins `names` as connections 1, 2, … with a fake worker each.
+pub(super) fn workers(h: &mut Harness, names: &[&str]) -> Vec<WorkerSession<FakeTrainer>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut w = session(name);
+            w.hello().unwrap();
+            h.join(i as ConnId + 1, name);
+            w
+        })
+        .collect()
+}
+
+/// Lets every worker answer until the run is over.
+pub(super) fn run_to_end(h: &mut Harness, ws: &mut [WorkerSession<FakeTrainer>]) {
+    for _ in 0..10_000 {
+        if h.finished {
+            // Deliver the goodbyes.
+            for (i, w) in ws.iter_mut().enumerate() {
+                h.exchange(i as ConnId + 1, w);
+            }
+            return;
+        }
+        h.now += Duration::from_millis(10);
+        let mut any = 0;
+        for (i, w) in ws.iter_mut().enumerate() {
+            any += h.exchange(i as ConnId + 1, w);
+        }
+        if any == 0 {
+            h.feed(Input::Tick);
+        }
+    }
+    panic!("the run did not finish");
+}
+
+pub(super) fn every_sample_once(h: &Harness, n: u32, epochs: usize) {
+    let credited = h.credited();
+    assert_eq!(credited.len(), epochs, "epochs credited");
+    for (epoch, samples) in credited {
+        assert_eq!(samples, (0..n).collect::<Vec<_>>(), "epoch {epoch}");
+    }
+}
+
+/// The assignment waiting for `conn`.
+pub(super) fn assignment(h: &mut Harness, conn: ConnId) -> proto::Assign {
+    h.take(conn)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::Assign(a) => Some(a),
+            _ => None,
+        })
+        .expect("an assignment")
+}
+
+pub(super) fn result(a: &proto::Assign, values: Vec<f32>) -> proto::RoundResult {
+    proto::RoundResult {
+        round: a.round,
+        params_version: a.params_version,
+        samples: a.labels.len() as u32,
+        loss_sum: 1.0,
+        correct: 0,
+        kind: UpdateKind::Delta,
+        values,
+    }
+}

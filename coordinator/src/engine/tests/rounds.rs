@@ -1,0 +1,189 @@
+//! Epochs, assignments, joins, leaves and deadlines.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hearth_protocol::{self as proto, IMAGE_LEN, Message, UpdateKind};
+
+use super::*;
+
+#[test]
+fn two_epochs_use_every_sample_once_and_everyone_is_told_goodbye() {
+    let mut h = Harness::new(options(), 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.failed.is_none());
+    assert!(
+        ws.iter()
+            .all(|w| w.phase() == hearth_session::Phase::Finished)
+    );
+    assert_eq!(h.closed, BTreeSet::from([1, 2]));
+    let epochs: Vec<_> = h
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::EpochFinished(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    // 13 batches of 4 (the last has 2), 2 workers × 2 local steps per round.
+    assert_eq!(epochs[0].rounds, 4);
+    assert_eq!(
+        epochs[0].train_accuracy,
+        25.0 / 50.0,
+        "labels 0-4 count as right"
+    );
+    assert!(epochs[0].bytes_sent > 50 * IMAGE_LEN as u64);
+    assert_ne!(h.engine.global(), &[0.25; PARAMS], "the model moved");
+}
+
+#[test]
+fn assignments_follow_the_ledger_the_schedule_and_the_strategy() {
+    let mut h = Harness::new(options(), 50);
+    workers(&mut h, &["a", "b"]);
+    let assigns: Vec<proto::Assign> = [1, 2]
+        .into_iter()
+        .flat_map(|c| h.take(c))
+        .filter_map(|m| match m {
+            Message::Assign(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assigns.len(), 2, "one each in round 1");
+    for a in &assigns {
+        assert_eq!(
+            (a.round, a.params_version, a.reply),
+            (1, 0, UpdateKind::Delta)
+        );
+        assert_eq!(a.steps, vec![4, 4], "local_steps batches of 4");
+        assert_eq!(
+            a.learning_rate, 0.5,
+            "the cosine schedule starts at the peak"
+        );
+        assert_eq!(a.params, vec![0.25; PARAMS]);
+    }
+    let Some(Message::Welcome(w)) = session_welcome(&mut h) else {
+        panic!("a welcome first")
+    };
+    assert_eq!(
+        (w.arch.as_str(), w.seed, w.optimizer.momentum),
+        ("toy", 7, 0.0)
+    );
+}
+
+/// The welcome a newly joined connection gets.
+fn session_welcome(h: &mut Harness) -> Option<Message> {
+    h.join(9, "late");
+    h.take(9).into_iter().next()
+}
+
+#[test]
+fn a_worker_joining_mid_epoch_trains_from_the_next_round() {
+    let mut o = options();
+    o.min_workers = 1;
+    let mut h = Harness::new(o, 50);
+    let mut a = workers(&mut h, &["a"]).remove(0);
+    // Round 1 goes to a alone.
+    let mut b = session("b");
+    b.hello().unwrap();
+    h.join(2, "b");
+    let first = h.take(2);
+    assert!(
+        matches!(first.as_slice(), [Message::Welcome(_)]),
+        "{first:?}"
+    );
+    b.handle(&proto::encode(&first[0]));
+    h.exchange(1, &mut a);
+    // Round 2: both.
+    let round2: Vec<u64> = [1, 2]
+        .into_iter()
+        .flat_map(|c| {
+            h.inbox
+                .get(&c)
+                .into_iter()
+                .flatten()
+                .filter_map(|f| match proto::decode(f) {
+                    Ok(Message::Assign(a)) => Some(a.round),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(round2, vec![2, 2]);
+    let mut ws = vec![a, b];
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+}
+
+#[test]
+fn a_worker_leaving_mid_round_by_close_or_goodbye_gives_its_batches_back() {
+    for goodbye in [false, true] {
+        let mut h = Harness::new(options(), 50);
+        let mut ws = workers(&mut h, &["a", "b"]);
+        // b takes its assignment and leaves without answering.
+        h.take(2);
+        if goodbye {
+            let bye = Message::Goodbye(proto::Goodbye {
+                reason: "cannot build".into(),
+            });
+            h.frame(2, &bye);
+            assert!(h.closed.contains(&2), "a goodbye closes the connection");
+        } else {
+            h.feed(Input::Left { conn: 2 });
+        }
+        assert_eq!(h.requeues(), vec![("b".into(), 2, Requeue::Left)]);
+        h.exchange(1, &mut ws[0]);
+        let mut ws = vec![ws.remove(0)];
+        run_to_end(&mut h, &mut ws);
+        every_sample_once(&h, 50, 2);
+    }
+}
+
+#[test]
+fn a_missed_deadline_requeues_and_the_late_result_is_not_averaged() {
+    let mut h = Harness::new(options(), 50);
+    let mut ws = workers(&mut h, &["a", "slow"]);
+    h.exchange(1, &mut ws[0]);
+    let late = h.inbox.remove(&2).unwrap();
+    let deadline = h.engine.next_deadline().unwrap();
+    assert_eq!(
+        deadline,
+        Duration::from_secs(10),
+        "speed unknown: the round timeout"
+    );
+    h.now = deadline;
+    h.feed(Input::Tick);
+    let requeued = h.requeues();
+    assert!(
+        matches!(&requeued[..], [(w, 2, Requeue::MissedDeadline { .. })] if w == "slow"),
+        "{requeued:?}"
+    );
+    let version = h.engine.state().version;
+    // The round closed with a's result; the next rounds go to a alone.
+    let next: Vec<Message> = h.take(2);
+    assert!(
+        next.is_empty(),
+        "a silent worker gets nothing new: {next:?}"
+    );
+    // Its late answer is refused, not averaged, and brings it back.
+    for f in late {
+        if let Some(reply) = ws[1].handle(&f) {
+            h.frame(2, &proto::decode(&reply).unwrap());
+        }
+    }
+    assert_eq!(
+        h.engine.state().version,
+        version,
+        "the late result changed nothing"
+    );
+    assert!(h.refusals().iter().any(|r| r.contains("not given")));
+    assert!(
+        h.notices
+            .iter()
+            .any(|n| matches!(n, Notice::Back { worker } if worker == "slow"))
+    );
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+}
