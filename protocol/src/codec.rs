@@ -45,18 +45,22 @@ fn frame(kind: u8, header: &impl Serialize, payload_len: usize) -> Vec<u8> {
     out
 }
 
+/// Appends `values` as little-endian bytes (sized once, then filled: the
+/// compiler turns the loop into wide copies).
 fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
-    out.reserve(values.len() * 4);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    let start = out.len();
+    out.resize(start + values.len() * 4, 0);
+    for (dst, v) in out[start..].chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
     }
 }
 
 fn get_f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    let mut values = vec![0.0f32; bytes.len() / 4];
+    for (v, src) in values.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+    }
+    values
 }
 
 /// Encodes a message as one binary frame.
