@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 
 use crate::engine::{Notice, WorkerReport};
-use crate::observe::{Observer, shown};
+use crate::observe::Observer;
 
 /// Rounds kept for the loss chart (older ones are dropped).
 const ROUND_HISTORY: usize = 5_000;
@@ -50,29 +50,14 @@ pub struct EpochPoint {
     pub bytes: u64,
 }
 
-/// A worker as the dashboard lists it.
+/// A worker as the dashboard lists it: its report and the architecture it trains.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerRow {
-    /// Its name.
-    pub name: String,
-    /// `host` or `browser`.
-    pub kind: String,
+    /// Its totals.
+    #[serde(flatten)]
+    pub report: WorkerReport,
     /// Architecture it trains.
     pub arch: String,
-    /// Digest of the code it runs (first 12 hex digits).
-    pub component: String,
-    /// Still connected.
-    pub connected: bool,
-    /// Rounds completed and credited by the ledger.
-    pub rounds: u64,
-    /// Images trained on.
-    pub images: u64,
-    /// Training throughput.
-    pub images_per_second: f64,
-    /// Bytes the coordinator sent it.
-    pub bytes_sent_to: u64,
-    /// Bytes it sent the coordinator.
-    pub bytes_received_from: u64,
 }
 
 /// The whole snapshot, served as `/api/status`.
@@ -206,25 +191,6 @@ impl Dashboard {
     }
 }
 
-/// A worker report as a row of the dashboard's list.
-fn row(r: &WorkerReport, arch: &str) -> WorkerRow {
-    WorkerRow {
-        name: shown(&r.name),
-        kind: match r.kind {
-            hearth_protocol::WorkerKind::Host => "host".into(),
-            hearth_protocol::WorkerKind::Browser => "browser".into(),
-        },
-        arch: arch.to_string(),
-        component: r.component.chars().take(12).collect(),
-        connected: r.connected,
-        rounds: r.rounds,
-        images: r.images,
-        images_per_second: r.images_per_second,
-        bytes_sent_to: r.bytes_sent_to,
-        bytes_received_from: r.bytes_received_from,
-    }
-}
-
 impl Observer for Dashboard {
     fn notice(&mut self, notice: &Notice) -> anyhow::Result<()> {
         match notice {
@@ -249,8 +215,14 @@ impl Observer for Dashboard {
             }
             Notice::Workers(reports) => {
                 let arch = self.lock().status.arch.clone();
-                let mut rows: Vec<WorkerRow> = reports.iter().map(|r| row(r, &arch)).collect();
-                rows.sort_by_key(|r| !r.connected);
+                let mut rows: Vec<WorkerRow> = reports
+                    .iter()
+                    .map(|r| WorkerRow {
+                        report: r.clone(),
+                        arch: arch.clone(),
+                    })
+                    .collect();
+                rows.sort_by_key(|r| !r.report.connected);
                 self.set_workers(rows);
             }
             Notice::EpochFinished(m) => self.record_epoch(EpochPoint {

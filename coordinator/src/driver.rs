@@ -11,7 +11,7 @@ use hearth_mnist::Split;
 use hearth_runtime::ComponentModel;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::{Admitted, ConnId, Engine, Evaluation, Input, Output};
+use crate::engine::{ConnId, Engine, Evaluation, Input, Output};
 use crate::observe::Observer;
 use crate::session::Event;
 
@@ -117,36 +117,19 @@ fn input(
     match event {
         Event::Joined {
             conn,
-            name,
-            capabilities,
-            component,
+            worker,
             frames,
         } => {
             senders.insert(conn, frames);
             open.insert(conn);
-            Input::Joined {
-                conn,
-                worker: Admitted {
-                    name,
-                    kind: capabilities.kind,
-                    component,
-                },
+            Input::Joined { conn, worker }
+        }
+        Event::Input(input) => {
+            if let Input::Left { conn } = input {
+                open.remove(&conn);
+                senders.remove(&conn);
             }
+            input
         }
-        Event::Left { conn } => {
-            open.remove(&conn);
-            senders.remove(&conn);
-            Input::Left { conn }
-        }
-        Event::Frame {
-            conn,
-            bytes,
-            message,
-        } => Input::Frame {
-            conn,
-            bytes,
-            message,
-        },
-        Event::Garbage { conn, bytes, error } => Input::Garbage { conn, bytes, error },
     }
 }

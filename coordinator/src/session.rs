@@ -10,52 +10,29 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use hearth_protocol::{self as proto, Capabilities, Message};
+use hearth_protocol::{self as proto, Message};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use crate::observe::shown;
 
 pub use crate::engine::ConnId;
+use crate::engine::{Admitted, Input};
 
-/// What sessions report to the training loop.
+/// What sessions report to the training loop: an admission, with the
+/// channel that sends to the worker, or an input for the round engine.
 #[derive(Debug)]
 pub enum Event {
     /// A worker was admitted; `frames` sends to it.
     Joined {
         /// Connection.
         conn: ConnId,
-        /// Worker name from its hello.
-        name: String,
-        /// Its capabilities.
-        capabilities: Capabilities,
-        /// Digest of the code it runs.
-        component: String,
+        /// Who it is.
+        worker: Admitted,
         /// Outgoing frames.
         frames: UnboundedSender<Vec<u8>>,
     },
-    /// A well-formed message and its size on the wire.
-    Frame {
-        /// Connection.
-        conn: ConnId,
-        /// Bytes received.
-        bytes: usize,
-        /// The message.
-        message: Message,
-    },
-    /// Bytes that are not a message of the protocol.
-    Garbage {
-        /// Connection.
-        conn: ConnId,
-        /// Bytes received.
-        bytes: usize,
-        /// Why they were refused.
-        error: String,
-    },
-    /// The connection closed or failed.
-    Left {
-        /// Connection.
-        conn: ConnId,
-    },
+    /// A frame, garbage, or the end of the connection.
+    Input(Input),
 }
 
 /// Shared by all sessions.
@@ -144,9 +121,11 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
     let (tx, mut rx) = unbounded_channel::<Vec<u8>>();
     let joined = Event::Joined {
         conn,
-        name: hello.worker_id.clone(),
-        capabilities: hello.capabilities,
-        component: hello.component_digest,
+        worker: Admitted {
+            name: hello.worker_id,
+            kind: hello.capabilities.kind,
+            component: hello.component_digest,
+        },
         frames: tx,
     };
     if admission.events.send(joined).is_err() {
@@ -171,15 +150,15 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Binary(b))) => {
                     let event = match proto::decode(&b) {
-                        Ok(message) => Event::Frame { conn, bytes: b.len(), message },
-                        Err(e) => Event::Garbage { conn, bytes: b.len(), error: e.to_string() },
+                        Ok(message) => Event::Input(Input::Frame { conn, bytes: b.len(), message }),
+                        Err(e) => Event::Input(Input::Garbage { conn, bytes: b.len(), error: e.to_string() }),
                     };
                     if admission.events.send(event).is_err() {
                         break;
                     }
                 }
                 Some(Ok(WsMessage::Text(t))) => {
-                    let event = Event::Garbage { conn, bytes: t.len(), error: "text frame: the protocol is binary".into() };
+                    let event = Event::Input(Input::Garbage { conn, bytes: t.len(), error: "text frame: the protocol is binary".into() });
                     if admission.events.send(event).is_err() {
                         break;
                     }
@@ -190,5 +169,5 @@ async fn run(mut socket: WebSocket, admission: Arc<Admission>) {
         }
     }
     let _ = socket.send(WsMessage::Close(None)).await;
-    let _ = admission.events.send(Event::Left { conn });
+    let _ = admission.events.send(Event::Input(Input::Left { conn }));
 }

@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.05)]
     pub lr: f32,
     /// Learning-rate schedule over the run: cosine (decay to 0) or constant.
-    #[arg(long, default_value = "cosine", value_parser = parse_schedule)]
+    #[arg(long, default_value_t = LrSchedule::Cosine)]
     pub lr_schedule: LrSchedule,
     /// Momentum.
     #[arg(long, default_value_t = 0.9)]
@@ -259,10 +259,6 @@ fn evaluate(backend: &mut Backend, split: &Split) -> Result<(f64, f64)> {
         loss / split.len() as f64,
         correct as f64 / split.len() as f64,
     ))
-}
-
-fn parse_schedule(s: &str) -> Result<LrSchedule, String> {
-    LrSchedule::parse(s).ok_or_else(|| format!("unknown schedule {s:?}: use cosine or constant"))
 }
 
 fn progress(quiet: bool, len: u64, epoch: usize, epochs: usize) -> ProgressBar {

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 pub use hearth_worker::OptimizerConfig;
 
-/// What kind of device a worker is.
+/// What kind of device a worker is (`host` or `browser` in JSON reports;
+/// postcard on the wire encodes the variant's index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WorkerKind {
     /// `hearth-host`: wasmtime on a device.
     Host,
