@@ -12,6 +12,9 @@ use clap::parser::ValueSource;
 use hearth_worker::{LrSchedule, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::UpdateGuard;
+use crate::strategy::Aggregate;
+
 /// How a run trains: what the round engine and the strategy need (and what
 /// a saved run state carries with it).
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,23 @@ pub struct TrainingOptions {
     /// wait for the household's devices forever).
     #[arg(long)]
     pub join_timeout: Option<u64>,
+    /// What to do with an update whose norm is past the bound: reject (its
+    /// batches go to other workers) or clip (scale it down to the bound).
+    #[arg(long, value_enum, default_value_t = UpdateGuard::Reject)]
+    pub update_guard: UpdateGuard,
+    /// The bound: this many times the median norm, per batch, of the recent
+    /// accepted updates (before there are any: the model's own norm).
+    #[arg(long, default_value_t = 10.0)]
+    pub norm_factor: f32,
+    /// Refused messages in a row that put a worker on probation (one batch a
+    /// round, reported) until it sends as many good results in a row.
+    #[arg(long, default_value_t = 3)]
+    pub strikes: u32,
+    /// How the round's updates are combined: mean (FedAvg, weighted by
+    /// samples), or coordinate-wise median or trimmed-mean, for a household
+    /// that suspects a device.
+    #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
+    pub aggregate: Aggregate,
 }
 
 impl TrainingOptions {
@@ -84,6 +104,10 @@ impl TrainingOptions {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
         anyhow::ensure!(self.local_steps >= 1, "--local-steps must be at least 1");
+        anyhow::ensure!(
+            self.norm_factor.is_finite() && self.norm_factor > 1.0,
+            "--norm-factor must be a number above 1"
+        );
         self.optimizer()
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))

@@ -94,7 +94,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     let local = opts.local_workers.unwrap_or(0);
     let workers = LocalWorkers::spawn(local, &url, &opts.token)?;
     let start = Instant::now();
-    let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum));
+    let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
     let mut engine = Engine::new(
         t.clone(),
         Arc::new(data.train),

@@ -15,6 +15,7 @@
 
 mod checks;
 mod epoch;
+mod guard;
 mod notice;
 mod round;
 mod state;
@@ -30,6 +31,7 @@ use hearth_protocol::{self as proto, Message, WorkerKind};
 use crate::options::TrainingOptions;
 use crate::strategy::Strategy;
 
+pub use guard::{GuardState, UpdateGuard, Verdict};
 pub use notice::{EpochMetrics, Notice, Requeue, RoundReport};
 pub use state::{ConnId, Now, Phase, RunState, WorkerReport, WorkerSlot};
 
@@ -159,6 +161,7 @@ impl Engine {
             round_progress: Default::default(),
             workers: Default::default(),
             departed: Default::default(),
+            guard: Default::default(),
         };
         Self {
             state,

@@ -133,6 +133,28 @@ pub enum Notice {
         /// Why.
         why: Requeue,
     },
+    /// A worker's messages were refused `strikes` times in a row: it is on
+    /// probation (one batch a round) until it sends as many good results.
+    Suspect {
+        /// Its name.
+        worker: String,
+        /// The last refusal's reason.
+        reason: String,
+    },
+    /// A worker on probation sent enough good results in a row.
+    Trusted {
+        /// Its name.
+        worker: String,
+    },
+    /// An update past the norm bound was scaled down to it.
+    Clipped {
+        /// Whose.
+        worker: String,
+        /// Its norm as sent.
+        from: f64,
+        /// The bound.
+        to: f64,
+    },
     /// A worker that had missed a deadline answers again.
     Back {
         /// Its name.

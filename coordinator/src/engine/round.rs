@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hearth_protocol::{self as proto, Message, RoundResult};
 
+use super::guard::Verdict;
 use super::notice::{Notice, Requeue, RoundReport};
 use super::state::{Busy, ConnId, Now, Phase};
 use super::{Engine, Output, checks};
@@ -54,7 +55,13 @@ impl Engine {
             pending: current.ledger.pending(),
             learning_rate: lr,
         };
-        let instructions = self.strategy.configure_fit(&context, &views);
+        let mut instructions = self.strategy.configure_fit(&context, &views);
+        for (fit, view) in instructions.iter_mut().zip(&views) {
+            if self.state.guard.suspects.contains_key(&view.name) {
+                // On probation: one batch a round, so it can show it trains.
+                fit.batches = fit.batches.min(1);
+            }
+        }
         if instructions.iter().all(|i| i.batches == 0) {
             return false;
         }
@@ -121,7 +128,7 @@ impl Engine {
     /// A result from `conn`: checked, then credited to the ledger and kept
     /// for aggregation, or refused (and its batches requeued if it answers
     /// the worker's round).
-    pub(super) fn result(&mut self, now: Now, conn: ConnId, r: RoundResult) {
+    pub(super) fn result(&mut self, now: Now, conn: ConnId, mut r: RoundResult) {
         let params = self.state.global.len();
         let Some(busy) = self.state.workers.get(&conn).and_then(|w| w.busy.clone()) else {
             let reason = "a result for a round this worker was not given".to_string();
@@ -136,6 +143,27 @@ impl Engine {
             self.refuse(conn, Some(r.round), reason);
             return;
         }
+        let model_norm = self
+            .state
+            .global
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        let o = &self.state.options;
+        let (guard, factor) = (o.update_guard, f64::from(o.norm_factor));
+        let verdict = self
+            .state
+            .guard
+            .judge(&mut r, busy.batches.len(), model_norm, guard, factor);
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(reason) => {
+                self.release(conn, Requeue::Rejected);
+                self.refuse(conn, Some(r.round), reason);
+                return;
+            }
+        };
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
@@ -151,6 +179,10 @@ impl Engine {
             }
         };
         w.rounds += 1;
+        w.strikes = 0;
+        w.streak += 1;
+        let trusted = w.streak >= self.state.options.strikes.max(1)
+            && self.state.guard.suspects.remove(&w.name).is_some();
         w.images += u64::from(busy.samples);
         w.busy_seconds += now.saturating_sub(busy.sent).as_secs_f64();
         let worker = w.name.clone();
@@ -164,6 +196,30 @@ impl Engine {
             samples: r.samples,
             update: r.values,
         });
+        if let Verdict::Clipped { from, to } = verdict {
+            let worker = self
+                .state
+                .round_progress
+                .results
+                .last()
+                .map(|r| r.worker.clone());
+            self.notice(Notice::Clipped {
+                worker: worker.unwrap_or_default(),
+                from,
+                to,
+            });
+        }
+        if trusted {
+            let worker = self
+                .state
+                .round_progress
+                .results
+                .last()
+                .map(|r| r.worker.clone());
+            self.notice(Notice::Trusted {
+                worker: worker.unwrap_or_default(),
+            });
+        }
         self.notice(Notice::Completed(entries));
     }
 

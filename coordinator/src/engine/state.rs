@@ -8,6 +8,7 @@ use std::time::Duration;
 use hearth_protocol::{UpdateKind, WorkerKind};
 use serde::{Deserialize, Serialize};
 
+use super::guard::GuardState;
 use crate::ledger::{BatchId, Ledger};
 use crate::options::TrainingOptions;
 use crate::strategy::{FitFailure, FitResult, StrategyState};
@@ -88,6 +89,10 @@ pub struct WorkerSlot {
     pub bytes_out: u64,
     /// Messages of its that were refused.
     pub rejected: u64,
+    /// Refused messages in a row.
+    pub strikes: u32,
+    /// Accepted results in a row.
+    pub streak: u32,
 }
 
 impl WorkerSlot {
@@ -105,6 +110,8 @@ impl WorkerSlot {
             bytes_in: 0,
             bytes_out: 0,
             rejected: 0,
+            strikes: 0,
+            streak: 0,
         }
     }
 
@@ -130,6 +137,7 @@ impl WorkerSlot {
             bytes_sent_to: self.bytes_out,
             bytes_received_from: self.bytes_in,
             rejected_results: self.rejected,
+            suspect: None,
         }
     }
 }
@@ -157,6 +165,8 @@ pub struct WorkerReport {
     pub bytes_received_from: u64,
     /// Its messages that were refused.
     pub rejected_results: u64,
+    /// Why it is on probation (one batch a round), if it is.
+    pub suspect: Option<String>,
 }
 
 impl WorkerReport {
@@ -255,6 +265,8 @@ pub struct RunState {
     pub workers: BTreeMap<ConnId, WorkerSlot>,
     /// Totals of workers that left, by name.
     pub departed: BTreeMap<String, WorkerReport>,
+    /// Recent honest update norms and the workers on probation.
+    pub guard: GuardState,
 }
 
 impl RunState {
@@ -280,7 +292,12 @@ impl RunState {
                 }
             }
         }
-        all.into_values().collect()
+        all.into_values()
+            .map(|mut r| {
+                r.suspect = self.guard.suspects.get(&r.name).cloned();
+                r
+            })
+            .collect()
     }
 
     /// Bytes sent and received so far, over every connection.

@@ -102,8 +102,23 @@ impl Engine {
             return;
         };
         w.rejected += 1;
+        w.strikes += 1;
+        w.streak = 0;
+        let strikes = w.strikes;
         let worker = w.name.clone();
         self.state.round_progress.totals.rejected += 1;
+        if strikes >= self.state.options.strikes.max(1)
+            && !self.state.guard.suspects.contains_key(&worker)
+        {
+            self.state
+                .guard
+                .suspects
+                .insert(worker.clone(), reason.clone());
+            self.notice(Notice::Suspect {
+                worker: worker.clone(),
+                reason: reason.clone(),
+            });
+        }
         self.send(
             conn,
             &Message::Error(proto::ErrorReport {
@@ -123,7 +138,8 @@ impl Engine {
             return;
         };
         w.bytes_in += bytes as u64;
-        let back = std::mem::replace(&mut w.missed, false);
+        // Only a result shows it works again (anything else is cheap to send).
+        let back = matches!(message, Message::Result(_)) && std::mem::replace(&mut w.missed, false);
         let worker = w.name.clone();
         let busy_round = w.busy.as_ref().map(|b| b.round);
         if back {

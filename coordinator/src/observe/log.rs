@@ -56,6 +56,20 @@ impl Observer for Log {
                     ),
                 }
             }
+            Notice::Suspect { worker, reason } => tracing::warn!(
+                worker = %shown(worker),
+                reason = %shown(reason),
+                "on probation: its messages keep being refused (one batch a round until it sends good results)"
+            ),
+            Notice::Trusted { worker } => {
+                tracing::info!(worker = %shown(worker), "off probation: good results again")
+            }
+            Notice::Clipped { worker, from, to } => tracing::warn!(
+                worker = %shown(worker),
+                norm = from,
+                bound = to,
+                "update past the norm bound, scaled down to it"
+            ),
             Notice::Back { worker } => {
                 tracing::info!(worker = %shown(worker), "answers again; back in the rounds")
             }

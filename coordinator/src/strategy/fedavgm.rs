@@ -3,8 +3,10 @@
 use hearth_protocol::UpdateKind;
 use hearth_worker::OptimizerConfig;
 
+use super::aggregate::combine;
 use super::{
-    FitFailure, FitInstruction, FitResult, RoundContext, Strategy, StrategyState, WorkerView,
+    Aggregate, FitFailure, FitInstruction, FitResult, RoundContext, Strategy, StrategyState,
+    WorkerView,
 };
 
 /// Name of the server-momentum tensor in [`StrategyState`].
@@ -21,6 +23,7 @@ const VELOCITY: &str = "velocity";
 pub struct FedAvgM {
     local_steps: usize,
     momentum: f32,
+    rule: Aggregate,
     velocity: Vec<f32>,
 }
 
@@ -30,8 +33,14 @@ impl FedAvgM {
         Self {
             local_steps: local_steps.max(1),
             momentum,
+            rule: Aggregate::Mean,
             velocity: Vec::new(),
         }
+    }
+
+    /// The same strategy combining updates by `rule` instead of the mean.
+    pub fn with_aggregate(self, rule: Aggregate) -> Self {
+        Self { rule, ..self }
     }
 }
 
@@ -75,8 +84,8 @@ impl FedAvgM {
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
-            "fedavgm(local_steps={}, momentum={})",
-            self.local_steps, self.momentum
+            "fedavgm(local_steps={}, momentum={}, aggregate={:?})",
+            self.local_steps, self.momentum, self.rule
         )
     }
 
@@ -123,13 +132,7 @@ impl Strategy for FedAvgM {
         if self.velocity.len() != global.len() {
             self.velocity = vec![0.0; global.len()];
         }
-        let mut mean = vec![0.0f32; global.len()];
-        for c in results {
-            let weight = (c.samples as f64 / total) as f32;
-            for (m, d) in mean.iter_mut().zip(&c.update) {
-                *m += weight * d;
-            }
-        }
+        let mean = combine(self.rule, results, global.len());
         for ((w, v), d) in global.iter_mut().zip(self.velocity.iter_mut()).zip(&mean) {
             *v = self.momentum * *v + d;
             *w += *v;

@@ -4,6 +4,7 @@
 //! testable without sockets. The round engine calls it; the strategy never
 //! sees a connection.
 
+mod aggregate;
 mod fedavgm;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,19 @@ use hearth_worker::OptimizerConfig;
 use serde::{Deserialize, Serialize};
 
 pub use fedavgm::FedAvgM;
+
+/// How a round's updates are combined into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregate {
+    /// The mean weighted by samples (FedAvg).
+    Mean,
+    /// The coordinate-wise median (robust to a minority of bad updates).
+    Median,
+    /// The coordinate-wise mean of what is left after dropping the largest
+    /// and smallest fifth (at least one each with three or more updates).
+    TrimmedMean,
+}
 
 /// A connected worker as a strategy sees it.
 #[derive(Debug, Clone)]

@@ -50,6 +50,10 @@ pub(super) fn options() -> TrainingOptions {
         min_workers: 2,
         round_timeout: 10,
         join_timeout: None,
+        update_guard: crate::engine::UpdateGuard::Reject,
+        norm_factor: 10.0,
+        strikes: 3,
+        aggregate: crate::strategy::Aggregate::Mean,
     }
 }
 
@@ -84,7 +88,7 @@ impl Trainer for FakeTrainer {
         let signal: f32 = pixels.iter().step_by(97).map(|&p| p as f32).sum::<f32>() / 1000.0
             + labels.iter().map(|&l| l as f32).sum::<f32>();
         for (j, p) in self.params.iter_mut().enumerate() {
-            *p -= self.lr * (*p - signal / (j + 1) as f32) / 8.0;
+            *p -= self.lr * (*p - signal / (j + 1) as f32) / 800.0;
         }
         Ok((0.5, labels.iter().filter(|&&l| l < 5).count() as u32))
     }

@@ -1,0 +1,209 @@
+//! What keeps one bad device from wrecking the run: statistics in range, an
+//! update norm bounded by the recent honest ones, nothing-updates refused,
+//! and probation for workers whose messages keep being refused.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hearth_protocol::RoundResult;
+use serde::{Deserialize, Serialize};
+
+/// What to do with an update whose norm is past the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateGuard {
+    /// Refuse it (its batches go to other workers).
+    Reject,
+    /// Scale it down to the bound and use it.
+    Clip,
+}
+
+/// Accepted update norms (per batch) the bound is computed from.
+const WINDOW: usize = 64;
+/// Norms needed before the bound follows them (until then: the model's own norm).
+const CALIBRATED: usize = 3;
+/// An update below this fraction of the median norm did no training.
+const FLOOR: f64 = 1e-4;
+/// Largest mean per-sample loss taken as real (cross-entropy of a badly
+/// wrong f32 prediction stays far below it).
+const MAX_MEAN_LOSS: f64 = 1e3;
+
+/// The guard's memory, part of the run state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardState {
+    /// Recent accepted update norms, per batch.
+    pub recent: VecDeque<f64>,
+    /// Workers on probation, by name, with the last reason.
+    pub suspects: BTreeMap<String, String>,
+}
+
+/// How an update passed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// As sent.
+    Accepted,
+    /// Scaled down from `from` to `to` (norms).
+    Clipped {
+        /// Its norm as sent.
+        from: f64,
+        /// The bound.
+        to: f64,
+    },
+}
+
+impl GuardState {
+    fn median(&self) -> Option<f64> {
+        if self.recent.len() < CALIBRATED {
+            return None;
+        }
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+
+    /// Checks the statistics and the norm of `r` (already well formed, for
+    /// `batches` batches, against a model of norm `model_norm`); clips it in
+    /// place if `guard` says so. The error is the reason to refuse it.
+    pub fn judge(
+        &mut self,
+        r: &mut RoundResult,
+        batches: usize,
+        model_norm: f64,
+        guard: UpdateGuard,
+        factor: f64,
+    ) -> Result<Verdict, String> {
+        let samples = f64::from(r.samples.max(1));
+        if !r.loss_sum.is_finite() || r.loss_sum < 0.0 || r.loss_sum > samples * MAX_MEAN_LOSS {
+            return Err(format!(
+                "loss sum {} is not a loss of {} samples",
+                r.loss_sum, r.samples
+            ));
+        }
+        if r.correct > r.samples {
+            return Err(format!("{} correct of {} samples", r.correct, r.samples));
+        }
+        let batches = batches.max(1) as f64;
+        let norm = r
+            .values
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        let per_batch = norm / batches;
+        let median = self.median();
+        if norm == 0.0 || median.is_some_and(|m| per_batch < FLOOR * m) {
+            return Err(format!(
+                "update norm {norm:.3e} is next to nothing: no training happened"
+            ));
+        }
+        let bound = match median {
+            Some(m) => factor * m * batches,
+            // Before the bound is calibrated: no honest round moves the
+            // model by as much as its whole size.
+            None => model_norm.max(1.0),
+        };
+        let verdict = if norm <= bound {
+            Verdict::Accepted
+        } else if guard == UpdateGuard::Clip {
+            let scale = (bound / norm) as f32;
+            r.values.iter_mut().for_each(|x| *x *= scale);
+            Verdict::Clipped {
+                from: norm,
+                to: bound,
+            }
+        } else {
+            return Err(format!(
+                "update norm {norm:.3e} is past the bound {bound:.3e} ({factor} times the recent median per batch)"
+            ));
+        };
+        self.recent.push_back(per_batch.min(bound / batches));
+        while self.recent.len() > WINDOW {
+            self.recent.pop_front();
+        }
+        Ok(verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_protocol::UpdateKind;
+
+    fn result(values: Vec<f32>) -> RoundResult {
+        RoundResult {
+            round: 1,
+            params_version: 0,
+            samples: 64,
+            loss_sum: 64.0 * 2.3,
+            correct: 6,
+            kind: UpdateKind::Delta,
+            values,
+        }
+    }
+
+    #[test]
+    fn statistics_out_of_range_are_refused() {
+        let mut g = GuardState::default();
+        for (loss, correct) in [(f64::NAN, 0), (-1.0, 0), (1e300, 0), (1.0, 65)] {
+            let mut r = result(vec![0.1; 4]);
+            (r.loss_sum, r.correct) = (loss, correct);
+            assert!(g.judge(&mut r, 1, 1.0, UpdateGuard::Reject, 10.0).is_err());
+        }
+    }
+
+    #[test]
+    fn huge_and_empty_updates_are_refused_or_clipped() {
+        let mut g = GuardState::default();
+        let mut huge = result(vec![1e30; 4]);
+        let e = g
+            .judge(&mut huge, 1, 5.0, UpdateGuard::Reject, 10.0)
+            .unwrap_err();
+        assert!(e.contains("bound"), "{e}");
+        assert!(
+            g.judge(&mut result(vec![0.0; 4]), 1, 5.0, UpdateGuard::Reject, 10.0)
+                .is_err()
+        );
+        for _ in 0..5 {
+            let v = g.judge(
+                &mut result(vec![0.01; 4]),
+                1,
+                5.0,
+                UpdateGuard::Reject,
+                10.0,
+            );
+            assert_eq!(v, Ok(Verdict::Accepted));
+        }
+        // Calibrated: 0.02 per batch is the median; 2 batches may reach 0.4.
+        assert!(
+            g.judge(
+                &mut result(vec![0.15; 4]),
+                2,
+                5.0,
+                UpdateGuard::Reject,
+                10.0
+            )
+            .is_ok()
+        );
+        let mut big = result(vec![1.0; 4]);
+        let v = g.judge(&mut big, 2, 5.0, UpdateGuard::Clip, 10.0).unwrap();
+        assert!(
+            matches!(v, Verdict::Clipped { from, to } if from == 2.0 && (to - 0.4).abs() < 1e-6)
+        );
+        let clipped: f64 = big
+            .values
+            .iter()
+            .map(|&x| f64::from(x * x))
+            .sum::<f64>()
+            .sqrt();
+        assert!((clipped - 0.4).abs() < 1e-6, "{clipped}");
+        let e = g
+            .judge(
+                &mut result(vec![1e-9; 4]),
+                1,
+                5.0,
+                UpdateGuard::Reject,
+                10.0,
+            )
+            .unwrap_err();
+        assert!(e.contains("nothing"), "{e}");
+    }
+}
