@@ -144,8 +144,8 @@ fn codec() {
 fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     let mut opts = base;
     let batches = (args.rounds * args.workers).min(60_000 / opts.training.batch.max(1));
-    opts.train_limit = Some(batches * opts.training.batch);
-    opts.test_limit = Some(256);
+    opts.training.train_limit = Some(batches * opts.training.batch);
+    opts.training.test_limit = Some(256);
     opts.training.epochs = 1;
     opts.training.local_steps = 1;
     opts.training.min_workers = args.workers;
@@ -189,6 +189,7 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
         evaluator: &mut evaluator,
         test: &data.test,
         observers: vec![&mut summary, &mut counter],
+        clock: std::time::Duration::ZERO,
     }
     .run(&mut engine)?;
     for w in workers {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::engine::{Notice, WorkerReport};
+use crate::engine::{EpochMetrics, Notice, WorkerReport};
 use crate::observe::Observer;
 
 /// Rounds kept for the loss chart (older ones are dropped).
@@ -48,6 +48,20 @@ pub struct EpochPoint {
     pub test_accuracy: f64,
     /// Bytes on the wire in both directions.
     pub bytes: u64,
+}
+
+impl From<&EpochMetrics> for EpochPoint {
+    fn from(m: &EpochMetrics) -> Self {
+        EpochPoint {
+            epoch: m.epoch,
+            seconds: m.wall_seconds,
+            train_loss: m.train_loss,
+            train_accuracy: m.train_accuracy,
+            test_loss: m.test_loss,
+            test_accuracy: m.test_accuracy,
+            bytes: m.bytes_sent + m.bytes_received,
+        }
+    }
 }
 
 /// A worker as the dashboard lists it: its report and the architecture it trains.
@@ -225,15 +239,7 @@ impl Observer for Dashboard {
                 rows.sort_by_key(|r| !r.report.connected);
                 self.set_workers(rows);
             }
-            Notice::EpochFinished(m) => self.record_epoch(EpochPoint {
-                epoch: m.epoch,
-                seconds: m.wall_seconds,
-                train_loss: m.train_loss,
-                train_accuracy: m.train_accuracy,
-                test_loss: m.test_loss,
-                test_accuracy: m.test_accuracy,
-                bytes: m.bytes_sent + m.bytes_received,
-            }),
+            Notice::EpochFinished(m) => self.record_epoch(EpochPoint::from(m)),
             Notice::TrainingFinished { .. } => self.set_phase("finished"),
             _ => {}
         }

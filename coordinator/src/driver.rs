@@ -31,17 +31,21 @@ pub struct Driver<'a> {
     pub test: &'a Split,
     /// Who hears about what happens.
     pub observers: Vec<&'a mut dyn Observer>,
+    /// Where the engine's clock starts (a resumed run continues its own).
+    pub clock: Duration,
 }
 
 impl Driver<'_> {
     /// Runs `engine` until training is finished (or fails), then gives the
     /// sessions a few seconds to deliver their goodbyes.
     pub fn run(mut self, engine: &mut Engine) -> Result<()> {
-        let origin = Instant::now();
+        let started = Instant::now();
+        let clock = self.clock;
+        let now = move || clock + started.elapsed();
         let mut senders: HashMap<ConnId, UnboundedSender<Vec<u8>>> = HashMap::new();
         let mut open: HashSet<ConnId> = HashSet::new();
         let mut finished_at: Option<Instant> = None;
-        let mut outputs = engine.handle(origin.elapsed(), Input::Tick);
+        let mut outputs = engine.handle(now(), Input::Tick);
         loop {
             let mut queue = VecDeque::from(outputs);
             while let Some(output) = queue.pop_front() {
@@ -59,7 +63,7 @@ impl Driver<'_> {
                     Output::Evaluate { epoch, params } => {
                         let score = self.evaluate(&params)?;
                         let input = Input::Evaluated { epoch, score };
-                        queue.extend(engine.handle(origin.elapsed(), input));
+                        queue.extend(engine.handle(now(), input));
                     }
                     Output::Notice(notice) => {
                         for o in self.observers.iter_mut() {
@@ -80,7 +84,7 @@ impl Driver<'_> {
                 Some(at) => GOODBYE_GRACE.saturating_sub(at.elapsed()),
                 None => engine
                     .next_deadline()
-                    .map_or(MAX_WAIT, |d| d.saturating_sub(origin.elapsed()))
+                    .map_or(MAX_WAIT, |d| d.saturating_sub(now()))
                     .min(MAX_WAIT),
             };
             let input = match self.events.recv_timeout(wait) {
@@ -88,7 +92,7 @@ impl Driver<'_> {
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
                 Err(RecvTimeoutError::Disconnected) => bail!("the server stopped"),
             };
-            outputs = engine.handle(origin.elapsed(), input);
+            outputs = engine.handle(now(), input);
         }
     }
 

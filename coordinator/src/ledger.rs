@@ -83,6 +83,11 @@ impl Ledger {
         self.states.len()
     }
 
+    /// Samples in the epoch.
+    pub fn samples_total(&self) -> usize {
+        self.order.len()
+    }
+
     /// Batches waiting in the queue.
     pub fn pending(&self) -> usize {
         self.queue.len()

@@ -60,9 +60,16 @@ pub struct TrainingOptions {
     /// wait for the household's devices forever).
     #[arg(long)]
     pub join_timeout: Option<u64>,
-    /// What to do with an update whose norm is past the bound: reject (its
-    /// batches go to other workers) or clip (scale it down to the bound).
-    #[arg(long, value_enum, default_value_t = UpdateGuard::Reject)]
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// What to do with an update whose norm is past the bound: clip (scale
+    /// it down to the bound) or reject (its batches go back to the queue);
+    /// one past 100 times the bound is refused either way.
+    #[arg(long, value_enum, default_value_t = UpdateGuard::Clip)]
     pub update_guard: UpdateGuard,
     /// The bound: this many times the median norm, per batch, of the recent
     /// accepted updates (before there are any: the model's own norm).
@@ -77,6 +84,11 @@ pub struct TrainingOptions {
     /// that suspects a device.
     #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
     pub aggregate: Aggregate,
+    /// Save the run state (atomically, in OUT/run-state.bin) at a round
+    /// boundary at least this often, in seconds, and after every epoch; 0:
+    /// only after every epoch. `--resume OUT` continues from it.
+    #[arg(long, default_value_t = 5)]
+    pub checkpoint_every: u64,
 }
 
 impl TrainingOptions {
@@ -131,12 +143,6 @@ pub struct RunOptions {
     /// MNIST directory (default: the bundled copy).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Use only the first N training images.
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Use only the first N test images.
-    #[arg(long)]
-    pub test_limit: Option<usize>,
     /// Address to listen on (`train` defaults to a free loopback port, `serve` to 127.0.0.1:7070).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
@@ -149,6 +155,11 @@ pub struct RunOptions {
     /// No progress bars or worker tables.
     #[arg(long)]
     pub quiet: bool,
+    /// Continue the run saved in this directory (its last checkpoint; the
+    /// training options are the saved ones); outputs go there too.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -217,7 +228,7 @@ mod tests {
         let t = &run.training;
         assert_eq!(t.epochs, 7, "the flag wins");
         assert_eq!(
-            (t.lr, run.local_workers, t.arch.as_str(), run.train_limit),
+            (t.lr, run.local_workers, t.arch.as_str(), t.train_limit),
             (0.1, Some(2), "lenet-mxnet", Some(500))
         );
         assert_eq!(t.lr_schedule, LrSchedule::Constant);

@@ -55,10 +55,10 @@ pub fn load_data(opts: &RunOptions) -> Result<Mnist> {
     let dir = opts.data.clone().unwrap_or_else(hearth_mnist::bundled_dir);
     let mut data = hearth_mnist::load(&dir)
         .with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    if let Some(n) = opts.train_limit {
+    if let Some(n) = opts.training.train_limit {
         data.train = data.train.head(n);
     }
-    if let Some(n) = opts.test_limit {
+    if let Some(n) = opts.training.test_limit {
         data.test = data.test.head(n);
     }
     anyhow::ensure!(
@@ -70,7 +70,22 @@ pub fn load_data(opts: &RunOptions) -> Result<Mnist> {
 
 /// Trains as `opts` say and writes the results to `opts.out`.
 pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
-    let opts = mode.apply(opts);
+    let mut opts = mode.apply(opts);
+    // A resumed run trains as it was saved, in its own directory.
+    let resumed = match opts.resume.clone() {
+        Some(dir) => {
+            let (files, state) = RunFiles::resume(&dir)?;
+            anyhow::ensure!(
+                state.phase != crate::engine::Phase::Finished,
+                "the run in {} is finished: nothing to resume",
+                dir.display()
+            );
+            opts.out = dir;
+            opts.training = state.options.clone();
+            Some((files, state))
+        }
+        None => None,
+    };
     let t = &opts.training;
     t.validate()?;
     let data = load_data(&opts)?;
@@ -95,15 +110,46 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     let workers = LocalWorkers::spawn(local, &url, &opts.token)?;
     let start = Instant::now();
     let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
-    let mut engine = Engine::new(
-        t.clone(),
-        Arc::new(data.train),
-        strategy,
-        evaluator.params()?,
-    );
-    let mut files = RunFiles::create(&opts.out)?;
-    let (mut log, mut progress, mut summary) =
-        (Log, Progress::new(opts.quiet), SummaryRecorder::default());
+    let train = Arc::new(data.train);
+    let (mut files, mut engine) = match resumed {
+        Some((files, state)) => {
+            let saved = state.current.as_ref().map(|c| c.ledger.samples_total());
+            anyhow::ensure!(
+                saved.is_none_or(|n| n == train.len()),
+                "the saved run trains on {} samples, this one would on {} (same --data and --train-limit?)",
+                saved.unwrap_or(0),
+                train.len()
+            );
+            let state = state.resumed();
+            for m in &state.history {
+                dashboard.record_epoch(crate::dashboard::EpochPoint::from(m));
+            }
+            println!(
+                "resuming {} at epoch {}, round {} ({} epochs done)",
+                opts.out.display(),
+                state.epoch,
+                state.round,
+                state.history.len()
+            );
+            let engine = Engine::restore(state, train, strategy).map_err(anyhow::Error::msg)?;
+            (files, engine)
+        }
+        None => {
+            let (files, moved) = RunFiles::create(&opts.out)?;
+            if let Some(aside) = moved {
+                println!(
+                    "{} held a previous run: moved it to {}",
+                    opts.out.display(),
+                    aside.display()
+                );
+            }
+            let engine = Engine::new(t.clone(), train, strategy, evaluator.params()?);
+            (files, engine)
+        }
+    };
+    let (mut log, mut progress) = (Log, Progress::new(opts.quiet));
+    let mut summary = SummaryRecorder::resumed(&engine.state().history);
+    let clock = engine.state().clock;
     let result = Driver {
         events: &events,
         evaluator: &mut evaluator,
@@ -115,6 +161,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
             &mut dashboard,
             &mut summary,
         ],
+        clock,
     }
     .run(&mut engine);
     drop(workers);

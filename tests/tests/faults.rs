@@ -1,45 +1,13 @@
 //! A raw WebSocket client that speaks the protocol and misbehaves in every
 //! way the coordinator must survive, while a real `hearth-host` trains.
 
+use hearth_e2e::raw::{Socket, connect, next, send};
 use hearth_e2e::{assert_each_sample_once, serve, wait_success, worker};
 use hearth_protocol::{self as proto, Message};
 use tungstenite::Message as Ws;
 
-type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
-
-fn connect(url: &str) -> Socket {
-    tungstenite::connect(url).expect("connect").0
-}
-
-fn send(s: &mut Socket, m: &Message) {
-    s.send(Ws::Binary(proto::encode(m).into())).expect("send");
-}
-
-fn next(s: &mut Socket) -> Option<Message> {
-    loop {
-        match s.read() {
-            Ok(Ws::Binary(b)) => {
-                return Some(proto::decode(&b).expect("coordinator frames decode"));
-            }
-            Ok(Ws::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
 fn hello(token: &str, digest: &str) -> Message {
-    Message::Hello(proto::Hello {
-        worker_id: "mallory".into(),
-        auth_token: token.into(),
-        component_digest: digest.into(),
-        capabilities: proto::Capabilities {
-            kind: proto::WorkerKind::Host,
-            architectures: vec!["lenet5".into()],
-            threads: 1,
-            memory_mib: 64,
-            images_per_second: 0.0,
-        },
-    })
+    hearth_e2e::raw::hello_as("mallory", token, digest)
 }
 
 fn assignment(s: &mut Socket) -> proto::Assign {

@@ -65,8 +65,24 @@ impl Engine {
             requeued_batches: t.requeued,
             rejected_results: t.rejected,
         };
+        self.state.history.push(metrics.clone());
+        self.state.checkpoint_due = true;
         self.notice(Notice::EpochFinished(metrics));
         self.state.phase = Phase::Idle;
+    }
+
+    /// Hands out the state if a checkpoint is due (called between rounds only).
+    pub(super) fn maybe_checkpoint(&mut self, now: Now) {
+        let every = self.state.options.checkpoint_every;
+        let elapsed = now.saturating_sub(self.state.last_checkpoint);
+        let timely = every > 0 && elapsed >= Duration::from_secs(every);
+        if !(timely || self.state.checkpoint_due) {
+            return;
+        }
+        self.state.last_checkpoint = now;
+        self.state.checkpoint_due = false;
+        let state = Box::new(self.state());
+        self.notice(Notice::Checkpoint(state));
     }
 
     pub(super) fn finish(&mut self) {
@@ -83,6 +99,8 @@ impl Engine {
         for conn in conns {
             self.leave(conn);
         }
+        let state = Box::new(self.state());
+        self.notice(Notice::Checkpoint(state));
         self.out.push(Output::Finished);
     }
 }

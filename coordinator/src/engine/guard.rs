@@ -7,15 +7,23 @@ use std::collections::{BTreeMap, VecDeque};
 use hearth_protocol::RoundResult;
 use serde::{Deserialize, Serialize};
 
-/// What to do with an update whose norm is past the bound.
+/// What to do with an update whose norm is past the bound (one more than
+/// [`ABSURD`] times the bound is refused either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateGuard {
-    /// Refuse it (its batches go to other workers).
-    Reject,
-    /// Scale it down to the bound and use it.
+    /// Scale it down to the bound and use it (an honest batch that is merely
+    /// unusual still counts).
     Clip,
+    /// Refuse it: its batches go back to the queue. With a single worker an
+    /// honest outlier batch is then retried from the same parameters and
+    /// refused again, so this suits households with several devices.
+    Reject,
 }
+
+/// Past this many times the bound an update is refused, clipped or not: no
+/// honest step is that far from the others.
+pub const ABSURD: f64 = 100.0;
 
 /// Accepted update norms (per batch) the bound is computed from.
 const WINDOW: usize = 64;
@@ -103,7 +111,7 @@ impl GuardState {
         };
         let verdict = if norm <= bound {
             Verdict::Accepted
-        } else if guard == UpdateGuard::Clip {
+        } else if guard == UpdateGuard::Clip && norm <= ABSURD * bound {
             let scale = (bound / norm) as f32;
             r.values.iter_mut().for_each(|x| *x *= scale);
             Verdict::Clipped {
@@ -155,9 +163,12 @@ mod tests {
         let mut g = GuardState::default();
         let mut huge = result(vec![1e30; 4]);
         let e = g
-            .judge(&mut huge, 1, 5.0, UpdateGuard::Reject, 10.0)
+            .judge(&mut huge, 1, 5.0, UpdateGuard::Clip, 10.0)
             .unwrap_err();
-        assert!(e.contains("bound"), "{e}");
+        assert!(
+            e.contains("bound"),
+            "absurd is refused even when clipping: {e}"
+        );
         assert!(
             g.judge(&mut result(vec![0.0; 4]), 1, 5.0, UpdateGuard::Reject, 10.0)
                 .is_err()

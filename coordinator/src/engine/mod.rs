@@ -162,6 +162,10 @@ impl Engine {
             workers: Default::default(),
             departed: Default::default(),
             guard: Default::default(),
+            clock: Now::ZERO,
+            last_checkpoint: Now::ZERO,
+            checkpoint_due: false,
+            history: Vec::new(),
         };
         Self {
             state,
@@ -221,6 +225,7 @@ impl Engine {
 
     /// Handles one input at time `now`; returns what to do.
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Output> {
+        self.state.clock = self.state.clock.max(now);
         match input {
             Input::Joined { conn, worker } => self.join(conn, worker),
             Input::Left { conn } => self.leave(conn),
@@ -300,6 +305,7 @@ impl Engine {
                     self.close_round(now);
                 }
                 Phase::Idle | Phase::Waiting { .. } => {
+                    self.maybe_checkpoint(now);
                     if self.state.current.is_none() {
                         if self.state.epoch >= self.state.options.epochs {
                             self.finish();

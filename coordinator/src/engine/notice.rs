@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_protocol::WorkerKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::state::WorkerReport;
+use super::state::{RunState, WorkerReport};
 use crate::ledger::LedgerEntry;
 
 /// Why a worker's batches went back to the queue.
@@ -27,7 +27,7 @@ pub enum Requeue {
 }
 
 /// One line of `metrics.jsonl`: a finished epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// Epoch (1-based).
     pub epoch: usize,
@@ -173,6 +173,10 @@ pub enum Notice {
     RoundFinished(RoundReport),
     /// An epoch ended and was evaluated.
     EpochFinished(EpochMetrics),
+    /// A consistent point to save: between rounds (no round in flight), the
+    /// whole state. Written by the run files so a crash loses at most what
+    /// came after it.
+    Checkpoint(Box<RunState>),
     /// Every epoch is done.
     TrainingFinished {
         /// Strategy name.

@@ -24,6 +24,26 @@ pub fn answer_deadline(images_per_second: f64, images: usize, limit: Duration) -
     }
 }
 
+/// A worker on probation gets a batch at most this often.
+const PROBATION_GAP: Duration = Duration::from_secs(1);
+
+/// Workers on probation (`suspects`) get one batch at most, and only one
+/// nobody else is left without: a suspect's batch goes to a trusted worker
+/// the strategy gave nothing.
+fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
+    for i in 0..instructions.len() {
+        if !suspects[i] || instructions[i].batches == 0 {
+            continue;
+        }
+        instructions[i].batches = 1;
+        let idle = (0..instructions.len()).find(|&j| !suspects[j] && instructions[j].batches == 0);
+        if let Some(j) = idle {
+            instructions[i].batches = 0;
+            instructions[j].batches = 1;
+        }
+    }
+}
+
 impl Engine {
     /// Starts a round among the available workers; false if the strategy
     /// gave nobody anything.
@@ -40,7 +60,7 @@ impl Engine {
             .state
             .workers
             .iter()
-            .filter(|(_, w)| !w.missed)
+            .filter(|(_, w)| !w.missed && w.not_before <= now)
             .map(|(&c, _)| c)
             .collect();
         let views: Vec<WorkerView> = conns
@@ -56,14 +76,21 @@ impl Engine {
             learning_rate: lr,
         };
         let mut instructions = self.strategy.configure_fit(&context, &views);
-        for (fit, view) in instructions.iter_mut().zip(&views) {
-            if self.state.guard.suspects.contains_key(&view.name) {
-                // On probation: one batch a round, so it can show it trains.
-                fit.batches = fit.batches.min(1);
-            }
-        }
+        let suspects: Vec<bool> = views
+            .iter()
+            .map(|v| self.state.guard.suspects.contains_key(&v.name))
+            .collect();
+        probation(&mut instructions, &suspects);
         if instructions.iter().all(|i| i.batches == 0) {
             return false;
+        }
+        for (conn, (fit, &suspect)) in conns.iter().zip(instructions.iter().zip(&suspects)) {
+            if suspect
+                && fit.batches > 0
+                && let Some(w) = self.state.workers.get_mut(conn)
+            {
+                w.not_before = now + PROBATION_GAP;
+            }
         }
         self.state.round += 1;
         self.state.phase = Phase::Round;

@@ -9,6 +9,7 @@ use hearth_protocol::{UpdateKind, WorkerKind};
 use serde::{Deserialize, Serialize};
 
 use super::guard::GuardState;
+use super::notice::EpochMetrics;
 use crate::ledger::{BatchId, Ledger};
 use crate::options::TrainingOptions;
 use crate::strategy::{FitFailure, FitResult, StrategyState};
@@ -93,6 +94,8 @@ pub struct WorkerSlot {
     pub strikes: u32,
     /// Accepted results in a row.
     pub streak: u32,
+    /// No batches before this time (a worker on probation gets one now and then).
+    pub not_before: Now,
 }
 
 impl WorkerSlot {
@@ -112,6 +115,7 @@ impl WorkerSlot {
             rejected: 0,
             strikes: 0,
             streak: 0,
+            not_before: Now::ZERO,
         }
     }
 
@@ -267,6 +271,14 @@ pub struct RunState {
     pub departed: BTreeMap<String, WorkerReport>,
     /// Recent honest update norms and the workers on probation.
     pub guard: GuardState,
+    /// The last time the engine was told (a resumed driver's clock starts here).
+    pub clock: Now,
+    /// When the last checkpoint was handed out.
+    pub last_checkpoint: Now,
+    /// A checkpoint is due at the next round boundary (an epoch ended).
+    pub checkpoint_due: bool,
+    /// Every finished epoch's metrics.
+    pub history: Vec<EpochMetrics>,
 }
 
 impl RunState {
@@ -298,6 +310,29 @@ impl RunState {
                 r
             })
             .collect()
+    }
+
+    /// This state as a coordinator that restarted finds it: no connection
+    /// survives (their round's batches go back to the queue and their totals
+    /// to the departed), so the run waits for its workers to reconnect.
+    pub fn resumed(mut self) -> Self {
+        for (_, w) in std::mem::take(&mut self.workers) {
+            if let (Some(busy), Some(current)) = (&w.busy, self.current.as_mut()) {
+                current.ledger.requeue(&w.name, &busy.batches);
+            }
+            let r = w.report(false);
+            match self.departed.get_mut(&r.name) {
+                Some(e) => e.absorb(r),
+                None => {
+                    self.departed.insert(r.name.clone(), r);
+                }
+            }
+        }
+        self.round_progress = RoundProgress::default();
+        if matches!(self.phase, Phase::Waiting { .. } | Phase::Round) {
+            self.phase = Phase::Idle;
+        }
+        self
     }
 
     /// Bytes sent and received so far, over every connection.

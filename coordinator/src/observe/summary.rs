@@ -31,6 +31,18 @@ pub struct SummaryRecorder {
     pub summary: Summary,
 }
 
+impl SummaryRecorder {
+    /// A recorder that already holds the epochs of a resumed run.
+    pub fn resumed(history: &[crate::engine::EpochMetrics]) -> Self {
+        let mut r = Self::default();
+        for m in history {
+            // Recording cannot fail.
+            let _ = r.notice(&Notice::EpochFinished(m.clone()));
+        }
+        r
+    }
+}
+
 impl Observer for SummaryRecorder {
     fn notice(&mut self, notice: &Notice) -> anyhow::Result<()> {
         let s = &mut self.summary;

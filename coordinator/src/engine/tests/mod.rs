@@ -50,10 +50,13 @@ pub(super) fn options() -> TrainingOptions {
         min_workers: 2,
         round_timeout: 10,
         join_timeout: None,
-        update_guard: crate::engine::UpdateGuard::Reject,
+        update_guard: crate::engine::UpdateGuard::Clip,
         norm_factor: 10.0,
         strikes: 3,
         aggregate: crate::strategy::Aggregate::Mean,
+        checkpoint_every: 1,
+        train_limit: None,
+        test_limit: None,
     }
 }
 
