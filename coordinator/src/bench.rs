@@ -3,7 +3,7 @@
 //! - aggregation of 11 workers' updates of LeNet-5 (61,706 parameters);
 //! - encoding and decoding of the two bulk frames;
 //! - round overhead on loopback: a real coordinator with "null" workers that
-//!   answer every assignment at once with a zero update, so each round's wall
+//!   answer every assignment at once with a tiny update, so each round's wall
 //!   time is framing, WebSocket transport, ledger, validation and
 //!   aggregation, and no training; and the same rounds through the engine
 //!   alone, in process (no sockets), to separate the engine's cost;
@@ -245,7 +245,7 @@ impl Observer for RoundCounter {
 }
 
 /// One epoch through the engine alone with `n` workers that answer every
-/// assignment at once with a zero update; returns the rounds and the
+/// assignment at once with a tiny update; returns the rounds and the
 /// seconds spent inside the engine (the stand-in workers' own decoding and
 /// encoding is not counted).
 fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Result<(u64, f64)> {
@@ -287,7 +287,8 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
                         loss_sum: 0.0,
                         correct: 0,
                         kind: a.reply,
-                        values: vec![0.0; a.params.len()],
+                        // Small but not nothing (a zero update is refused).
+                        values: vec![1e-6; a.params.len()],
                     });
                     let bytes = proto::encode(&reply);
                     let message = proto::decode(&bytes)?;
@@ -316,7 +317,8 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
     anyhow::bail!("the engine stopped before the epoch ended")
 }
 
-/// A trainer that does nothing: every round's update is zero.
+/// A trainer that does next to nothing: each step moves every parameter by
+/// 1e-6 (a zero update would be refused as no training).
 struct NullTrainer {
     params: Vec<f32>,
 }
@@ -341,11 +343,12 @@ impl Trainer for NullTrainer {
         Ok(())
     }
     fn train_batch(&mut self, _: &[u8], _: &[u8]) -> Result<(f32, u32), String> {
+        self.params.iter_mut().for_each(|p| *p += 1e-6);
         Ok((0.0, 0))
     }
 }
 
-/// A worker that answers every assignment immediately with a zero update
+/// A worker that answers every assignment immediately with a tiny update
 /// (the same session code as a real host, with a trainer that does nothing).
 fn null_worker(url: &str, token: &str, digest: &str, name: &str) -> Result<()> {
     use tungstenite::Message as Ws;

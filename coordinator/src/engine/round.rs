@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use hearth_protocol::{self as proto, Message, RoundResult};
 
-use super::guard::Verdict;
+use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
-use super::state::{Busy, ConnId, Now, Phase};
+use super::state::{Busy, ConnId, Now, Phase, RoundProgress};
 use super::{Engine, Output, checks};
 use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
 
@@ -94,7 +94,10 @@ impl Engine {
         }
         self.state.round += 1;
         self.state.phase = Phase::Round;
-        self.state.round_progress = Default::default();
+        self.state.round_progress = RoundProgress {
+            model_norm: guard::norm(&self.state.global),
+            ..Default::default()
+        };
         let round = self.state.round;
         for (conn, fit) in conns.into_iter().zip(instructions) {
             if fit.batches > 0 {
@@ -170,13 +173,7 @@ impl Engine {
             self.refuse(conn, Some(r.round), reason);
             return;
         }
-        let model_norm = self
-            .state
-            .global
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
+        let model_norm = self.state.round_progress.model_norm;
         let o = &self.state.options;
         let (guard, factor) = (o.update_guard, f64::from(o.norm_factor));
         let verdict = self

@@ -239,6 +239,8 @@ pub struct RoundProgress {
     pub failures: Vec<FitFailure>,
     /// What it has added up.
     pub totals: Totals,
+    /// Norm of the global parameters it started from (for the update bound).
+    pub model_norm: f64,
 }
 
 /// Everything the engine knows: options, model, strategy state, schedule
