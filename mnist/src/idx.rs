@@ -28,15 +28,28 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// The decompressed content of `bytes` (gzip is recognised by its magic).
+/// Bytes after the end of the gzip stream are an error, not ignored.
 fn decompress(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
+        // The buffered decoder consumes exactly the stream, so what is left
+        // in `rest` afterwards is whatever follows it.
+        let mut rest = bytes;
+        flate2::bufread::GzDecoder::new(&mut rest)
             .read_to_end(&mut out)
             .map_err(|source| Error::Gzip {
                 path: path.to_path_buf(),
                 source,
             })?;
+        if !rest.is_empty() {
+            return Err(Error::Gzip {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!(
+                    "{} bytes after the end of the gzip stream",
+                    rest.len()
+                )),
+            });
+        }
         Ok(out)
     } else if path.extension().is_some_and(|e| e == "gz") {
         Err(Error::Gzip {

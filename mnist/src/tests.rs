@@ -130,6 +130,24 @@ fn corrupt_gzip_and_missing_files_are_errors() {
 }
 
 #[test]
+fn bytes_after_the_gzip_stream_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path(), &images_file(3, 28, 3 * IMAGE_LEN));
+    assert!(load(dir.path()).is_ok());
+    let path = dir.path().join("train-labels-idx1-ubyte.gz");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&path, bytes).unwrap();
+    let e = load(dir.path()).unwrap_err();
+    let chain = format!("{e} {e:?}");
+    assert!(
+        chain.contains("8 bytes after the end of the gzip stream")
+            && chain.contains("train-labels"),
+        "{chain}"
+    );
+}
+
+#[test]
 fn checksum_mismatch_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), &images_file(3, 28, 3 * IMAGE_LEN));
