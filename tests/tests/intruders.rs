@@ -76,5 +76,6 @@ fn a_lying_device_is_refused_put_on_probation_and_cannot_hurt_the_model() {
         "statistics stayed honest: {epoch}"
     );
     let acc = s["final_test_accuracy"].as_f64().unwrap();
+    println!("test accuracy with the liar: {acc}");
     assert!(acc > 0.85, "the global model was damaged: {acc}");
 }
