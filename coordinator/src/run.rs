@@ -11,7 +11,7 @@ use hearth_mnist::Mnist;
 use hearth_runtime::checkpoint;
 
 use crate::driver::Driver;
-use crate::engine::Engine;
+use crate::engine::{Engine, RunState};
 use crate::figures;
 use crate::observe::{Log, Progress, RunFiles, Summary, SummaryRecorder};
 use crate::options::RunOptions;
@@ -111,42 +111,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     let start = Instant::now();
     let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
     let train = Arc::new(data.train);
-    let (mut files, mut engine) = match resumed {
-        Some((files, state)) => {
-            let saved = state.current.as_ref().map(|c| c.ledger.samples_total());
-            anyhow::ensure!(
-                saved.is_none_or(|n| n == train.len()),
-                "the saved run trains on {} samples, this one would on {} (same --data and --train-limit?)",
-                saved.unwrap_or(0),
-                train.len()
-            );
-            let state = state.resumed();
-            for m in &state.history {
-                dashboard.record_epoch(crate::dashboard::EpochPoint::from(m));
-            }
-            println!(
-                "resuming {} at epoch {}, round {} ({} epochs done)",
-                opts.out.display(),
-                state.epoch,
-                state.round,
-                state.history.len()
-            );
-            let engine = Engine::restore(state, train, strategy).map_err(anyhow::Error::msg)?;
-            (files, engine)
-        }
-        None => {
-            let (files, moved) = RunFiles::create(&opts.out)?;
-            if let Some(aside) = moved {
-                println!(
-                    "{} held a previous run: moved it to {}",
-                    opts.out.display(),
-                    aside.display()
-                );
-            }
-            let engine = Engine::new(t.clone(), train, strategy, evaluator.params()?);
-            (files, engine)
-        }
-    };
+    let (mut files, mut engine) = open_run(
+        &opts,
+        resumed,
+        train,
+        strategy,
+        &dashboard,
+        evaluator.params()?,
+    )?;
     let (mut log, mut progress) = (Log, Progress::new(opts.quiet));
     let mut summary = SummaryRecorder::resumed(&engine.state().history);
     let clock = engine.state().clock;
@@ -186,6 +158,54 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         rt.block_on(tokio::signal::ctrl_c())?;
     }
     Ok(summary)
+}
+
+/// The run's files and engine: a resumed run's (checked against the data),
+/// or a new one's from the initial parameters.
+fn open_run(
+    opts: &RunOptions,
+    resumed: Option<(RunFiles, RunState)>,
+    train: Arc<hearth_mnist::Split>,
+    strategy: Box<FedAvgM>,
+    dashboard: &crate::dashboard::Dashboard,
+    initial: Vec<f32>,
+) -> Result<(RunFiles, Engine)> {
+    Ok(match resumed {
+        Some((files, state)) => {
+            let saved = state.current.as_ref().map(|c| c.ledger.samples_total());
+            anyhow::ensure!(
+                saved.is_none_or(|n| n == train.len()),
+                "the saved run trains on {} samples, this one would on {} (same --data and --train-limit?)",
+                saved.unwrap_or(0),
+                train.len()
+            );
+            let state = state.resumed();
+            for m in &state.history {
+                dashboard.record_epoch(crate::dashboard::EpochPoint::from(m));
+            }
+            println!(
+                "resuming {} at epoch {}, round {} ({} epochs done)",
+                opts.out.display(),
+                state.epoch,
+                state.round,
+                state.history.len()
+            );
+            let engine = Engine::restore(state, train, strategy).map_err(anyhow::Error::msg)?;
+            (files, engine)
+        }
+        None => {
+            let (files, moved) = RunFiles::create(&opts.out)?;
+            if let Some(aside) = moved {
+                println!(
+                    "{} held a previous run: moved it to {}",
+                    opts.out.display(),
+                    aside.display()
+                );
+            }
+            let engine = Engine::new(opts.training.clone(), train, strategy, initial);
+            (files, engine)
+        }
+    })
 }
 
 /// Writes the model, `summary.json` and `accuracy.png` to `opts.out`.

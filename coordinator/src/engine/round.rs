@@ -188,6 +188,12 @@ impl Engine {
                 return;
             }
         };
+        self.credit(now, conn, &busy, r, verdict);
+    }
+
+    /// Credits a checked result: the ledger, the worker's figures, the round's
+    /// results.
+    fn credit(&mut self, now: Now, conn: ConnId, busy: &Busy, r: RoundResult, verdict: Verdict) {
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
