@@ -222,33 +222,19 @@ impl Engine {
         t.samples += u64::from(busy.samples);
         t.batches += busy.batches.len() as u64;
         self.state.round_progress.results.push(FitResult {
-            worker,
+            worker: worker.clone(),
             samples: r.samples,
             update: r.values,
         });
         if let Verdict::Clipped { from, to } = verdict {
-            let worker = self
-                .state
-                .round_progress
-                .results
-                .last()
-                .map(|r| r.worker.clone());
             self.notice(Notice::Clipped {
-                worker: worker.unwrap_or_default(),
+                worker: worker.clone(),
                 from,
                 to,
             });
         }
         if trusted {
-            let worker = self
-                .state
-                .round_progress
-                .results
-                .last()
-                .map(|r| r.worker.clone());
-            self.notice(Notice::Trusted {
-                worker: worker.unwrap_or_default(),
-            });
+            self.notice(Notice::Trusted { worker });
         }
         self.notice(Notice::Completed(entries));
     }
