@@ -5,6 +5,7 @@ mod activation;
 mod conv;
 mod dense;
 mod pool;
+mod sparse;
 
 pub use activation::{Relu, Tanh};
 pub use conv::Conv2d;
