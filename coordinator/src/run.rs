@@ -120,8 +120,8 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         evaluator.params()?,
     )?;
     let (mut log, mut progress) = (Log, Progress::new(opts.quiet));
-    let mut summary = SummaryRecorder::resumed(&engine.state().history);
-    let clock = engine.state().clock;
+    let mut summary = SummaryRecorder::resumed(&engine.view().history);
+    let clock = engine.view().clock;
     let result = Driver {
         events: &events,
         evaluator: &mut evaluator,

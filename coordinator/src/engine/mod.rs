@@ -198,6 +198,12 @@ impl Engine {
         }
     }
 
+    /// The run state as it stands (the strategy's part as of the last
+    /// [`state`](Self::state) call; for reading figures without a copy).
+    pub fn view(&self) -> &RunState {
+        &self.state
+    }
+
     /// The global parameters.
     pub fn global(&self) -> &[f32] {
         &self.state.global

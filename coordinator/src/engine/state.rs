@@ -314,6 +314,17 @@ impl RunState {
             .collect()
     }
 
+    /// Adds the totals of a worker whose connection ended to its name's.
+    pub fn depart(&mut self, w: &WorkerSlot) {
+        let r = w.report(false);
+        match self.departed.get_mut(&r.name) {
+            Some(e) => e.absorb(r),
+            None => {
+                self.departed.insert(r.name.clone(), r);
+            }
+        }
+    }
+
     /// This state as a coordinator that restarted finds it: no connection
     /// survives (their round's batches go back to the queue and their totals
     /// to the departed), so the run waits for its workers to reconnect.
@@ -322,13 +333,7 @@ impl RunState {
             if let (Some(busy), Some(current)) = (&w.busy, self.current.as_mut()) {
                 current.ledger.requeue(&w.name, &busy.batches);
             }
-            let r = w.report(false);
-            match self.departed.get_mut(&r.name) {
-                Some(e) => e.absorb(r),
-                None => {
-                    self.departed.insert(r.name.clone(), r);
-                }
-            }
+            self.depart(&w);
         }
         self.round_progress = RoundProgress::default();
         if matches!(self.phase, Phase::Waiting { .. } | Phase::Round) {

@@ -49,13 +49,7 @@ impl Engine {
         self.notice(Notice::Left {
             worker: w.name.clone(),
         });
-        let r = w.report(false);
-        match self.state.departed.get_mut(&r.name) {
-            Some(e) => e.absorb(r),
-            None => {
-                self.state.departed.insert(r.name.clone(), r);
-            }
-        }
+        self.state.depart(&w);
         self.publish_workers();
     }
 
@@ -85,7 +79,7 @@ impl Engine {
                 Requeue::Left => FailureReason::Left,
                 Requeue::MissedDeadline { .. } => FailureReason::MissedDeadline,
                 Requeue::Failed(r) => FailureReason::Reported(r.clone()),
-                Requeue::Rejected => FailureReason::Rejected(String::new()),
+                Requeue::Rejected => FailureReason::Rejected,
             },
         });
         self.notice(Notice::Requeued {

@@ -81,8 +81,8 @@ pub enum FailureReason {
     MissedDeadline,
     /// It reported that the round failed.
     Reported(String),
-    /// Its result was refused.
-    Rejected(String),
+    /// Its result was refused (the reason went to the worker and the log).
+    Rejected,
 }
 
 /// A worker of the round whose batches went back to the queue.
