@@ -10,6 +10,7 @@
 //!   its hello (the coordinator admits only the module it serves).
 
 use hearth_protocol as proto;
+use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
 use hearth_session::{Identity, Trainer, WorkerSession};
 use hearth_worker::{ARCHITECTURES, Model, ModelConfig, OptimizerConfig};
 use wasm_bindgen::prelude::*;
@@ -33,6 +34,15 @@ pub fn digest(bytes: &[u8]) -> String {
 pub fn digit_from_canvas(rgba: &[u8], width: usize, height: usize) -> Vec<u8> {
     let intensity: Vec<u8> = rgba.chunks_exact(4).map(|p| p[0]).collect();
     hearth_worker::drawing::mnist_from_drawing(&intensity, width, height)
+}
+
+/// The HTTP API credential of paired device `device` with pairing code
+/// `key` (`Authorization: Bearer …`).
+#[wasm_bindgen]
+pub fn http_token(device: &str, key: &str) -> Result<String, JsError> {
+    Ok(DeviceKey::from_code(key)
+        .map_err(js_error)?
+        .http_token(device))
 }
 
 /// Names of the architectures this module can build, comma-separated.
@@ -159,26 +169,31 @@ pub struct BrowserWorker {
 
 #[wasm_bindgen]
 impl BrowserWorker {
-    /// A session for worker `name`, presenting `token` and the module's `digest`.
+    /// A session for paired device `name` with pairing code `key`,
+    /// presenting the module's `digest` (an invalid code is an error).
     #[wasm_bindgen(constructor)]
-    pub fn new(name: String, token: String, digest: String) -> BrowserWorker {
+    pub fn new(name: String, key: &str, digest: String) -> Result<BrowserWorker, JsError> {
         let identity = Identity {
             worker_id: name,
-            token,
+            key: DeviceKey::from_code(key).map_err(js_error)?,
             component_digest: digest,
             kind: proto::WorkerKind::Browser,
             threads: 1,
             memory_mib: 0,
         };
-        BrowserWorker {
+        Ok(BrowserWorker {
             session: WorkerSession::new(identity, TabTrainer::default()),
             busy_ms: 0.0,
-        }
+        })
     }
 
-    /// The first frame of a connection.
-    pub fn hello(&mut self) -> Result<Vec<u8>, JsError> {
-        self.session.hello().map_err(js_error)
+    /// The first frame of a connection; `nonce` is 16 fresh random bytes
+    /// (`crypto.getRandomValues`).
+    pub fn hello(&mut self, nonce: &[u8]) -> Result<Vec<u8>, JsError> {
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| JsError::new(&format!("a nonce is {NONCE_LEN} bytes")))?;
+        self.session.hello(nonce).map_err(js_error)
     }
 
     /// Handles one frame from the coordinator and returns the frame to send

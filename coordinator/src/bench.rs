@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use hearth_protocol::auth::DeviceKey;
 use hearth_protocol::{self as proto, Message};
 use hearth_session::{Identity, Trainer, WorkerSession};
 use hearth_worker::ModelConfig;
 
 use crate::driver::Driver;
 use crate::engine::{Admitted, Engine, Evaluation, Input, Output};
+use crate::household::Household;
 use crate::observe::{Observer, SummaryRecorder};
 use crate::options::RunOptions;
 use crate::run::load_data;
@@ -158,11 +160,13 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
         args.workers,
         1e3 * wall / rounds.max(1) as f64
     );
+    let household = Household::open(&opts.household)?;
     let served = server::start(
         &opts.training,
         Endpoint {
             listen: "127.0.0.1:0".parse()?,
-            token: &opts.token,
+            household: household.clone(),
+            limits: opts.limits.clone(),
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },
@@ -170,8 +174,10 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
     let workers: Vec<_> = (0..args.workers)
         .map(|i| {
-            let (url, token, digest) = (served.url.clone(), opts.token.clone(), digest.clone());
-            std::thread::spawn(move || null_worker(&url, &token, &digest, &format!("null-{i}")))
+            let name = format!("null-{i}");
+            let key = household.key_for(&name).map_err(anyhow::Error::msg);
+            let (url, digest) = (served.url.clone(), digest.clone());
+            std::thread::spawn(move || null_worker(&url, key?, &digest, &name))
         })
         .collect();
     let strategy = Box::new(FedAvgM::new(1, 0.9));
@@ -272,6 +278,7 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
             name: format!("null-{conn}"),
             kind: proto::WorkerKind::Host,
             component: String::new(),
+            proof: Vec::new(),
         };
         queue.extend(timed(&mut engine, Input::Joined { conn, worker }));
     }
@@ -350,12 +357,12 @@ impl Trainer for NullTrainer {
 
 /// A worker that answers every assignment immediately with a tiny update
 /// (the same session code as a real host, with a trainer that does nothing).
-fn null_worker(url: &str, token: &str, digest: &str, name: &str) -> Result<()> {
+fn null_worker(url: &str, key: DeviceKey, digest: &str, name: &str) -> Result<()> {
     use tungstenite::Message as Ws;
     let (mut ws, _) = tungstenite::connect(url)?;
     let identity = Identity {
         worker_id: name.into(),
-        token: token.into(),
+        key,
         component_digest: digest.into(),
         kind: proto::WorkerKind::Host,
         threads: 1,
@@ -363,7 +370,10 @@ fn null_worker(url: &str, token: &str, digest: &str, name: &str) -> Result<()> {
     };
     let mut session = WorkerSession::new(identity, NullTrainer { params: Vec::new() });
     ws.send(Ws::Binary(
-        session.hello().map_err(anyhow::Error::msg)?.into(),
+        session
+            .hello(crate::household::nonce()?)
+            .map_err(anyhow::Error::msg)?
+            .into(),
     ))?;
     loop {
         let bytes = match ws.read()? {

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use hearth_runtime::{ComponentModel, Limits, OnOverrun, Runtime};
 use hearth_worker::{ModelConfig, OptimizerConfig};
 
+use crate::household::{self, Household};
 use crate::options::RunOptions;
 use crate::server::{self, Endpoint, Served};
 
@@ -57,20 +58,29 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
     let mut training = base.training.clone();
     training.arch = "lenet5".into();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let household = Household::open(&base.household)?;
+    let key = household
+        .key_for("bench-page")
+        .map_err(anyhow::Error::msg)?;
     let Served { url, rt, .. } = server::start(
         &training,
         Endpoint {
             listen: "127.0.0.1:0".parse()?,
-            token: &base.token,
+            household,
+            limits: base.limits.clone(),
             test: Arc::new(test.clone()),
             bench_reports: Some(tx),
         },
     )?;
-    let page = format!(
-        "{}bench.html?report=1&seconds={}&repeats={}",
-        url.trim_end_matches("ws").replacen("ws://", "http://", 1),
-        args.seconds,
-        args.repeats.max(1)
+    let page = household::page_link(
+        &format!(
+            "{}bench.html?report=1&seconds={}&repeats={}",
+            url.trim_end_matches("ws").replacen("ws://", "http://", 1),
+            args.seconds,
+            args.repeats.max(1)
+        ),
+        "bench-page",
+        &key,
     );
     let profile = tempfile::tempdir()?;
     println!("browser: {} {page}", args.chromium.display());

@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::options::RunOptions;
 use crate::run::{self, Mode};
-use crate::{bench, bench_browser};
+use crate::{bench, bench_browser, chaos, pairing};
 
 /// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
 #[derive(Parser)]
@@ -47,6 +47,21 @@ pub enum Action {
         #[command(flatten)]
         run: RunOptions,
     },
+    /// Train cleanly, then again while killing hosts and the coordinator;
+    /// check the ledger and compare the accuracies.
+    Chaos(chaos::ChaosArgs),
+    /// Pair a device: print its pairing code, the string a host needs and
+    /// the link (and QR code) a browser needs.
+    Pair(pairing::PairArgs),
+    /// List the paired devices.
+    Devices(pairing::DeviceArgs),
+    /// Revoke a device: it can no longer join or read the API.
+    Revoke {
+        /// The device's id.
+        id: String,
+        #[command(flatten)]
+        args: pairing::DeviceArgs,
+    },
     /// Measure aggregation, framing, round overhead and bytes per epoch.
     Bench {
         #[command(flatten)]
@@ -82,6 +97,10 @@ pub fn main() -> Result<()> {
         Action::Serve { keep_serving, run } => {
             run::train(run.resolve(sub)?, Mode::Serve { keep_serving }).map(drop)
         }
+        Action::Chaos(args) => chaos::run(args),
+        Action::Pair(args) => pairing::pair(args),
+        Action::Devices(args) => pairing::list(args),
+        Action::Revoke { id, args } => pairing::revoke(&id, args),
         Action::Bench { bench, run } => bench::run(bench, run.resolve(sub)?),
         Action::BenchBrowser { bench, run } => bench_browser::run(bench, run.resolve(sub)?),
     }

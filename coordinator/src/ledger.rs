@@ -51,6 +51,38 @@ pub struct LedgerEntry {
     pub samples: Vec<u32>,
 }
 
+/// Checks a `ledger.jsonl`: every one of `samples` training samples used
+/// exactly once in each epoch, no batch completed twice. Returns the epochs
+/// it holds, or the first problem.
+pub fn check_file(path: &std::path::Path, samples: usize) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut epochs: std::collections::BTreeMap<usize, (Vec<u32>, Vec<BatchId>)> =
+        Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let e: LedgerEntry = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        let (s, b) = epochs.entry(e.epoch).or_default();
+        s.extend(e.samples);
+        b.push(e.batch);
+    }
+    for (epoch, (mut s, mut b)) in epochs.clone() {
+        s.sort_unstable();
+        let expected: Vec<u32> = (0..samples as u32).collect();
+        anyhow::ensure!(
+            s == expected,
+            "epoch {epoch}: {} sample uses for {samples} samples (some missing or repeated)",
+            s.len()
+        );
+        let n = b.len();
+        b.sort_unstable();
+        b.dedup();
+        anyhow::ensure!(b.len() == n, "epoch {epoch}: a batch was completed twice");
+    }
+    Ok(epochs.len())
+}
+
 /// The batches of one epoch and their states (part of the saved run state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {

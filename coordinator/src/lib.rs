@@ -17,14 +17,18 @@
 
 pub mod bench;
 pub mod bench_browser;
+pub mod chaos;
 pub mod cli;
 pub mod dashboard;
 pub mod driver;
 pub mod engine;
 pub mod figures;
+pub mod household;
 pub mod ledger;
+pub mod listener;
 pub mod observe;
 pub mod options;
+pub mod pairing;
 pub mod run;
 pub mod server;
 pub mod session;

@@ -13,6 +13,8 @@ use hearth_worker::{LrSchedule, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::UpdateGuard;
+use crate::household::HouseholdOptions;
+use crate::listener::ConnectionLimits;
 use crate::strategy::Aggregate;
 
 /// How a run trains: what the round engine and the strategy need (and what
@@ -146,9 +148,14 @@ pub struct RunOptions {
     /// Address to listen on (`train` defaults to a free loopback port, `serve` to 127.0.0.1:7070).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Shared secret workers must present.
-    #[arg(long, default_value = "hearth-local")]
-    pub token: String,
+    /// The household (secret, paired devices).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub household: HouseholdOptions,
+    /// Limits on connections before and after admission.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub limits: ConnectionLimits,
     /// Output directory.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,

@@ -13,6 +13,7 @@ use hearth_runtime::checkpoint;
 use crate::driver::Driver;
 use crate::engine::{Engine, RunState};
 use crate::figures;
+use crate::household::Household;
 use crate::observe::{Log, Progress, RunFiles, Summary, SummaryRecorder};
 use crate::options::RunOptions;
 use crate::server::{self, Endpoint, LocalWorkers};
@@ -90,6 +91,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     t.validate()?;
     let data = load_data(&opts)?;
     let listen = opts.listen.context("no address to listen on")?;
+    let household = Household::open(&opts.household)?;
+    anyhow::ensure!(
+        listen.ip().is_loopback() || !household.is_dev(),
+        "refusing to listen on {listen} with the public development secret: anyone on the \
+         network could join. Run `hearth-coordinator pair --name DEVICE` once (it makes a \
+         household secret in {}) or pass --secret",
+        household.home().display()
+    );
     let server::Served {
         mut evaluator,
         events,
@@ -101,13 +110,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         t,
         Endpoint {
             listen,
-            token: &opts.token,
+            household: household.clone(),
+            limits: opts.limits.clone(),
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },
     )?;
     let local = opts.local_workers.unwrap_or(0);
-    let workers = LocalWorkers::spawn(local, &url, &opts.token)?;
+    let workers = LocalWorkers::spawn(local, &url, &household)?;
     let start = Instant::now();
     let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
     let train = Arc::new(data.train);

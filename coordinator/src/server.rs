@@ -13,6 +13,8 @@ use hearth_runtime::{ComponentModel, Limits, Runtime};
 use hearth_worker::ModelConfig;
 
 use crate::dashboard::Dashboard;
+use crate::household::Household;
+use crate::listener::{self, ConnectionLimits};
 use crate::options::TrainingOptions;
 use crate::session::{self, Admission};
 use crate::web;
@@ -35,11 +37,13 @@ pub struct Served {
 }
 
 /// What the endpoint serves besides the sessions.
-pub struct Endpoint<'a> {
+pub struct Endpoint {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The household's shared secret.
-    pub token: &'a str,
+    /// Who may join and read the API.
+    pub household: Household,
+    /// Connection caps and timeouts.
+    pub limits: ConnectionLimits,
     /// The test set (draw-a-digit checks, the browser benchmark).
     pub test: Arc<hearth_mnist::Split>,
     /// Where `POST /api/bench` reports go, if a benchmark waits for them.
@@ -47,7 +51,7 @@ pub struct Endpoint<'a> {
 }
 
 /// Builds the global model in the component and starts the endpoint.
-pub fn start(training: &TrainingOptions, endpoint: Endpoint<'_>) -> Result<Served> {
+pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
     let runtime = Runtime::new(Limits::default())?;
     let component = runtime.load_builtin()?;
     let config = ModelConfig {
@@ -61,11 +65,12 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint<'_>) -> Result<Serve
     let (events_tx, events) = std::sync::mpsc::channel();
     let admission = Arc::new(Admission {
         events: events_tx,
-        token: endpoint.token.to_string(),
+        household: endpoint.household.clone(),
         component_digest: component.digest().to_string(),
         browser_digest: hearth_protocol::digest(hearth_web_demo::MODULE),
         arch: training.arch.clone(),
         next_conn: AtomicU64::new(1),
+        limits: endpoint.limits.clone(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -80,16 +85,14 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint<'_>) -> Result<Serve
         dashboard: dashboard.clone(),
         test: endpoint.test,
         bench_reports: endpoint.bench_reports,
+        household: endpoint.household,
     });
     let app = axum::Router::new()
         .route("/ws", axum::routing::get(session::upgrade))
         .with_state(admission)
         .merge(web::router(web_state));
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
+    endpoint.limits.validate()?;
+    rt.spawn(listener::serve(listener, app, endpoint.limits));
     let url = format!("ws://{addr}/ws");
     println!(
         "coordinator listening on {url} ({} params, {}); dashboard on http://{addr}/",
@@ -110,8 +113,9 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint<'_>) -> Result<Serve
 pub struct LocalWorkers(Vec<Child>);
 
 impl LocalWorkers {
-    /// Starts `n` workers against `url`.
-    pub fn spawn(n: usize, url: &str, token: &str) -> Result<Self> {
+    /// Starts `n` workers against `url`, named `local-1` … `local-n`, each
+    /// with its device key (in the environment, not on the command line).
+    pub fn spawn(n: usize, url: &str, household: &Household) -> Result<Self> {
         if n == 0 {
             return Ok(Self(Vec::new()));
         }
@@ -124,9 +128,12 @@ impl LocalWorkers {
         );
         let children = (0..n)
             .map(|i| {
+                let name = format!("local-{}", i + 1);
+                let key = household.key_for(&name).map_err(anyhow::Error::msg)?;
                 Command::new(&host)
-                    .args(["work", "--coordinator", url, "--token", token])
-                    .args(["--name", &format!("local-{}", i + 1)])
+                    .args(["work", "--coordinator", url, "--name", &name])
+                    .env("HEARTH_KEY", key.code())
+                    .env_remove("HEARTH_SECRET")
                     .stdin(Stdio::null())
                     .spawn()
                     .with_context(|| format!("starting {}", host.display()))

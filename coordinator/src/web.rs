@@ -2,6 +2,11 @@
 //! for the page, on the same port as the workers' WebSocket.
 //!
 //! - `GET /`, `/app.js`, `/pkg/…`: the embedded demo ([`hearth_web_demo`]);
+//! - `GET /api/health`: `ok` (the only API route without a credential).
+//!
+//! Every other `/api/` route needs a device's HTTP credential,
+//! `Authorization: Bearer ID.TAG` ([`hearth_protocol::auth::DeviceKey::http_token`];
+//! the page computes it from its pairing link), or answers 401:
 //! - `GET /api/status[?since=R]`: the dashboard snapshot (JSON), with only
 //!   the rounds after round R if `since` is given (pages poll incrementally);
 //! - `GET /api/model`: the global parameters, raw f32 little-endian, with the
@@ -23,6 +28,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::dashboard::Dashboard;
+use crate::household::Household;
 
 /// Most images one `/api/samples` request returns.
 pub const MAX_SAMPLES: usize = 2_048;
@@ -35,17 +41,57 @@ pub struct WebState {
     pub test: Arc<Split>,
     /// Where `POST /api/bench` reports go, if a benchmark is waiting for them.
     pub bench_reports: Option<UnboundedSender<String>>,
+    /// Whose credentials the API accepts.
+    pub household: Household,
 }
 
 /// The HTTP routes.
 pub fn router(state: Arc<WebState>) -> axum::Router {
-    axum::Router::new()
+    let api = axum::Router::new()
         .route("/api/status", get(status))
         .route("/api/model", get(model))
         .route("/api/samples", get(samples))
         .route("/api/bench", post(bench_report))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_credential,
+        ));
+    api.route("/api/health", get(health))
         .fallback(get(asset))
         .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Lets a request through only with a valid device credential.
+async fn require_credential(
+    State(s): State<Arc<WebState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if s.household.http_allowed(t.trim()) => next.run(request).await,
+        _ => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                "this needs a paired device's credential: open the pairing link \
+                 from `hearth-coordinator pair`",
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hearth\""),
+            );
+            r
+        }
+    }
 }
 
 /// Query of `/api/status`.

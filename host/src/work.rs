@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hearth_protocol as proto;
+use hearth_protocol::auth::{DEV_SECRET, DeviceKey, NONCE_LEN, PairingLink};
 use hearth_runtime::{ComponentModel, Limits, LoadedComponent, OnOverrun, Runtime};
 use hearth_session::{Identity, Phase, Trainer, WorkerSession};
 use hearth_worker::ModelConfig;
@@ -24,13 +25,22 @@ use crate::overrun;
 /// Options of `work`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Coordinator endpoint, e.g. ws://192.168.1.10:7070/ws.
-    #[arg(long)]
-    coordinator: String,
-    /// The household's shared secret.
-    #[arg(long, default_value = "hearth-local")]
-    token: String,
-    /// This device's name (default: host name and process id).
+    /// The pairing string `hearth-coordinator pair` printed
+    /// (hearth://HOST:PORT/?device=ID&key=CODE): coordinator, name and key in one.
+    #[arg(long, env = "HEARTH_PAIR", hide_env_values = true)]
+    pair: Option<String>,
+    /// Coordinator endpoint, e.g. ws://192.168.1.10:7070/ws (or --pair).
+    #[arg(long, required_unless_present = "pair")]
+    coordinator: Option<String>,
+    /// This device's pairing code (with --name, the id it was paired as).
+    #[arg(long, env = "HEARTH_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// The household secret (the device's key is derived from it and
+    /// --name); without --pair, --key or --secret, the public development
+    /// secret, which only a loopback coordinator accepts.
+    #[arg(long, env = "HEARTH_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
     /// Longest wait between reconnection attempts, in seconds.
@@ -43,12 +53,36 @@ pub struct Args {
     call_timeout: f64,
 }
 
-/// Connects, trains until the coordinator says goodbye, reconnecting on failure.
-pub fn run(args: Args) -> Result<()> {
+/// Where to connect, as whom, with which key (from the flags).
+fn credentials(args: &Args) -> Result<(String, String, DeviceKey)> {
+    if let Some(link) = &args.pair {
+        let link = PairingLink::parse(link).map_err(anyhow::Error::msg)?;
+        return Ok((link.url(), link.device, link.key));
+    }
+    let url = args
+        .coordinator
+        .clone()
+        .context("--coordinator or --pair is needed")?;
     let name = args.name.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "device".into());
-        format!("{}-{}", host.trim(), std::process::id())
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        format!("{host}-{}", std::process::id())
     });
+    let key = match (&args.key, &args.secret) {
+        (Some(code), _) => DeviceKey::from_code(code).map_err(|e| anyhow::anyhow!("--key: {e}"))?,
+        (None, Some(secret)) => DeviceKey::derive(secret, &name),
+        (None, None) => DeviceKey::derive(DEV_SECRET, &name),
+    };
+    Ok((url, name, key))
+}
+
+/// Connects, trains until the coordinator says goodbye, reconnecting on failure.
+pub fn run(args: Args) -> Result<()> {
+    let (url, name, key) = credentials(&args)?;
     let call_timeout = Duration::try_from_secs_f64(args.call_timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -72,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let identity = Identity {
         worker_id: name,
-        token: args.token.clone(),
+        key,
         component_digest: component.digest().to_string(),
         kind: proto::WorkerKind::Host,
         threads: 1,
@@ -89,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
     let max_backoff = Duration::from_secs(args.max_backoff.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
-        let outcome = connection(&args.coordinator, &mut session);
+        let outcome = connection(&url, &mut session);
         let phase = session.phase();
         match (outcome, phase) {
             (_, Phase::Finished) => return Ok(()),
@@ -124,7 +158,9 @@ type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 fn connection(url: &str, session: &mut WorkerSession<ComponentTrainer<'_>>) -> Result<()> {
     // The hello first: it puts the session back to joining, so a failed
     // connect counts as one (and backs off).
-    let hello = session.hello()?;
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
+    let hello = session.hello(nonce)?;
     let (mut socket, _) =
         tungstenite::connect(url).with_context(|| format!("connecting to {url}"))?;
     send(&mut socket, hello)?;

@@ -72,6 +72,8 @@ pub fn encode(message: &Message) -> Vec<u8> {
         Message::Reject(m) => frame(kind, m, 0),
         Message::Error(m) => frame(kind, m, 0),
         Message::Goodbye(m) => frame(kind, m, 0),
+        Message::Challenge(m) => frame(kind, m, 0),
+        Message::Proof(m) => frame(kind, m, 0),
         Message::Assign(m) => {
             let header = AssignHeader {
                 round: m.round,
@@ -157,6 +159,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         3 => no_payload(Message::Reject(parse(name, header)?)),
         7 => no_payload(Message::Error(parse(name, header)?)),
         8 => no_payload(Message::Goodbye(parse(name, header)?)),
+        9 => no_payload(Message::Challenge(parse(name, header)?)),
+        10 => no_payload(Message::Proof(parse(name, header)?)),
         4 => {
             let h: AssignHeader = parse(name, header)?;
             let params_bytes = (h.params_len as usize)

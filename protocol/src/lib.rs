@@ -14,9 +14,11 @@
 //! [`decode`] is total: every byte string gives a [`Message`] or a
 //! [`ProtocolError`], never a panic; lengths are checked before allocation.
 
+pub mod auth;
 mod codec;
 mod digest;
 mod error;
+pub mod fuzz;
 mod messages;
 
 pub use codec::{decode, encode};
@@ -24,10 +26,15 @@ pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (2: assignments
-/// name their local steps and the kind of update they want back; no
-/// heartbeats).
-pub const VERSION: u8 = 2;
+/// Protocol version carried in the first byte of every frame (3: no secret
+/// on the wire, a challenge-response admits a worker; 2: assignments name
+/// their local steps and the kind of update they want back).
+pub const VERSION: u8 = 3;
+
+/// Largest frame a peer may send before it is admitted (a hello or a
+/// proof is a few hundred bytes; the coordinator stops reading a
+/// connection that sends more than this before its welcome).
+pub const MAX_JOIN_BYTES: usize = 16 << 10;
 
 /// Largest frame a peer accepts (64 MiB: a 431,080-parameter model plus a
 /// few thousand images fits many times over).

@@ -1,6 +1,7 @@
 //! The messages of the protocol, one struct per message.
 //!
-//! Flow: worker → `Hello`; coordinator → `Welcome` or `Reject`; then rounds of
+//! Flow: worker → `Hello`; coordinator → `Challenge`; worker → `Proof`
+//! (see [`crate::auth`]); coordinator → `Welcome` or `Reject`; then rounds of
 //! coordinator → `Assign`, worker → `Result`; either side may send `Error` (a
 //! problem with one message or one round; the session goes on) and `Goodbye`
 //! (the session ends). Liveness is the WebSocket's own business (ping/pong,
@@ -41,8 +42,9 @@ pub struct Capabilities {
 pub struct Hello {
     /// Stable id of the device (survives reconnects).
     pub worker_id: String,
-    /// Shared secret of the household.
-    pub auth_token: String,
+    /// A fresh random nonce ([`crate::auth::NONCE_LEN`] bytes): the
+    /// coordinator's proof in the welcome covers it.
+    pub nonce: Vec<u8>,
     /// Hex SHA-256 of the training component the worker runs.
     pub component_digest: String,
     /// What the worker can do.
@@ -62,6 +64,24 @@ pub struct Welcome {
     /// The optimizer the worker steps with (the strategy decides: FedAvgM
     /// workers step without momentum; the coordinator applies it).
     pub optimizer: OptimizerConfig,
+    /// The coordinator's proof that it knows the device's key
+    /// ([`crate::auth::DeviceKey::coordinator_proof`]).
+    pub proof: Vec<u8>,
+}
+
+/// Coordinator → worker: prove you hold your device key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// A fresh random nonce ([`crate::auth::NONCE_LEN`] bytes), new on every connection.
+    pub nonce: Vec<u8>,
+}
+
+/// Worker → coordinator: the answer to a [`Challenge`]
+/// ([`crate::auth::DeviceKey::worker_proof`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proof {
+    /// HMAC-SHA-256 tag.
+    pub mac: Vec<u8>,
 }
 
 /// Coordinator → worker: not admitted.
@@ -148,6 +168,10 @@ pub enum Message {
     Welcome(Welcome),
     /// See [`Reject`].
     Reject(Reject),
+    /// See [`Challenge`].
+    Challenge(Challenge),
+    /// See [`Proof`].
+    Proof(Proof),
     /// See [`Assign`].
     Assign(Assign),
     /// See [`RoundResult`].
@@ -169,6 +193,8 @@ impl Message {
             Message::Result(_) => 5,
             Message::Error(_) => 7,
             Message::Goodbye(_) => 8,
+            Message::Challenge(_) => 9,
+            Message::Proof(_) => 10,
         }
     }
 
@@ -182,6 +208,8 @@ impl Message {
             5 => "result",
             7 => "error",
             8 => "goodbye",
+            9 => "challenge",
+            10 => "proof",
             _ => "unknown",
         }
     }

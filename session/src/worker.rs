@@ -1,5 +1,6 @@
 //! [`WorkerSession`]: the worker's half of a session, frames in, frames out.
 
+use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
 
@@ -10,8 +11,8 @@ use crate::{Trainer, run_round};
 pub struct Identity {
     /// Stable name of the device (survives reconnects).
     pub worker_id: String,
-    /// The household's shared secret.
-    pub token: String,
+    /// The device's key (it proves the key, never sends it).
+    pub key: DeviceKey,
     /// Digest of the code it runs ([`hearth_protocol::digest`] of the component or module).
     pub component_digest: String,
     /// Host or browser.
@@ -25,7 +26,7 @@ pub struct Identity {
 /// Where a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Hello sent, no welcome yet.
+    /// Hello sent (and the challenge answered), no welcome yet.
     Joining,
     /// Admitted, model built: answering rounds.
     Training,
@@ -80,6 +81,10 @@ pub struct WorkerSession<T> {
     phase: Phase,
     note: String,
     stats: SessionStats,
+    /// This connection's nonce and hello frame (the challenge's proof covers them).
+    joining: Option<([u8; NONCE_LEN], Vec<u8>)>,
+    /// The challenge answered on this connection.
+    challenge: Option<Vec<u8>>,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -91,17 +96,21 @@ impl<T: Trainer> WorkerSession<T> {
             phase: Phase::Joining,
             note: String::new(),
             stats: SessionStats::default(),
+            joining: None,
+            challenge: None,
         }
     }
 
-    /// The first frame of a connection (call it on every new connection).
-    pub fn hello(&mut self) -> Result<Vec<u8>, T::Error> {
+    /// The first frame of a connection (call it on every new connection),
+    /// with a fresh random `nonce` (the caller draws it: the OS on a host,
+    /// `crypto.getRandomValues` in a browser).
+    pub fn hello(&mut self, nonce: [u8; NONCE_LEN]) -> Result<Vec<u8>, T::Error> {
         let architectures = self.trainer.architectures()?;
         self.phase = Phase::Joining;
         let id = &self.identity;
-        Ok(self.count_out(&Message::Hello(proto::Hello {
+        let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
-            auth_token: id.token.clone(),
+            nonce: nonce.to_vec(),
             component_digest: id.component_digest.clone(),
             capabilities: proto::Capabilities {
                 kind: id.kind,
@@ -110,7 +119,10 @@ impl<T: Trainer> WorkerSession<T> {
                 memory_mib: id.memory_mib,
                 images_per_second: 0.0,
             },
-        })))
+        }));
+        self.joining = Some((nonce, frame.clone()));
+        self.challenge = None;
+        Ok(frame)
     }
 
     /// Handles one binary frame from the coordinator; returns the frame to
@@ -153,7 +165,32 @@ impl<T: Trainer> WorkerSession<T> {
 
     fn on_message(&mut self, message: Message) -> Option<Message> {
         match message {
+            Message::Challenge(c) => {
+                let Some((_, hello)) = self.joining.as_ref().filter(|_| self.challenge.is_none())
+                else {
+                    return Some(self.error(None, "a challenge outside the join".into()));
+                };
+                let mac = self.identity.key.worker_proof(&c.nonce, hello);
+                self.challenge = Some(c.nonce);
+                Some(Message::Proof(proto::Proof { mac }))
+            }
             Message::Welcome(w) => {
+                let proven = match (&self.joining, &self.challenge) {
+                    (Some((nonce, _)), Some(challenge)) => self
+                        .identity
+                        .key
+                        .check_coordinator_proof(nonce, challenge, &w.proof),
+                    _ => false,
+                };
+                self.joining = None;
+                if !proven {
+                    // Whoever this is does not know our key: not our household's coordinator.
+                    self.phase = Phase::Rejected;
+                    self.note = "the coordinator could not prove it knows this device's key \
+                                 (a different household, or an impostor)"
+                        .into();
+                    return None;
+                }
                 let config = ModelConfig {
                     arch: w.arch.clone(),
                     seed: w.seed,
@@ -208,13 +245,15 @@ impl<T: Trainer> WorkerSession<T> {
                     }
                 }
             }
-            other @ (Message::Hello(_) | Message::Result(_)) => Some(self.error(
-                None,
-                format!(
-                    "a {} is not a message a coordinator sends",
-                    Message::kind_name(other.kind())
-                ),
-            )),
+            other @ (Message::Hello(_) | Message::Result(_) | Message::Proof(_)) => {
+                Some(self.error(
+                    None,
+                    format!(
+                        "a {} is not a message a coordinator sends",
+                        Message::kind_name(other.kind())
+                    ),
+                ))
+            }
         }
     }
 }
@@ -268,10 +307,17 @@ mod tests {
         }
     }
 
+    const NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];
+    const CHALLENGE: [u8; NONCE_LEN] = [9; NONCE_LEN];
+
+    fn key() -> DeviceKey {
+        DeviceKey::derive("secret", "pi-kitchen")
+    }
+
     fn identity() -> Identity {
         Identity {
             worker_id: "pi-kitchen".into(),
-            token: "secret".into(),
+            key: key(),
             component_digest: "ab".repeat(32),
             kind: proto::WorkerKind::Host,
             threads: 1,
@@ -279,13 +325,34 @@ mod tests {
         }
     }
 
-    fn welcome(arch: &str) -> Vec<u8> {
+    fn welcome_with(arch: &str, proof: Vec<u8>) -> Vec<u8> {
         proto::encode(&Message::Welcome(proto::Welcome {
             session: 4,
             arch: arch.into(),
             seed: 9,
             optimizer: hearth_worker::OptimizerConfig::default(),
+            proof,
         }))
+    }
+
+    fn welcome(arch: &str) -> Vec<u8> {
+        welcome_with(arch, key().coordinator_proof(&NONCE, &CHALLENGE))
+    }
+
+    fn challenge() -> Vec<u8> {
+        proto::encode(&Message::Challenge(proto::Challenge {
+            nonce: CHALLENGE.to_vec(),
+        }))
+    }
+
+    /// Hello and the answered challenge, as on a new connection.
+    fn join<T: Trainer>(s: &mut WorkerSession<T>) -> Vec<u8> {
+        let hello = s.hello(NONCE).unwrap_or_default();
+        let Message::Proof(p) = decode(s.handle(&challenge())) else {
+            panic!("a challenge is answered with a proof")
+        };
+        assert!(key().check_worker_proof(&CHALLENGE, &hello, &p.mac));
+        hello
     }
 
     fn assign(round: u64, steps: Vec<u32>, reply: UpdateKind) -> Vec<u8> {
@@ -309,12 +376,12 @@ mod tests {
     #[test]
     fn hello_welcome_then_rounds_of_local_steps_and_deltas() {
         let mut s = WorkerSession::new(identity(), Counter::default());
-        let Message::Hello(h) = proto::decode(&s.hello().unwrap()).unwrap() else {
+        let Message::Hello(h) = proto::decode(&join(&mut s)).unwrap() else {
             panic!("hello expected")
         };
         assert_eq!(
-            (h.worker_id.as_str(), h.auth_token.as_str()),
-            ("pi-kitchen", "secret")
+            (h.worker_id.as_str(), h.nonce.as_slice()),
+            ("pi-kitchen", &NONCE[..])
         );
         assert_eq!(h.capabilities.architectures, vec!["toy".to_string()]);
         assert!(s.handle(&welcome("toy")).is_none());
@@ -348,7 +415,7 @@ mod tests {
     #[test]
     fn a_failed_round_is_reported_for_that_round_and_the_session_goes_on() {
         let mut s = WorkerSession::new(identity(), Counter::default());
-        s.hello().unwrap();
+        join(&mut s);
         let Message::Error(e) = decode(s.handle(&assign(1, vec![1], UpdateKind::Delta))) else {
             panic!("an assignment before the welcome is refused")
         };
@@ -374,7 +441,7 @@ mod tests {
     #[test]
     fn reject_goodbye_and_an_unbuildable_model_end_the_session() {
         let mut s = WorkerSession::new(identity(), Counter::default());
-        s.hello().unwrap();
+        join(&mut s);
         let Message::Goodbye(g) = decode(s.handle(&welcome("resnet"))) else {
             panic!("goodbye expected")
         };
@@ -382,7 +449,7 @@ mod tests {
         assert_eq!(s.phase(), Phase::Failed);
         assert!(s.phase().is_final());
 
-        s.hello().unwrap();
+        join(&mut s);
         let reject = proto::encode(&Message::Reject(proto::Reject {
             reason: "wrong auth token".into(),
         }));
@@ -390,12 +457,42 @@ mod tests {
         assert_eq!(s.phase(), Phase::Rejected);
         assert!(s.note().contains("wrong auth token"));
 
-        s.hello().unwrap();
+        join(&mut s);
         s.handle(&welcome("toy"));
         let bye = proto::encode(&Message::Goodbye(proto::Goodbye {
             reason: "training finished".into(),
         }));
         assert!(s.handle(&bye).is_none());
         assert_eq!(s.phase(), Phase::Finished);
+    }
+
+    #[test]
+    fn a_coordinator_that_cannot_prove_the_key_is_not_trusted() {
+        let mut s = WorkerSession::new(identity(), Counter::default());
+        join(&mut s);
+        let forged = DeviceKey::derive("another household", "pi-kitchen");
+        assert!(
+            s.handle(&welcome_with(
+                "toy",
+                forged.coordinator_proof(&NONCE, &CHALLENGE)
+            ))
+            .is_none()
+        );
+        assert_eq!(s.phase(), Phase::Rejected);
+        assert!(
+            s.trainer.built.is_none(),
+            "no model is built for an impostor"
+        );
+
+        // A welcome without a challenge first (no proof possible) is refused too.
+        s.hello(NONCE).unwrap_or_default();
+        assert!(s.handle(&welcome("toy")).is_none());
+        assert_eq!(s.phase(), Phase::Rejected);
+
+        // A second challenge on one connection is not answered.
+        join(&mut s);
+        assert!(matches!(decode(s.handle(&challenge())), Message::Error(_)));
+        assert!(s.handle(&welcome("toy")).is_none());
+        assert_eq!(s.phase(), Phase::Training);
     }
 }

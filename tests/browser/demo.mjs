@@ -31,7 +31,7 @@ try {
   result.parity = await page.evaluate(async () => {
     const m = await import('./pkg/hearth_worker.js');
     await m.default();
-    const data = new Uint8Array(await (await fetch('./api/samples?start=0&count=64')).arrayBuffer());
+    const data = new Uint8Array(await (await window.hearth.api('./api/samples?start=0&count=64')).arrayBuffer());
     const model = new m.WebModel('lenet5', 7, 0.05, 0.9, 1e-4);
     const losses = [];
     for (let i = 0; i < 3; i++) losses.push(model.train_batch(data.subarray(0, 64 * 784), data.subarray(64 * 784)));
@@ -73,7 +73,7 @@ try {
   result.digits = [];
   for (let i = 0; i < 10; i++) {
     const sample = await page.evaluate(async (i) => {
-      const data = new Uint8Array(await (await fetch(`./api/samples?start=${i}&count=1`)).arrayBuffer());
+      const data = new Uint8Array(await (await window.hearth.api(`./api/samples?start=${i}&count=1`)).arrayBuffer());
       window.hearthDigit.paint(data.subarray(0, 784));
       const direct = await window.hearthDigit.predictRaw(data.subarray(0, 784));
       return { label: data[784], direct };

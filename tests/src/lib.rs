@@ -139,7 +139,7 @@ pub fn serve_lingering(args: &[&str]) -> (Reaped, String) {
 pub fn serve(args: &[&str]) -> (Reaped, String) {
     use std::io::BufRead;
     let mut cmd = Command::new(binary("hearth-coordinator"));
-    cmd.args(["serve", "--quiet"]);
+    in_test_household(&mut cmd).args(["serve", "--quiet"]);
     if !args.contains(&"--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
@@ -167,7 +167,7 @@ pub fn serve(args: &[&str]) -> (Reaped, String) {
 /// Starts `hearth-host work` against `url` as `name`.
 pub fn worker(url: &str, name: &str) -> Reaped {
     Reaped(
-        Command::new(binary("hearth-host"))
+        in_test_household(&mut Command::new(binary("hearth-host")))
             .args(["work", "--coordinator", url, "--name", name])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -203,8 +203,44 @@ pub fn wait_exit(p: &mut Reaped, secs: u64) -> Option<std::process::ExitStatus> 
     }
 }
 
-/// Body of `GET http://host:port/path` (plain HTTP/1.1, `Connection: close`).
+/// The home directory the tests' coordinators use: one that does not
+/// exist, so they run with the development secret whatever the machine's
+/// own household is.
+pub fn test_home() -> PathBuf {
+    std::env::temp_dir().join("hearth-e2e-no-household")
+}
+
+/// Points `cmd` at the tests' household (see [`test_home`]).
+pub fn in_test_household(cmd: &mut Command) -> &mut Command {
+    cmd.env("HEARTH_HOME", test_home())
+        .env_remove("HEARTH_SECRET")
+        .env_remove("HEARTH_KEY")
+        .env_remove("HEARTH_PAIR")
+}
+
+/// The page at `http` opened with the pairing link of device `name` in
+/// the development household.
+pub fn paired_page(http: &str, name: &str) -> String {
+    format!("{http}#device={name}&key={}", raw::dev_key(name).code())
+}
+
+/// The HTTP credential of device `e2e` in the development household.
+pub fn api_credential() -> String {
+    raw::dev_key("e2e").http_token("e2e")
+}
+
+/// Body of `GET http://host:port/path` with the tests' credential.
 pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
+    http_request(base, path, Some(&api_credential())).map(|(_, body)| body)
+}
+
+/// Status and body of `GET http://host:port/path` (plain HTTP/1.1,
+/// `Connection: close`), with `Authorization: Bearer CREDENTIAL` if given.
+pub fn http_request(
+    base: &str,
+    path: &str,
+    credential: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let host = base
         .trim_start_matches("http://")
@@ -214,16 +250,27 @@ pub fn http_get(base: &str, path: &str) -> std::io::Result<String> {
         .unwrap_or_default()
         .to_string();
     let mut s = std::net::TcpStream::connect(&host)?;
+    let auth = credential
+        .map(|c| format!("Authorization: Bearer {c}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default())
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default(),
+    ))
 }
 
 /// Rounds the coordinator at `url` (its WebSocket URL) credits to `name`, per `/api/status`.

@@ -1,5 +1,6 @@
 //! A raw protocol client for tests that play a misbehaving worker.
 
+use hearth_protocol::auth::{DEV_SECRET, DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, Message};
 use tungstenite::Message as Ws;
 
@@ -30,10 +31,10 @@ pub fn next(s: &mut Socket) -> Option<Message> {
 }
 
 /// A hello from a host named `name`.
-pub fn hello_as(name: &str, token: &str, digest: &str) -> Message {
+pub fn hello_as(name: &str, digest: &str) -> Message {
     Message::Hello(proto::Hello {
         worker_id: name.into(),
-        auth_token: token.into(),
+        nonce: vec![42; NONCE_LEN],
         component_digest: digest.into(),
         capabilities: proto::Capabilities {
             kind: proto::WorkerKind::Host,
@@ -43,6 +44,27 @@ pub fn hello_as(name: &str, token: &str, digest: &str) -> Message {
             images_per_second: 0.0,
         },
     })
+}
+
+/// The key a device named `name` has in the development household.
+pub fn dev_key(name: &str) -> DeviceKey {
+    DeviceKey::derive(DEV_SECRET, name)
+}
+
+/// Joins as host `name` proving `key`: hello, the challenge's proof; returns
+/// the coordinator's answer (a welcome or a reject), or `None` if it closed.
+pub fn join_as(s: &mut Socket, name: &str, key: &DeviceKey, digest: &str) -> Option<Message> {
+    let hello = hello_as(name, digest);
+    let frame = proto::encode(&hello);
+    s.send(Ws::Binary(frame.clone().into())).expect("send");
+    match next(s)? {
+        Message::Challenge(c) => {
+            let mac = key.worker_proof(&c.nonce, &frame);
+            send(s, &Message::Proof(proto::Proof { mac }));
+            next(s)
+        }
+        other => Some(other),
+    }
 }
 
 /// The next assignment (other messages are skipped), or `None` when the connection closed.

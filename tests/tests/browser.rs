@@ -115,7 +115,7 @@ fn a_browser_tab_trains_survives_a_reload_and_classifies_a_drawn_digit() {
         .join("browser-artifacts");
     let run = Command::new("node")
         .arg(browser_dir().join("demo.mjs"))
-        .arg(&http)
+        .arg(hearth_e2e::paired_page(&http, "tab-1"))
         .arg(&artifacts)
         .output()
         .expect("start node");
@@ -232,7 +232,7 @@ fn a_browser_tab_reconnects_to_a_restarted_coordinator() {
     let http = url.trim_end_matches("ws").replacen("ws://", "http://", 1);
     let mut node = Command::new("node")
         .arg(browser_dir().join("reconnect.mjs"))
-        .arg(&http)
+        .arg(hearth_e2e::paired_page(&http, "tab-1"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

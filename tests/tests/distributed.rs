@@ -27,7 +27,10 @@ fn wait_for_rounds(url: &str, name: &str, rounds: u64) {
 #[test]
 fn three_hosts_train_one_epoch_using_every_sample_once() {
     let out = tempfile::tempdir().unwrap();
-    let result = run(Command::new(binary("hearth-coordinator")).args([
+    let result = run(hearth_e2e::in_test_household(&mut Command::new(binary(
+        "hearth-coordinator",
+    )))
+    .args([
         "train",
         "--local-workers",
         "3",
@@ -114,7 +117,7 @@ fn a_host_started_before_the_coordinator_keeps_retrying_and_joins() {
         .port();
     let url = format!("ws://127.0.0.1:{port}/ws");
     let mut early = hearth_e2e::Reaped(
-        Command::new(binary("hearth-host"))
+        hearth_e2e::in_test_household(&mut Command::new(binary("hearth-host")))
             .args([
                 "work",
                 "--coordinator",
@@ -137,7 +140,7 @@ fn a_host_started_before_the_coordinator_keeps_retrying_and_joins() {
     let out = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{port}");
     let mut coordinator = hearth_e2e::Reaped(
-        Command::new(binary("hearth-coordinator"))
+        hearth_e2e::in_test_household(&mut Command::new(binary("hearth-coordinator")))
             .args([
                 "serve",
                 "--quiet",

@@ -1,13 +1,13 @@
 //! A raw WebSocket client that speaks the protocol and misbehaves in every
 //! way the coordinator must survive, while a real `hearth-host` trains.
 
-use hearth_e2e::raw::{Socket, connect, next, send};
+use hearth_e2e::raw::{Socket, connect, dev_key, join_as, next, send};
 use hearth_e2e::{assert_each_sample_once, serve, wait_success, worker};
 use hearth_protocol::{self as proto, Message};
 use tungstenite::Message as Ws;
 
-fn hello(token: &str, digest: &str) -> Message {
-    hearth_e2e::raw::hello_as("mallory", token, digest)
+fn hello(digest: &str) -> Message {
+    hearth_e2e::raw::hello_as("mallory", digest)
 }
 
 fn assignment(s: &mut Socket) -> proto::Assign {
@@ -71,15 +71,16 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
         .unwrap();
     assert!(matches!(next(&mut s), Some(Message::Reject(_))));
     // Wrong secret, or another component: refused with the reason.
+    let wrong = hearth_protocol::auth::DeviceKey::derive("guess", "mallory");
     let mut s = connect(&url);
-    send(&mut s, &hello("guess", &digest));
-    assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("token")));
+    let answer = join_as(&mut s, "mallory", &wrong, &digest);
+    assert!(matches!(answer, Some(Message::Reject(r)) if r.reason.contains("wrong key")));
     let mut s = connect(&url);
-    send(&mut s, &hello("hearth-local", &"0".repeat(64)));
-    assert!(matches!(next(&mut s), Some(Message::Reject(r)) if r.reason.contains("component")));
+    let answer = join_as(&mut s, "mallory", &dev_key("mallory"), &"0".repeat(64));
+    assert!(matches!(answer, Some(Message::Reject(r)) if r.reason.contains("component")));
     // A "browser" must run the module the coordinator serves, not a host's component.
     let mut s = connect(&url);
-    let Message::Hello(mut h) = hello("hearth-local", &digest) else {
+    let Message::Hello(mut h) = hello(&digest) else {
         unreachable!()
     };
     h.capabilities.kind = proto::WorkerKind::Browser;
@@ -88,8 +89,7 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
 
     // Admitted, then every kind of bad result.
     let mut m = connect(&url);
-    send(&mut m, &hello("hearth-local", &digest));
-    let Some(Message::Welcome(w)) = next(&mut m) else {
+    let Some(Message::Welcome(w)) = join_as(&mut m, "mallory", &dev_key("mallory"), &digest) else {
         panic!("not welcomed")
     };
     assert_eq!(w.arch, "lenet5");
@@ -187,7 +187,7 @@ fn a_host_whose_calls_overrun_restarts_in_place_and_no_sample_is_lost() {
         dir,
     ]);
     let mut overrunner = hearth_e2e::Reaped(
-        Command::new(hearth_e2e::binary("hearth-host"))
+        hearth_e2e::in_test_household(&mut Command::new(hearth_e2e::binary("hearth-host")))
             .args(["work", "--coordinator", &url, "--name", "overrunner"])
             .args(["--call-timeout", "0.03", "--max-backoff", "1"])
             .env("NO_COLOR", "1")

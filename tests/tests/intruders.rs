@@ -3,7 +3,7 @@
 //! protocol client as the bad device; the run must finish on time with every
 //! sample once, the bad device reported and nothing of it in the model.
 
-use hearth_e2e::raw::{connect, hello_as, next, next_assignment, send};
+use hearth_e2e::raw::{connect, dev_key, join_as, next_assignment, send};
 use hearth_e2e::{assert_each_sample_once, serve, wait_success, worker};
 use hearth_protocol::{self as proto, Message};
 
@@ -27,8 +27,8 @@ fn a_lying_device_is_refused_put_on_probation_and_cannot_hurt_the_model() {
     ]);
     let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
     let mut liar = connect(&url);
-    send(&mut liar, &hello_as("liar", "hearth-local", &digest));
-    assert!(matches!(next(&mut liar), Some(Message::Welcome(_))));
+    let welcome = join_as(&mut liar, "liar", &dev_key("liar"), &digest);
+    assert!(matches!(welcome, Some(Message::Welcome(_))));
     let _honest = worker(&url, "honest");
     // Lie in a different way every round until the run ends.
     let mut round = 0u32;

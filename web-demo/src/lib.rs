@@ -37,6 +37,7 @@ pub const ASSETS: &[Asset] = &[
     static_file!("index.html", "text/html; charset=utf-8"),
     static_file!("bench.html", "text/html; charset=utf-8"),
     static_file!("app.js", "text/javascript; charset=utf-8"),
+    static_file!("auth.js", "text/javascript; charset=utf-8"),
     static_file!("bench.js", "text/javascript; charset=utf-8"),
     static_file!("worker.js", "text/javascript; charset=utf-8"),
     static_file!("digit.js", "text/javascript; charset=utf-8"),

@@ -2,6 +2,8 @@
 // Glue only: the numbers come from the coordinator's /api/status and from the
 // Rust worker's status; nothing is computed here.
 
+import { api, credentials, remember } from './auth.js';
+
 const $ = (id) => document.getElementById(id);
 const fmt = {
   pct: (x) => (x == null ? '–' : `${(100 * x).toFixed(2)} %`),
@@ -17,20 +19,17 @@ window.hearth = hearth;
 
 // ---- this tab as a worker ------------------------------------------------
 const params = new URLSearchParams(location.search);
-const nameKey = 'hearth-name';
-let name = sessionStorage.getItem(nameKey);
-if (!name) {
-  name = `browser-${Math.random().toString(16).slice(2, 8)}`;
-  sessionStorage.setItem(nameKey, name);
-}
+// The device id and pairing code come from the pairing link (or are typed in).
+const paired = credentials();
+let name = paired ? paired.device : '';
 $('name').value = name;
-$('token').value = params.get('token') || localStorage.getItem('hearth-token') || 'hearth-local';
+$('key').value = paired ? paired.key : '';
+hearth.api = api;
 
 let worker = null;
 function join() {
-  name = $('name').value.trim() || name;
-  sessionStorage.setItem(nameKey, name);
-  localStorage.setItem('hearth-token', $('token').value);
+  name = $('name').value.trim();
+  remember(name, $('key').value.trim());
   sessionStorage.setItem('hearth-joined', '1');
   if (!worker) {
     worker = new Worker('worker.js', { type: 'module' });
@@ -38,7 +37,7 @@ function join() {
   }
   // ?throttle=MS makes this tab a slow device (each reply held back MS ms),
   // for trying out stragglers and for the reload test.
-  worker.postMessage({ type: 'join', name, token: $('token').value, throttleMs: params.get('throttle') });
+  worker.postMessage({ type: 'join', name, key: $('key').value.trim(), throttleMs: params.get('throttle') });
   hearth.joined = true;
   $('join').textContent = 'Leave';
   $('tab-phase').textContent = 'joining';
@@ -139,7 +138,7 @@ function render(s) {
 const history = { rounds: [], last: 0 };
 async function poll() {
   try {
-    const r = await fetch(`./api/status?since=${history.last}`, { cache: 'no-store' });
+    const r = await api(`./api/status?since=${history.last}`);
     if (r.ok) {
       const s = await r.json();
       if (s.round < history.last) { history.rounds = []; history.last = 0; }

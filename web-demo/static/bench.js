@@ -1,7 +1,10 @@
 // Runs the benchmark in a Web Worker (where browser training runs) and shows
 // the result; with ?report=1 it also posts it to the coordinator, which is how
 // `hearth-coordinator bench-browser` reads it.
+import { api, credentials } from './auth.js';
+
 const out = document.getElementById('out');
+const paired = credentials();
 const params = new URLSearchParams(location.search);
 const seconds = Number(params.get('seconds') || 5);
 const repeats = Number(params.get('repeats') || 3);
@@ -17,12 +20,12 @@ function run() {
       const report = { ...m, user_agent: navigator.userAgent };
       out.textContent = `${Math.round(m.median)} img/s (median of ${m.rates.length}: ${m.rates.map(Math.round).join(', ')})`;
       if (params.get('report') === '1') {
-        await fetch('./api/bench', { method: 'POST', body: JSON.stringify(report) });
+        await api('./api/bench', { method: 'POST', body: JSON.stringify(report) });
       }
       worker.terminate();
     }
   };
-  worker.postMessage({ type: 'bench', seconds, repeats });
+  worker.postMessage({ type: 'bench', seconds, repeats, name: paired?.device, key: paired?.key });
 }
 document.getElementById('run').onclick = run;
 if (params.get('report') === '1') run();

@@ -1,6 +1,7 @@
 // Draw-a-digit: the pad's pixels go to Rust (MNIST-style centering and
 // scaling), then to the current global model, all in this page's wasm.
 import init, { WebModel, digit_from_canvas } from './pkg/hearth_worker.js';
+import { api } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
 const pad = $('pad');
@@ -37,7 +38,7 @@ async function refreshModel(version) {
   if (version !== undefined && version === modelVersion) return;
   fetching = (async () => {
     await init();
-    const r = await fetch('./api/model', { cache: 'no-store' });
+    const r = await api('./api/model');
     const params = new Float32Array(await r.arrayBuffer());
     const a = r.headers.get('x-hearth-arch');
     if (!model || a !== arch) {

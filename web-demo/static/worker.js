@@ -1,7 +1,7 @@
 // Web Worker: the tab's training worker. Glue only: it moves bytes between the
 // WebSocket and the Rust BrowserWorker (protocol, training and replies are all
 // in the wasm module) and reports the worker's status to the page.
-import init, { BrowserWorker, WebModel, digest } from './pkg/hearth_worker.js';
+import init, { BrowserWorker, WebModel, digest, http_token } from './pkg/hearth_worker.js';
 
 let ready = null;     // Promise of the module's digest
 let socket = null;
@@ -31,12 +31,18 @@ function connect(moduleDigest) {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   ws.binaryType = 'arraybuffer';
-  const worker = new BrowserWorker(config.name, config.token, moduleDigest);
+  let worker;
+  try {
+    worker = new BrowserWorker(config.name, config.key, moduleDigest);
+  } catch (error) {
+    postMessage({ type: 'status', phase: 'rejected', message: `not paired: ${error}` });
+    return;
+  }
   socket = ws;
   session = worker;
   ws.onopen = () => {
     backoff = 250;
-    ws.send(worker.hello());
+    ws.send(worker.hello(crypto.getRandomValues(new Uint8Array(16))));
     report({ connected: true });
   };
   ws.onmessage = (event) => {
@@ -66,10 +72,11 @@ function connect(moduleDigest) {
 // Benchmark: training steps at batch 64 on real MNIST test images 0..639 from
 // the coordinator, for `seconds` per repeat after one second of warm-up (the
 // same method as the wasmtime side of `hearth-coordinator bench-browser`).
-async function bench({ seconds, repeats }) {
+async function bench({ seconds, repeats, name, key }) {
   await load();
   const count = 640;
-  const data = new Uint8Array(await (await fetch(`./api/samples?start=0&count=${count}`)).arrayBuffer());
+  const headers = { Authorization: `Bearer ${http_token(name, key)}` };
+  const data = new Uint8Array(await (await fetch(`./api/samples?start=0&count=${count}`, { headers })).arrayBuffer());
   const pixels = data.subarray(0, count * 784);
   const labels = data.subarray(count * 784);
   const model = new WebModel('lenet5', 1, 0.05, 0.9, 1e-4);
@@ -98,7 +105,7 @@ onmessage = async (event) => {
   const msg = event.data;
   try {
     if (msg.type === 'join') {
-      config = { name: msg.name, token: msg.token, throttleMs: Number(msg.throttleMs) || 0 };
+      config = { name: msg.name, key: msg.key, throttleMs: Number(msg.throttleMs) || 0 };
       stopped = false;
       const moduleDigest = await load();
       if (!socket) connect(moduleDigest);

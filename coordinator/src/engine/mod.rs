@@ -44,6 +44,9 @@ pub struct Admitted {
     pub kind: WorkerKind,
     /// Digest of the code it runs.
     pub component: String,
+    /// The coordinator's proof of the device key, for the welcome (the
+    /// session computed it at admission).
+    pub proof: Vec<u8>,
 }
 
 /// The test-set score of some parameters.

@@ -27,6 +27,7 @@ impl Engine {
             arch: o.arch.clone(),
             seed: o.seed,
             optimizer: self.strategy.worker_optimizer(o.optimizer()),
+            proof: worker.proof.clone(),
         });
         self.notice(Notice::Joined {
             worker: worker.name.clone(),

@@ -70,6 +70,22 @@ pub struct RunFiles {
     metrics: Lines,
 }
 
+fn read_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    let path = dir.join(CHECKPOINT);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("reading {} (is this a run directory?)", path.display()))?;
+    let saved: Checkpoint = postcard::from_bytes(&bytes)
+        .with_context(|| format!("{} is damaged or from another version", path.display()))?;
+    if saved.format != FORMAT {
+        bail!(
+            "{} has format {}, this coordinator reads {FORMAT}",
+            path.display(),
+            saved.format
+        );
+    }
+    Ok(saved)
+}
+
 impl RunFiles {
     /// A new run in `dir` (created if needed). A previous run's files there
     /// are not overwritten: the directory is first moved aside to `DIR.1`
@@ -101,24 +117,18 @@ impl RunFiles {
     /// The run saved in `dir`: its state at the last checkpoint, with the
     /// line files cut back to that point.
     pub fn resume(dir: &Path) -> Result<(Self, RunState)> {
-        let path = dir.join(CHECKPOINT);
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("reading {} (is this a run directory?)", path.display()))?;
-        let saved: Checkpoint = postcard::from_bytes(&bytes)
-            .with_context(|| format!("{} is damaged or from another version", path.display()))?;
-        if saved.format != FORMAT {
-            bail!(
-                "{} has format {}, this coordinator reads {FORMAT}",
-                path.display(),
-                saved.format
-            );
-        }
+        let saved = read_checkpoint(dir)?;
         let files = Self {
             dir: dir.to_path_buf(),
             ledger: Lines::open(dir, LEDGER, Some(saved.ledger_bytes))?,
             metrics: Lines::open(dir, METRICS, Some(saved.metrics_bytes))?,
         };
         Ok((files, saved.state))
+    }
+
+    /// The state of the last checkpoint in `dir`, read only (nothing is cut).
+    pub fn saved_state(dir: &Path) -> Result<RunState> {
+        Ok(read_checkpoint(dir)?.state)
     }
 
     /// Writes `state` as the checkpoint: temporary file, sync, rename, sync

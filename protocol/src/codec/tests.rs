@@ -14,7 +14,7 @@ fn samples() -> Vec<Message> {
     vec![
         Message::Hello(Hello {
             worker_id: "pi-kitchen".into(),
-            auth_token: "s3cret".into(),
+            nonce: vec![7; 16],
             component_digest: "ab".repeat(32),
             capabilities: caps,
         }),
@@ -27,7 +27,10 @@ fn samples() -> Vec<Message> {
                 momentum: 0.9,
                 weight_decay: 1e-4,
             },
+            proof: vec![1; 32],
         }),
+        Message::Challenge(Challenge { nonce: vec![3; 16] }),
+        Message::Proof(Proof { mac: vec![4; 32] }),
         Message::Reject(Reject {
             reason: "bad token".into(),
         }),
@@ -103,7 +106,7 @@ fn bulk_data_is_raw_little_endian() {
 
 #[test]
 fn malformed_frames_are_errors() {
-    let good = encode(&samples()[3]);
+    let good = encode(&samples()[5]);
     assert!(matches!(decode(&[]), Err(ProtocolError::Truncated { .. })));
     let mut v = good.clone();
     v[0] = 1;
@@ -133,14 +136,14 @@ fn malformed_frames_are_errors() {
             value: 10
         })
     );
-    let mut v = encode(&samples()[6]);
+    let mut v = encode(&samples()[8]);
     v.push(1);
     assert!(matches!(
         decode(&v),
         Err(ProtocolError::PayloadLength { kind: "error", .. })
     ));
     // Steps that do not add up to the samples sent.
-    let Message::Assign(mut a) = samples()[3].clone() else {
+    let Message::Assign(mut a) = samples()[5].clone() else {
         unreachable!()
     };
     a.steps = vec![1];
@@ -154,7 +157,7 @@ fn malformed_frames_are_errors() {
         "an empty step"
     );
     // A header length that points past the end.
-    let mut v = encode(&samples()[7]);
+    let mut v = encode(&samples()[9]);
     v[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(decode(&v), Err(ProtocolError::Truncated { .. })));
     assert!(matches!(

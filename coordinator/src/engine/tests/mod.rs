@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_mnist::Split;
+use hearth_protocol::auth::{DEV_SECRET, DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, IMAGE_LEN, Message, UpdateKind};
 use hearth_session::{Identity, Trainer, WorkerSession};
 use hearth_worker::{LrSchedule, ModelConfig};
@@ -97,10 +98,31 @@ impl Trainer for FakeTrainer {
     }
 }
 
+/// The nonces of every fake join (the engine never sees them; the proof does).
+const NONCE: [u8; NONCE_LEN] = [1; NONCE_LEN];
+const CHALLENGE: [u8; NONCE_LEN] = [2; NONCE_LEN];
+
+fn key(name: &str) -> DeviceKey {
+    DeviceKey::derive(DEV_SECRET, name)
+}
+
+/// A new connection's hello and answered challenge, as the coordinator's
+/// session would take them before admitting `w`.
+pub(super) fn hello(w: &mut WorkerSession<FakeTrainer>) {
+    w.hello(NONCE).unwrap();
+    let challenge = proto::encode(&Message::Challenge(proto::Challenge {
+        nonce: CHALLENGE.to_vec(),
+    }));
+    assert!(matches!(
+        w.handle(&challenge).map(|f| proto::decode(&f)),
+        Some(Ok(Message::Proof(_)))
+    ));
+}
+
 pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
     let identity = Identity {
         worker_id: name.into(),
-        token: String::new(),
+        key: key(name),
         component_digest: String::new(),
         kind: proto::WorkerKind::Host,
         threads: 1,
@@ -174,6 +196,7 @@ impl Harness {
             name: name.into(),
             kind: proto::WorkerKind::Host,
             component: "c".repeat(64),
+            proof: key(name).coordinator_proof(&NONCE, &CHALLENGE),
         };
         self.feed(Input::Joined { conn, worker });
     }
@@ -260,7 +283,7 @@ pub(super) fn workers(h: &mut Harness, names: &[&str]) -> Vec<WorkerSession<Fake
         .enumerate()
         .map(|(i, name)| {
             let mut w = session(name);
-            w.hello().unwrap();
+            hello(&mut w);
             h.join(i as ConnId + 1, name);
             w
         })

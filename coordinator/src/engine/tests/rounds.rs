@@ -87,7 +87,7 @@ fn a_worker_joining_mid_epoch_trains_from_the_next_round() {
     let mut a = workers(&mut h, &["a"]).remove(0);
     // Round 1 goes to a alone.
     let mut b = session("b");
-    b.hello().unwrap();
+    hello(&mut b);
     h.join(2, "b");
     let first = h.take(2);
     assert!(
