@@ -100,8 +100,20 @@ fn coordinator(
     } else {
         cmd.arg("--out").arg(out).args(&args.run_args);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdout(Stdio::null())
+        .stderr(log(out, "coordinator.log")?);
     Ok(Process(cmd.spawn().context("starting the coordinator")?))
+}
+
+/// An appending log file `name` next to `dir`, for a child's stderr.
+fn log(dir: &Path, name: &str) -> Result<Stdio> {
+    let parent = dir.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(parent.join(name))?;
+    Ok(Stdio::from(file))
 }
 
 /// `GET path` from the coordinator at `address` with a credential; the body.
@@ -165,6 +177,9 @@ pub fn run(args: ChaosArgs) -> Result<()> {
         "--kill-every and --restart-after are positive seconds"
     );
     std::fs::create_dir_all(&args.out)?;
+    for name in ["clean.log", "coordinator.log"] {
+        let _ = std::fs::remove_file(args.out.join(name));
+    }
     let home = args.out.join("household");
     let clean_dir = args.out.join("clean");
     let chaos_dir = args.out.join("chaos");
@@ -188,9 +203,14 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     ]);
     household(&mut cmd, &home);
     cmd.arg("--out").arg(&clean_dir).args(&args.run_args);
-    cmd.stdout(Stdio::null());
+    cmd.stdout(Stdio::null())
+        .stderr(log(&clean_dir, "clean.log")?);
     let status = cmd.status().context("running the clean run")?;
-    ensure!(status.success(), "the clean run failed");
+    ensure!(
+        status.success(),
+        "the clean run failed (see {})",
+        args.out.join("clean.log").display()
+    );
     let clean = accuracy(&clean_dir)?;
     let samples = samples_per_epoch(&clean_dir)?;
     println!("clean run: final test accuracy {:.2} %", 100.0 * clean);

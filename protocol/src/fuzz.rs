@@ -42,7 +42,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         memory_mib: 64,
         images_per_second: 0.0,
     };
-    let messages = vec![
+    let messages = [
         Message::Hello(Hello {
             worker_id: "fuzz".into(),
             nonce: vec![1; 16],

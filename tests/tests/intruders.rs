@@ -79,3 +79,138 @@ fn a_lying_device_is_refused_put_on_probation_and_cannot_hurt_the_model() {
     println!("test accuracy with the liar: {acc}");
     assert!(acc > 0.85, "the global model was damaged: {acc}");
 }
+
+/// How an adversary answers its assignments.
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    /// Every value 1e30.
+    Huge,
+    /// Honest-sized values with impossible loss and counts.
+    Statistics,
+    /// Zero deltas, instantly.
+    Zero,
+    /// Never answers (stays connected).
+    Silent,
+    /// Says goodbye right after its first assignment, then comes back.
+    Goodbye,
+}
+
+/// Plays `lie` against the coordinator at `url` until the run ends.
+fn adversary(url: String, lie: Lie, digest: String) {
+    loop {
+        let mut s = connect(&url);
+        let name = format!("{lie:?}").to_lowercase();
+        if !matches!(
+            join_as(&mut s, &name, &dev_key(&name), &digest),
+            Some(Message::Welcome(_))
+        ) {
+            return;
+        }
+        while let Some(a) = next_assignment(&mut s) {
+            let n = a.params.len();
+            let (values, loss_sum, correct) = match lie {
+                Lie::Huge => (vec![1e30; n], 1.0, 0),
+                Lie::Statistics => (vec![1e-3; n], f64::NAN, u32::MAX),
+                Lie::Zero => (vec![0.0; n], 1.0, 0),
+                Lie::Silent => continue,
+                Lie::Goodbye => {
+                    let bye = proto::Goodbye {
+                        reason: "cannot build the model".into(),
+                    };
+                    send(&mut s, &Message::Goodbye(bye));
+                    break;
+                }
+            };
+            let result = proto::RoundResult {
+                round: a.round,
+                params_version: a.params_version,
+                samples: a.labels.len() as u32,
+                loss_sum,
+                correct,
+                kind: a.reply,
+                values,
+            };
+            send(&mut s, &Message::Result(result));
+        }
+        if !matches!(lie, Lie::Goodbye) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// One run with two honest hosts and, if given, one adversary; its final
+/// test accuracy and wall time.
+fn accuracy_with(lie: Option<Lie>, epochs: &str, train: &str) -> (f64, f64) {
+    let out = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let (mut coordinator, url) = serve(&[
+        "--min-workers",
+        "2",
+        "--epochs",
+        epochs,
+        "--train-limit",
+        train,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let digest = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
+    let bad = lie.map(|l| {
+        let (url, digest) = (url.clone(), digest.clone());
+        std::thread::spawn(move || adversary(url, l, digest))
+    });
+    let _a = worker(&url, "honest-1");
+    let _b = worker(&url, "honest-2");
+    assert!(wait_success(&mut coordinator, 3600), "coordinator failed");
+    let n: u64 = train.parse().unwrap();
+    assert_each_sample_once(out.path(), n, epochs.parse().unwrap());
+    drop(bad);
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    if let Some(l) = lie {
+        let name = format!("{l:?}").to_lowercase();
+        let w = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name.as_str());
+        eprintln!(
+            "{name}: {}",
+            w.map_or("not in the summary".into(), |w| w.to_string())
+        );
+    }
+    (
+        s["final_test_accuracy"].as_f64().unwrap(),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+/// The acceptance experiment, full size (run it with `cargo test --release
+/// -p hearth-e2e --test intruders -- --ignored --nocapture`;
+/// `HEARTH_EXPERIMENT_EPOCHS` and `HEARTH_EXPERIMENT_TRAIN` shrink it).
+#[test]
+#[ignore = "an experiment: several full training runs"]
+fn experiment_each_lie_costs_at_most_0_3_points() {
+    let epochs = std::env::var("HEARTH_EXPERIMENT_EPOCHS").unwrap_or_else(|_| "10".into());
+    let train = std::env::var("HEARTH_EXPERIMENT_TRAIN").unwrap_or_else(|_| "60000".into());
+    let (clean, clean_s) = accuracy_with(None, &epochs, &train);
+    println!("clean: {:.2} % in {clean_s:.0} s", 100.0 * clean);
+    let mut worst: f64 = 0.0;
+    for lie in [
+        Lie::Huge,
+        Lie::Statistics,
+        Lie::Zero,
+        Lie::Silent,
+        Lie::Goodbye,
+    ] {
+        let (acc, secs) = accuracy_with(Some(lie), &epochs, &train);
+        let drop = 100.0 * (clean - acc);
+        worst = worst.max(drop);
+        println!(
+            "{lie:?}: {:.2} % in {secs:.0} s ({:+.2} pp)",
+            100.0 * acc,
+            -drop
+        );
+    }
+    assert!(worst <= 0.3, "a lie cost {worst:.2} points");
+}

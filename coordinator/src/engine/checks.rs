@@ -61,6 +61,7 @@ mod tests {
             samples: 128,
             version: 3,
             reply: UpdateKind::Delta,
+            learning_rate: 0.05,
             sent: Default::default(),
             deadline: Default::default(),
         }

@@ -25,7 +25,8 @@ pub enum UpdateGuard {
 /// honest step is that far from the others.
 pub const ABSURD: f64 = 100.0;
 
-/// Accepted update norms (per batch) the bound is computed from.
+/// Accepted update norms (per batch, per unit of learning rate) the bound
+/// is computed from.
 const WINDOW: usize = 64;
 /// Norms needed before the bound follows them (until then: the model's own norm).
 const CALIBRATED: usize = 3;
@@ -53,7 +54,9 @@ pub fn norm(values: &[f32]) -> f64 {
 /// The guard's memory, part of the run state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GuardState {
-    /// Recent accepted update norms, per batch.
+    /// Recent accepted update norms, per batch and per unit of learning rate
+    /// (a step's size follows its learning rate: a cosine schedule's last
+    /// steps are a million times smaller than its first, and honest).
     pub recent: VecDeque<f64>,
     /// Workers on probation, by name, with the last reason.
     pub suspects: BTreeMap<String, String>,
@@ -84,12 +87,14 @@ impl GuardState {
     }
 
     /// Checks the statistics and the norm of `r` (already well formed, for
-    /// `batches` batches, against a model of norm `model_norm`); clips it in
-    /// place if `guard` says so. The error is the reason to refuse it.
+    /// `batches` batches trained at learning rate `lr`, against a model of
+    /// norm `model_norm`); clips it in place if `guard` says so. The error is
+    /// the reason to refuse it.
     pub fn judge(
         &mut self,
         r: &mut RoundResult,
         batches: usize,
+        lr: f64,
         model_norm: f64,
         guard: UpdateGuard,
         factor: f64,
@@ -106,15 +111,23 @@ impl GuardState {
         }
         let batches = batches.max(1) as f64;
         let norm = norm(&r.values);
-        let per_batch = norm / batches;
+        if lr.is_nan() || lr <= 0.0 {
+            // A step at learning rate 0 changes nothing: only nothing is honest.
+            return if norm == 0.0 {
+                Ok(Verdict::Accepted)
+            } else {
+                Err(format!("update norm {norm:.3e} at learning rate 0"))
+            };
+        }
+        let per_batch = norm / batches / lr;
         let median = self.median();
         if norm == 0.0 || median.is_some_and(|m| per_batch < FLOOR * m) {
             return Err(format!(
-                "update norm {norm:.3e} is next to nothing: no training happened"
+                "update norm {norm:.3e} is next to nothing for learning rate {lr:.3e}: no training happened"
             ));
         }
         let bound = match median {
-            Some(m) => factor * m * batches,
+            Some(m) => factor * m * batches * lr,
             // Before the bound is calibrated: no honest round moves the
             // model by as much as its whole size.
             None => model_norm.max(1.0),
@@ -133,7 +146,7 @@ impl GuardState {
                 "update norm {norm:.3e} is past the bound {bound:.3e} ({factor} times the recent median per batch)"
             ));
         };
-        self.recent.push_back(per_batch.min(bound / batches));
+        self.recent.push_back(per_batch.min(bound / batches / lr));
         while self.recent.len() > WINDOW {
             self.recent.pop_front();
         }
@@ -164,7 +177,10 @@ mod tests {
         for (loss, correct) in [(f64::NAN, 0), (-1.0, 0), (1e300, 0), (1.0, 65)] {
             let mut r = result(vec![0.1; 4]);
             (r.loss_sum, r.correct) = (loss, correct);
-            assert!(g.judge(&mut r, 1, 1.0, UpdateGuard::Reject, 10.0).is_err());
+            assert!(
+                g.judge(&mut r, 1, 1.0, 1.0, UpdateGuard::Reject, 10.0)
+                    .is_err()
+            );
         }
     }
 
@@ -173,20 +189,28 @@ mod tests {
         let mut g = GuardState::default();
         let mut huge = result(vec![1e30; 4]);
         let e = g
-            .judge(&mut huge, 1, 5.0, UpdateGuard::Clip, 10.0)
+            .judge(&mut huge, 1, 1.0, 5.0, UpdateGuard::Clip, 10.0)
             .unwrap_err();
         assert!(
             e.contains("bound"),
             "absurd is refused even when clipping: {e}"
         );
         assert!(
-            g.judge(&mut result(vec![0.0; 4]), 1, 5.0, UpdateGuard::Reject, 10.0)
-                .is_err()
+            g.judge(
+                &mut result(vec![0.0; 4]),
+                1,
+                1.0,
+                5.0,
+                UpdateGuard::Reject,
+                10.0
+            )
+            .is_err()
         );
         for _ in 0..5 {
             let v = g.judge(
                 &mut result(vec![0.01; 4]),
                 1,
+                1.0,
                 5.0,
                 UpdateGuard::Reject,
                 10.0,
@@ -198,6 +222,7 @@ mod tests {
             g.judge(
                 &mut result(vec![0.15; 4]),
                 2,
+                1.0,
                 5.0,
                 UpdateGuard::Reject,
                 10.0
@@ -205,7 +230,9 @@ mod tests {
             .is_ok()
         );
         let mut big = result(vec![1.0; 4]);
-        let v = g.judge(&mut big, 2, 5.0, UpdateGuard::Clip, 10.0).unwrap();
+        let v = g
+            .judge(&mut big, 2, 1.0, 5.0, UpdateGuard::Clip, 10.0)
+            .unwrap();
         assert!(
             matches!(v, Verdict::Clipped { from, to } if from == 2.0 && (to - 0.4).abs() < 1e-6)
         );
@@ -220,11 +247,81 @@ mod tests {
             .judge(
                 &mut result(vec![1e-9; 4]),
                 1,
+                1.0,
                 5.0,
                 UpdateGuard::Reject,
                 10.0,
             )
             .unwrap_err();
         assert!(e.contains("nothing"), "{e}");
+    }
+
+    #[test]
+    fn the_bound_and_the_floor_follow_the_learning_rate() {
+        let mut g = GuardState::default();
+        for _ in 0..5 {
+            let r = g.judge(
+                &mut result(vec![0.01; 4]),
+                1,
+                0.05,
+                5.0,
+                UpdateGuard::Reject,
+                10.0,
+            );
+            assert_eq!(r, Ok(Verdict::Accepted));
+        }
+        // The last steps of a cosine schedule: a million times smaller, honest.
+        let tiny = g.judge(
+            &mut result(vec![1e-8; 4]),
+            1,
+            5e-8,
+            5.0,
+            UpdateGuard::Reject,
+            10.0,
+        );
+        assert_eq!(tiny, Ok(Verdict::Accepted));
+        // The same update at the peak rate did no training.
+        let e = g
+            .judge(
+                &mut result(vec![1e-8; 4]),
+                1,
+                0.05,
+                5.0,
+                UpdateGuard::Reject,
+                10.0,
+            )
+            .unwrap_err();
+        assert!(e.contains("nothing"), "{e}");
+        // And a peak-sized step at a tiny rate is far past the bound.
+        let far = g.judge(
+            &mut result(vec![0.01; 4]),
+            1,
+            5e-8,
+            5.0,
+            UpdateGuard::Reject,
+            10.0,
+        );
+        assert!(far.is_err());
+        // Learning rate 0: only an update of exactly nothing is honest.
+        let zero = g.judge(
+            &mut result(vec![0.0; 4]),
+            1,
+            0.0,
+            5.0,
+            UpdateGuard::Reject,
+            10.0,
+        );
+        assert_eq!(zero, Ok(Verdict::Accepted));
+        assert!(
+            g.judge(
+                &mut result(vec![1e-9; 4]),
+                1,
+                0.0,
+                5.0,
+                UpdateGuard::Reject,
+                10.0
+            )
+            .is_err()
+        );
     }
 }

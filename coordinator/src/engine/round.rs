@@ -139,6 +139,7 @@ impl Engine {
             samples: samples as u32,
             version: self.state.version,
             reply: fit.reply,
+            learning_rate: fit.learning_rate,
             sent: now,
             deadline: now + answer_deadline(w.images_per_second(), samples, limit),
         });
@@ -176,10 +177,14 @@ impl Engine {
         let model_norm = self.state.round_progress.model_norm;
         let o = &self.state.options;
         let (guard, factor) = (o.update_guard, f64::from(o.norm_factor));
-        let verdict = self
-            .state
-            .guard
-            .judge(&mut r, busy.batches.len(), model_norm, guard, factor);
+        let verdict = self.state.guard.judge(
+            &mut r,
+            busy.batches.len(),
+            f64::from(busy.learning_rate),
+            model_norm,
+            guard,
+            factor,
+        );
         let verdict = match verdict {
             Ok(v) => v,
             Err(reason) => {

@@ -57,6 +57,8 @@ pub struct Busy {
     pub version: u64,
     /// What the result must carry.
     pub reply: UpdateKind,
+    /// The learning rate it trains at (the guard scales its bound by it).
+    pub learning_rate: f32,
     /// When the assignment went out.
     pub sent: Now,
     /// When its batches go back to the queue if it has not answered.
