@@ -167,6 +167,7 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
             listen: "127.0.0.1:0".parse()?,
             household: household.clone(),
             limits: opts.limits.clone(),
+            tls: None,
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },

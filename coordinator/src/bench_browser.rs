@@ -68,6 +68,7 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             listen: "127.0.0.1:0".parse()?,
             household,
             limits: base.limits.clone(),
+            tls: None,
             test: Arc::new(test.clone()),
             bench_reports: Some(tx),
         },

@@ -73,7 +73,7 @@ fn now() -> u64 {
 }
 
 /// Writes `bytes` to `path` whole and readable by the owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().context("a file path has a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

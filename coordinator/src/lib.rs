@@ -33,4 +33,5 @@ pub mod run;
 pub mod server;
 pub mod session;
 pub mod strategy;
+pub mod tls;
 pub mod web;

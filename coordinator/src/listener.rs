@@ -168,8 +168,15 @@ pub fn fitted_cap(wanted: usize, fd_limit: u64) -> usize {
     wanted.min(room)
 }
 
-/// Serves `app` on `listener` under `limits`, until the runtime stops.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, limits: ConnectionLimits) {
+/// Serves `app` on `listener` under `limits` (over TLS with `tls`), until
+/// the runtime stops.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let fd_limit = raise_fd_limit();
     let cap = fitted_cap(limits.max_connections, fd_limit);
     if cap < limits.max_connections {
@@ -203,17 +210,37 @@ pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, limits:
         let _ = stream.set_nodelay(true);
         let permit = ConnPermit(Arc::new(permit));
         let app = app.clone();
-        tokio::spawn(serve_connection(stream, peer, app, permit, header_timeout));
+        match tls.clone() {
+            None => {
+                tokio::spawn(serve_connection(stream, peer, app, permit, header_timeout));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    // The handshake counts against the header timeout too.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, app, permit, header_timeout).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     app: axum::Router,
     permit: ConnPermit,
     header_timeout: Duration,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(permit.clone());

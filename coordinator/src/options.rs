@@ -16,6 +16,7 @@ use crate::engine::UpdateGuard;
 use crate::household::HouseholdOptions;
 use crate::listener::ConnectionLimits;
 use crate::strategy::Aggregate;
+use crate::tls::TlsOptions;
 
 /// How a run trains: what the round engine and the strategy need (and what
 /// a saved run state carries with it).
@@ -152,6 +153,10 @@ pub struct RunOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub household: HouseholdOptions,
+    /// TLS on the port.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tls: TlsOptions,
     /// Limits on connections before and after admission.
     #[command(flatten)]
     #[serde(flatten)]

@@ -4,6 +4,7 @@ use anyhow::Result;
 use hearth_protocol::auth::PairingLink;
 
 use crate::household::{self, Household, HouseholdOptions};
+use crate::tls::TlsOptions;
 
 /// Options of `pair`.
 #[derive(clap::Args, Debug)]
@@ -20,18 +21,29 @@ pub struct PairArgs {
     /// The household.
     #[command(flatten)]
     pub household: HouseholdOptions,
+    /// TLS: with --tls the device pins the household's certificate (made now
+    /// if it does not exist yet).
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 /// Pairs a device and prints what it needs.
 pub fn pair(args: PairArgs) -> Result<()> {
     let household = Household::open(&args.household)?.ensure_secret()?;
     let key = household.pair(&args.name)?;
+    let fingerprint = crate::tls::server(&args.tls, household.home())?.map(|(_, fp)| fp);
     let link = PairingLink {
         address: args.address.clone(),
         device: args.name.clone(),
         key: key.clone(),
+        tls: fingerprint.clone(),
     };
-    let page = household::page_link(&format!("http://{}/", args.address), &args.name, &key);
+    let scheme = if fingerprint.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let page = household::page_link(&format!("{scheme}://{}/", args.address), &args.name, &key);
     println!(
         "paired {} (registry: {})",
         args.name,
@@ -40,6 +52,12 @@ pub fn pair(args: PairArgs) -> Result<()> {
     println!("  pairing code: {}", key.code());
     println!("  a host:       hearth-host work --pair '{link}'");
     println!("  a browser:    {page}");
+    if let Some(fp) = &fingerprint {
+        println!(
+            "  certificate:  SHA-256 {fp} (a browser warns about a self-signed \
+             certificate: accept it if its SHA-256 is this one)"
+        );
+    }
     if !args.no_qr {
         match qr(&page) {
             Some(code) => println!("\nscan with a phone to open the page paired:\n{code}"),

@@ -99,6 +99,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
          household secret in {}) or pass --secret",
         household.home().display()
     );
+    let tls = crate::tls::server(&opts.tls, household.home())?;
     let server::Served {
         mut evaluator,
         events,
@@ -112,12 +113,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
             listen,
             household: household.clone(),
             limits: opts.limits.clone(),
+            tls: tls.clone(),
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },
     )?;
     let local = opts.local_workers.unwrap_or(0);
-    let workers = LocalWorkers::spawn(local, &url, &household)?;
+    let fingerprint = tls.as_ref().map(|(_, fp)| fp.as_str());
+    let workers = LocalWorkers::spawn(local, &url, &household, fingerprint)?;
     let start = Instant::now();
     let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
     let train = Arc::new(data.train);

@@ -44,6 +44,9 @@ pub struct Endpoint {
     pub household: Household,
     /// Connection caps and timeouts.
     pub limits: ConnectionLimits,
+    /// The TLS configuration and the certificate's fingerprint, if the
+    /// port serves TLS.
+    pub tls: Option<(Arc<rustls::ServerConfig>, String)>,
     /// The test set (draw-a-digit checks, the browser benchmark).
     pub test: Arc<hearth_mnist::Split>,
     /// Where `POST /api/bench` reports go, if a benchmark waits for them.
@@ -92,10 +95,19 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         .with_state(admission)
         .merge(web::router(web_state));
     endpoint.limits.validate()?;
-    rt.spawn(listener::serve(listener, app, endpoint.limits));
-    let url = format!("ws://{addr}/ws");
+    let (ws, http, pin) = match &endpoint.tls {
+        Some((_, fp)) => ("wss", "https", format!("; TLS certificate sha256 {fp}")),
+        None => ("ws", "http", String::new()),
+    };
+    rt.spawn(listener::serve(
+        listener,
+        app,
+        endpoint.limits,
+        endpoint.tls.map(|(config, _)| config),
+    ));
+    let url = format!("{ws}://{addr}/ws");
     println!(
-        "coordinator listening on {url} ({} params, {}); dashboard on http://{addr}/",
+        "coordinator listening on {url} ({} params, {}); dashboard on {http}://{addr}/{pin}",
         arch.param_count, arch.name
     );
     Ok(Served {
@@ -115,7 +127,12 @@ pub struct LocalWorkers(Vec<Child>);
 impl LocalWorkers {
     /// Starts `n` workers against `url`, named `local-1` … `local-n`, each
     /// with its device key (in the environment, not on the command line).
-    pub fn spawn(n: usize, url: &str, household: &Household) -> Result<Self> {
+    pub fn spawn(
+        n: usize,
+        url: &str,
+        household: &Household,
+        fingerprint: Option<&str>,
+    ) -> Result<Self> {
         if n == 0 {
             return Ok(Self(Vec::new()));
         }
@@ -130,9 +147,12 @@ impl LocalWorkers {
             .map(|i| {
                 let name = format!("local-{}", i + 1);
                 let key = household.key_for(&name).map_err(anyhow::Error::msg)?;
-                Command::new(&host)
-                    .args(["work", "--coordinator", url, "--name", &name])
-                    .env("HEARTH_KEY", key.code())
+                let mut cmd = Command::new(&host);
+                cmd.args(["work", "--coordinator", url, "--name", &name]);
+                if let Some(fp) = fingerprint {
+                    cmd.args(["--tls-fingerprint", fp]);
+                }
+                cmd.env("HEARTH_KEY", key.code())
                     .env_remove("HEARTH_SECRET")
                     .stdin(Stdio::null())
                     .spawn()

@@ -16,6 +16,7 @@ mod bench;
 mod describe;
 mod evaluate;
 mod overrun;
+mod tls;
 mod train_local;
 mod work;
 

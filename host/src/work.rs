@@ -8,7 +8,7 @@
 //! the process, since retrying cannot fix it. A round that fails is reported
 //! to the coordinator for that round, and the session goes on.
 
-use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -17,10 +17,10 @@ use hearth_protocol::auth::{DEV_SECRET, DeviceKey, NONCE_LEN, PairingLink};
 use hearth_runtime::{ComponentModel, Limits, LoadedComponent, OnOverrun, Runtime};
 use hearth_session::{Identity, Phase, Trainer, WorkerSession};
 use hearth_worker::ModelConfig;
-use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::overrun;
+use crate::tls::{self, Stream};
 
 /// Options of `work`.
 #[derive(clap::Args, Debug)]
@@ -40,6 +40,10 @@ pub struct Args {
     /// secret, which only a loopback coordinator accepts.
     #[arg(long, env = "HEARTH_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// The SHA-256 fingerprint of the coordinator's TLS certificate, for a
+    /// wss:// coordinator (the pairing string carries it).
+    #[arg(long)]
+    tls_fingerprint: Option<String>,
     /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
@@ -53,11 +57,12 @@ pub struct Args {
     call_timeout: f64,
 }
 
-/// Where to connect, as whom, with which key (from the flags).
-fn credentials(args: &Args) -> Result<(String, String, DeviceKey)> {
+/// Where to connect, as whom, with which key, trusting which certificate
+/// (from the flags).
+fn credentials(args: &Args) -> Result<(String, String, DeviceKey, Option<String>)> {
     if let Some(link) = &args.pair {
         let link = PairingLink::parse(link).map_err(anyhow::Error::msg)?;
-        return Ok((link.url(), link.device, link.key));
+        return Ok((link.url(), link.device, link.key, link.tls));
     }
     let url = args
         .coordinator
@@ -77,12 +82,13 @@ fn credentials(args: &Args) -> Result<(String, String, DeviceKey)> {
         (None, Some(secret)) => DeviceKey::derive(secret, &name),
         (None, None) => DeviceKey::derive(DEV_SECRET, &name),
     };
-    Ok((url, name, key))
+    Ok((url, name, key, args.tls_fingerprint.clone()))
 }
 
 /// Connects, trains until the coordinator says goodbye, reconnecting on failure.
 pub fn run(args: Args) -> Result<()> {
-    let (url, name, key) = credentials(&args)?;
+    let (url, name, key, fingerprint) = credentials(&args)?;
+    let tls = fingerprint.as_deref().map(tls::pinned_config).transpose()?;
     let call_timeout = Duration::try_from_secs_f64(args.call_timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -123,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
     let max_backoff = Duration::from_secs(args.max_backoff.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
-        let outcome = connection(&url, &mut session);
+        let outcome = connection(&url, tls.as_ref(), &mut session);
         let phase = session.phase();
         match (outcome, phase) {
             (_, Phase::Finished) => return Ok(()),
@@ -151,18 +157,21 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocket<Stream>;
 
 /// One connection: hello, then every frame through the session, until the
 /// session is over for good or the connection ends.
-fn connection(url: &str, session: &mut WorkerSession<ComponentTrainer<'_>>) -> Result<()> {
+fn connection(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    session: &mut WorkerSession<ComponentTrainer<'_>>,
+) -> Result<()> {
     // The hello first: it puts the session back to joining, so a failed
     // connect counts as one (and backs off).
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
     let hello = session.hello(nonce)?;
-    let (mut socket, _) =
-        tungstenite::connect(url).with_context(|| format!("connecting to {url}"))?;
+    let mut socket = tls::connect(url, tls).with_context(|| format!("connecting to {url}"))?;
     send(&mut socket, hello)?;
     let mut joined = false;
     loop {

@@ -208,6 +208,10 @@ pub struct PairingLink {
     pub device: String,
     /// The device's key.
     pub key: DeviceKey,
+    /// The SHA-256 fingerprint (hex) of the coordinator's TLS certificate,
+    /// if it serves TLS: the device then connects with `wss://` and trusts
+    /// that certificate only.
+    pub tls: Option<String>,
 }
 
 impl PairingLink {
@@ -220,11 +224,12 @@ impl PairingLink {
         let (address, query) = rest
             .split_once("/?")
             .ok_or("a pairing string is hearth://HOST:PORT/?device=ID&key=CODE")?;
-        let (mut device, mut key) = (None, None);
+        let (mut device, mut key, mut tls) = (None, None, None);
         for pair in query.split('&') {
             match pair.split_once('=') {
                 Some(("device", v)) => device = Some(v.to_string()),
                 Some(("key", v)) => key = Some(DeviceKey::from_code(v)?),
+                Some(("tls", v)) => tls = Some(v.to_ascii_lowercase()),
                 _ => {}
             }
         }
@@ -233,14 +238,16 @@ impl PairingLink {
                 address: address.to_string(),
                 device,
                 key,
+                tls,
             }),
             _ => Err("a pairing string names a host, a device and a key".into()),
         }
     }
 
-    /// The coordinator's WebSocket URL.
+    /// The coordinator's WebSocket URL (`wss://` when it serves TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}/ws", self.address)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.address)
     }
 }
 
@@ -252,7 +259,11 @@ impl std::fmt::Display for PairingLink {
             self.address,
             self.device,
             self.key.code()
-        )
+        )?;
+        match &self.tls {
+            Some(fp) => write!(f, "&tls={fp}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -318,10 +329,17 @@ mod tests {
             address: "192.168.1.10:7070".into(),
             device: "kitchen-pi".into(),
             key: DeviceKey::derive("s", "kitchen-pi"),
+            tls: None,
         };
         let text = link.to_string();
         assert_eq!(PairingLink::parse(&text), Ok(link.clone()));
         assert_eq!(link.url(), "ws://192.168.1.10:7070/ws");
+        let secure = PairingLink {
+            tls: Some("ab".repeat(32)),
+            ..link
+        };
+        assert_eq!(PairingLink::parse(&secure.to_string()), Ok(secure.clone()));
+        assert_eq!(secure.url(), "wss://192.168.1.10:7070/ws");
         assert!(PairingLink::parse("http://x/?device=a&key=b").is_err());
         assert!(PairingLink::parse("hearth://x/?device=a").is_err());
         assert!(PairingLink::parse("hearth://x/?device=a&key=NOTACODE").is_err());

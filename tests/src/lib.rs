@@ -156,7 +156,7 @@ pub fn serve(args: &[&str]) -> (Reaped, String) {
         .expect("read stdout");
     let url = first
         .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
+        .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
         .expect("url in first line")
         .to_string();
     // Keep draining stdout so the coordinator never blocks on a full pipe.

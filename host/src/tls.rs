@@ -1,0 +1,163 @@
+//! The connection to the coordinator: plain TCP for `ws://`, TLS for
+//! `wss://` with the coordinator's certificate pinned by its SHA-256
+//! fingerprint (a household's coordinator has a self-signed certificate;
+//! the pairing string carries its fingerprint, so no certificate authority
+//! is involved and no other certificate is accepted).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{WebSocket, client};
+
+/// A byte stream to the coordinator.
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Accepts exactly the certificate whose SHA-256 is `fingerprint`.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = hearth_protocol::digest(end_entity.as_ref());
+        if seen.eq_ignore_ascii_case(&self.fingerprint) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the coordinator's certificate {seen} is not the pinned one {}",
+                self.fingerprint
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS client configuration that trusts only the certificate `fingerprint`.
+pub fn pinned_config(fingerprint: &str) -> Result<Arc<ClientConfig>> {
+    let ok = fingerprint.len() == 64 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok {
+        bail!("a certificate fingerprint is 64 hex digits (SHA-256)");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: fingerprint.to_string(),
+            provider,
+        }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Opens the WebSocket at `url` (`ws://` or `wss://`; the latter needs `tls`).
+pub fn connect(url: &str, tls: Option<&Arc<ClientConfig>>) -> Result<WebSocket<Stream>> {
+    let request = url
+        .into_client_request()
+        .with_context(|| format!("{url} is not a WebSocket URL"))?;
+    let uri = request.uri();
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => bail!("{url}: the coordinator's URL starts with ws:// or wss://"),
+    };
+    let host = uri.host().context("the URL names no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let host_name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tcp = TcpStream::connect((host_name.as_str(), port))
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = if secure {
+        let config = tls.context(
+            "a wss:// coordinator needs its certificate's fingerprint (--tls-fingerprint or the pairing string)",
+        )?;
+        let name = ServerName::try_from(host_name).context("not a TLS server name")?;
+        let conn = ClientConnection::new(Arc::clone(config), name)?;
+        Stream::Tls(Box::new(StreamOwned::new(conn, tcp)))
+    } else {
+        Stream::Plain(tcp)
+    };
+    let (socket, _) = client(request, stream).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(socket)
+}
