@@ -38,3 +38,51 @@ fn a_missing_or_wrong_config_file_is_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `epoch`"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_lan_is_refused_with_the_development_secret_and_pairing_lists_and_revokes() {
+    let home = tempfile::tempdir().unwrap();
+    let out = coordinator()
+        .args(["serve", "--listen", "0.0.0.0:0", "--home"])
+        .arg(home.path())
+        .env_remove("HEARTH_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("development secret"), "{err}");
+
+    let pair = coordinator()
+        .args(["pair", "--no-qr", "--name", "kitchen-pi", "--home"])
+        .arg(home.path())
+        .env_remove("HEARTH_SECRET")
+        .output()
+        .unwrap();
+    assert!(pair.status.success());
+    let text = String::from_utf8_lossy(&pair.stdout);
+    assert!(
+        text.contains("hearth-host work --pair 'hearth://127.0.0.1:7070/?device=kitchen-pi&key="),
+        "{text}"
+    );
+    assert!(
+        home.path().join("secret").is_file(),
+        "the first pairing makes a household secret"
+    );
+    let list = |home: &std::path::Path| {
+        let out = coordinator()
+            .arg("devices")
+            .arg("--home")
+            .arg(home)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(list(home.path()).contains("kitchen-pi") && list(home.path()).contains("active"));
+    let revoke = coordinator()
+        .args(["revoke", "kitchen-pi", "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    assert!(list(home.path()).contains("revoked"));
+}
