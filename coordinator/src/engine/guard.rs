@@ -32,6 +32,10 @@ const WINDOW: usize = 64;
 const CALIBRATED: usize = 3;
 /// An update below this fraction of the median norm did no training.
 const FLOOR: f64 = 1e-4;
+/// Below this size relative to the model an honest update may be nothing
+/// at all: f32 parameters (relative resolution 1.2e-7) do not move by
+/// steps that small, so the floor is not applied.
+const RESOLUTION: f64 = 1e-5;
 /// Largest mean per-sample loss taken as real (cross-entropy of a badly
 /// wrong f32 prediction stays far below it).
 const MAX_MEAN_LOSS: f64 = 1e3;
@@ -121,7 +125,9 @@ impl GuardState {
         }
         let per_batch = norm / batches / lr;
         let median = self.median();
-        if norm == 0.0 || median.is_some_and(|m| per_batch < FLOOR * m) {
+        // Whether an honest update this round can be told from nothing.
+        let resolvable = median.is_none_or(|m| m * batches * lr >= RESOLUTION * model_norm);
+        if resolvable && (norm == 0.0 || median.is_some_and(|m| per_batch < FLOOR * m)) {
             return Err(format!(
                 "update norm {norm:.3e} is next to nothing for learning rate {lr:.3e}: no training happened"
             ));
@@ -146,7 +152,9 @@ impl GuardState {
                 "update norm {norm:.3e} is past the bound {bound:.3e} ({factor} times the recent median per batch)"
             ));
         };
-        self.recent.push_back(per_batch.min(bound / batches / lr));
+        if resolvable {
+            self.recent.push_back(per_batch.min(bound / batches / lr));
+        }
         while self.recent.len() > WINDOW {
             self.recent.pop_front();
         }
@@ -302,6 +310,16 @@ mod tests {
             10.0,
         );
         assert!(far.is_err());
+        // So small a step that f32 parameters may not move at all: nothing is honest.
+        let vanished = g.judge(
+            &mut result(vec![0.0; 4]),
+            1,
+            1e-12,
+            5.0,
+            UpdateGuard::Reject,
+            10.0,
+        );
+        assert_eq!(vanished, Ok(Verdict::Accepted));
         // Learning rate 0: only an update of exactly nothing is honest.
         let zero = g.judge(
             &mut result(vec![0.0; 4]),

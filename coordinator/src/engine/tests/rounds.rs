@@ -40,6 +40,25 @@ fn two_epochs_use_every_sample_once_and_everyone_is_told_goodbye() {
 }
 
 #[test]
+fn the_last_steps_of_a_cosine_schedule_move_nothing_and_still_count() {
+    // 400 rounds: the last learning rate is about 4e-6 of the peak, and the
+    // fake model's f32 parameters stop moving (an honest delta of exactly 0).
+    let mut o = options();
+    (o.epochs, o.local_steps, o.batch, o.min_workers) = (1, 1, 1, 1);
+    let mut h = Harness::new(o, 400);
+    let mut ws = workers(&mut h, &["a"]);
+    run_to_end(&mut h, &mut ws);
+    assert!(h.finished && h.failed.is_none());
+    every_sample_once(&h, 400, 1);
+    let refused = h
+        .notices
+        .iter()
+        .filter(|n| matches!(n, Notice::Refused { .. }))
+        .count();
+    assert_eq!(refused, 0, "honest steps too small for f32 are not refused");
+}
+
+#[test]
 fn assignments_follow_the_ledger_the_schedule_and_the_strategy() {
     let mut h = Harness::new(options(), 50);
     workers(&mut h, &["a", "b"]);
