@@ -70,6 +70,9 @@ pub struct Admission {
     pub limits: ConnectionLimits,
 }
 
+/// How often a connected device's key is checked again (revocation).
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bytes a socket may still send (`usize::MAX`: no limit, once admitted).
 #[derive(Debug, Clone)]
 struct Budget(Arc<AtomicUsize>);
@@ -344,8 +347,18 @@ async fn run(mut socket: Socket, admission: Arc<Admission>, budget: Budget) {
         return;
     }
     let mut rate = Rate::new(admission.limits.max_message_rate);
+    let mut recheck = tokio::time::interval(REVOCATION_CHECK);
+    recheck.tick().await;
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                // A device revoked while connected leaves now, not at its next join.
+                if let Err(reason) = admission.household.key_for(&name) {
+                    tracing::warn!(worker = %shown(&name), reason = %shown(&reason), "disconnected");
+                    send(&mut socket, &Message::Goodbye(proto::Goodbye { reason })).await;
+                    break;
+                }
+            },
             out = rx.recv() => match out {
                 Some(frame) => {
                     if socket.send(WsMessage::Binary(frame.into())).await.is_err() {

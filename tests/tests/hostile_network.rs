@@ -378,3 +378,41 @@ fn a_replayed_join_a_wrong_key_a_revoked_device_and_no_credential_get_no_data() 
         (200, "ok".to_string())
     );
 }
+
+#[test]
+fn a_device_revoked_while_connected_is_sent_away() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // Two workers needed: the one device waits, connected, for a second.
+    let (_coordinator, url) = serve(&[
+        "--home",
+        home.path().to_str().unwrap(),
+        "--min-workers",
+        "2",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let mut s = connect(&url);
+    let welcome = join_as(&mut s, "den-pi", &dev_key("den-pi"), &digest());
+    assert!(matches!(welcome, Some(Message::Welcome(_))), "{welcome:?}");
+    let revoke = hearth_e2e::run(
+        std::process::Command::new(hearth_e2e::binary("hearth-coordinator"))
+            .args(["revoke", "den-pi", "--home"])
+            .arg(home.path()),
+    );
+    assert!(revoke.status.success(), "{}", hearth_e2e::text(&revoke));
+    let start = Instant::now();
+    let bye = next(&mut s);
+    assert!(
+        matches!(&bye, Some(Message::Goodbye(g)) if g.reason.contains("revoked")),
+        "{bye:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut again = connect(&url);
+    let answer = join_as(&mut again, "den-pi", &dev_key("den-pi"), &digest());
+    assert!(matches!(answer, Some(Message::Reject(r)) if r.reason.contains("revoked")));
+}
