@@ -227,7 +227,7 @@ impl Household {
     }
 
     /// Revokes device `id`: it can no longer join or read the API (a
-    /// connected device is refused when it next connects).
+    /// connected device is sent away at the session's next check).
     pub fn revoke(&self, id: &str) -> Result<()> {
         let mut registry = self.registry()?;
         let found = registry.devices.iter_mut().find(|d| d.id == id);

@@ -136,6 +136,8 @@ pub fn list(args: DeviceArgs) -> Result<()> {
 pub fn revoke(id: &str, args: DeviceArgs) -> Result<()> {
     let household = Household::open(&args.household)?;
     household.revoke(id)?;
-    println!("revoked {id}: it is refused from its next connection on");
+    println!(
+        "revoked {id}: a running coordinator sends it away within seconds and refuses it from then on"
+    );
     Ok(())
 }
