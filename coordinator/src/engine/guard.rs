@@ -71,6 +71,10 @@ pub struct GuardState {
 pub enum Verdict {
     /// As sent.
     Accepted,
+    /// As sent, but too small to tell from nothing (the learning rate is so
+    /// low that f32 parameters barely move): it counts as done, and proves
+    /// nothing about the worker (probation neither starts nor ends on it).
+    Unmeasured,
     /// Scaled down from `from` to `to` (norms).
     Clipped {
         /// Its norm as sent.
@@ -118,7 +122,7 @@ impl GuardState {
         if lr.is_nan() || lr <= 0.0 {
             // A step at learning rate 0 changes nothing: only nothing is honest.
             return if norm == 0.0 {
-                Ok(Verdict::Accepted)
+                Ok(Verdict::Unmeasured)
             } else {
                 Err(format!("update norm {norm:.3e} at learning rate 0"))
             };
@@ -138,7 +142,9 @@ impl GuardState {
             // model by as much as its whole size.
             None => model_norm.max(1.0),
         };
-        let verdict = if norm <= bound {
+        let verdict = if norm <= bound && !resolvable {
+            Verdict::Unmeasured
+        } else if norm <= bound {
             Verdict::Accepted
         } else if guard == UpdateGuard::Clip && norm <= ABSURD * bound {
             let scale = (bound / norm) as f32;
@@ -287,7 +293,7 @@ mod tests {
             UpdateGuard::Reject,
             10.0,
         );
-        assert_eq!(tiny, Ok(Verdict::Accepted));
+        assert_eq!(tiny, Ok(Verdict::Unmeasured));
         // The same update at the peak rate did no training.
         let e = g
             .judge(
@@ -319,7 +325,7 @@ mod tests {
             UpdateGuard::Reject,
             10.0,
         );
-        assert_eq!(vanished, Ok(Verdict::Accepted));
+        assert_eq!(vanished, Ok(Verdict::Unmeasured));
         // Learning rate 0: only an update of exactly nothing is honest.
         let zero = g.judge(
             &mut result(vec![0.0; 4]),
@@ -329,7 +335,7 @@ mod tests {
             UpdateGuard::Reject,
             10.0,
         );
-        assert_eq!(zero, Ok(Verdict::Accepted));
+        assert_eq!(zero, Ok(Verdict::Unmeasured));
         assert!(
             g.judge(
                 &mut result(vec![1e-9; 4]),

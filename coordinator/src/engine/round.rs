@@ -24,6 +24,11 @@ pub fn answer_deadline(images_per_second: f64, images: usize, limit: Duration) -
     }
 }
 
+/// A device whose speed is not known yet is allowed to be this many times
+/// slower than the slowest device measured so far (or than one that has just
+/// answered the same round) before its batches go back to the queue.
+const NEWCOMER_SLOWDOWN: f64 = 10.0;
+
 /// A worker on probation gets a batch at most this often.
 const PROBATION_GAP: Duration = Duration::from_secs(1);
 
@@ -111,6 +116,13 @@ impl Engine {
     /// with the global parameters.
     fn assign(&mut self, now: Now, conn: ConnId, round: u64, fit: &FitInstruction) {
         let limit = self.state.options.round_timeout();
+        let slowest = self
+            .state
+            .workers
+            .values()
+            .map(|w| w.images_per_second())
+            .filter(|&s| s > 0.0)
+            .min_by(f64::total_cmp);
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
@@ -133,6 +145,11 @@ impl Engine {
             self.train.gather(&idx, &mut pixels, &mut labels);
         }
         let samples = labels.len();
+        let speed = match (w.images_per_second(), slowest) {
+            (s, _) if s > 0.0 => s,
+            (_, Some(slowest)) => slowest / NEWCOMER_SLOWDOWN,
+            _ => 0.0,
+        };
         w.busy = Some(Busy {
             round,
             batches,
@@ -141,7 +158,7 @@ impl Engine {
             reply: fit.reply,
             learning_rate: fit.learning_rate,
             sent: now,
-            deadline: now + answer_deadline(w.images_per_second(), samples, limit),
+            deadline: now + answer_deadline(speed, samples, limit),
         });
         let assign = Message::Assign(proto::Assign {
             round,
@@ -196,6 +213,22 @@ impl Engine {
         self.credit(now, conn, &busy, r, verdict);
     }
 
+    /// A result at `speed` images per second came in: workers of the same
+    /// round whose speed is unknown (a device that just joined, or one that
+    /// never answers) may now take at most [`NEWCOMER_SLOWDOWN`] times as long.
+    fn hurry_newcomers(&mut self, speed: f64) {
+        let limit = self.state.options.round_timeout();
+        for w in self.state.workers.values_mut() {
+            if w.images_per_second() > 0.0 {
+                continue;
+            }
+            if let Some(b) = w.busy.as_mut() {
+                let allowed = answer_deadline(speed / NEWCOMER_SLOWDOWN, b.samples as usize, limit);
+                b.deadline = b.deadline.min(b.sent + allowed);
+            }
+        }
+    }
+
     /// Credits a checked result: the ledger, the worker's figures, the round's
     /// results.
     fn credit(&mut self, now: Now, conn: ConnId, busy: &Busy, r: RoundResult, verdict: Verdict) {
@@ -214,13 +247,22 @@ impl Engine {
             }
         };
         w.rounds += 1;
-        w.strikes = 0;
-        w.streak += 1;
-        let trusted = w.streak >= self.state.options.strikes.max(1)
+        // A result too small to measure proves nothing, good or bad.
+        let measured = verdict != Verdict::Unmeasured;
+        if measured {
+            w.strikes = 0;
+            w.streak += 1;
+        }
+        let trusted = measured
+            && w.streak >= self.state.options.strikes.max(1)
             && self.state.guard.suspects.remove(&w.name).is_some();
         w.images += u64::from(busy.samples);
-        w.busy_seconds += now.saturating_sub(busy.sent).as_secs_f64();
+        let took = now.saturating_sub(busy.sent).as_secs_f64();
+        w.busy_seconds += took;
         let worker = w.name.clone();
+        if took > 0.0 {
+            self.hurry_newcomers(f64::from(busy.samples) / took);
+        }
         let t = &mut self.state.round_progress.totals;
         t.loss_sum += r.loss_sum;
         t.correct += u64::from(r.correct);

@@ -161,6 +161,25 @@ fn a_worker_leaving_mid_round_by_close_or_goodbye_gives_its_batches_back() {
 }
 
 #[test]
+fn a_newcomer_that_never_answers_holds_a_round_for_seconds_once_another_answered() {
+    let mut h = Harness::new(options(), 50);
+    let mut ws = workers(&mut h, &["a", "silent"]);
+    assert_eq!(h.engine.next_deadline(), Some(Duration::from_secs(10)));
+    h.now = Duration::from_millis(10);
+    h.exchange(1, &mut ws[0]);
+    let deadline = h.engine.next_deadline().unwrap();
+    // a trained its 8 images in 10 ms (800 img/s): silent's 8 may take
+    // 4 times what 80 img/s predicts, plus 5 s, instead of the round timeout.
+    assert_eq!(deadline, Duration::from_millis(5_400));
+    h.now = deadline;
+    h.feed(Input::Tick);
+    assert!(matches!(
+        &h.requeues()[..],
+        [(w, 2, Requeue::MissedDeadline { .. })] if w == "silent"
+    ));
+}
+
+#[test]
 fn a_missed_deadline_requeues_and_the_late_result_is_not_averaged() {
     let mut h = Harness::new(options(), 50);
     let mut ws = workers(&mut h, &["a", "slow"]);
