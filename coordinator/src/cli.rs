@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::options::RunOptions;
 use crate::run::{self, Mode};
-use crate::{bench, bench_browser, chaos, pairing};
+use crate::{bench, bench_browser, chaos, components, pairing};
 
 /// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
 #[derive(Parser)]
@@ -62,6 +62,10 @@ pub enum Action {
         #[command(flatten)]
         args: pairing::DeviceArgs,
     },
+    /// Make the household's component-signing key (HOME/signing.key).
+    Keygen(components::KeygenArgs),
+    /// Sign a training component (writes FILE.sig).
+    Sign(components::SignArgs),
     /// Measure aggregation, framing, round overhead and bytes per epoch.
     Bench {
         #[command(flatten)]
@@ -98,6 +102,8 @@ pub fn main() -> Result<()> {
             run::train(run.resolve(sub)?, Mode::Serve { keep_serving }).map(drop)
         }
         Action::Chaos(args) => chaos::run(args),
+        Action::Keygen(args) => components::keygen(args),
+        Action::Sign(args) => components::sign(args),
         Action::Pair(args) => pairing::pair(args),
         Action::Devices(args) => pairing::list(args),
         Action::Revoke { id, args } => pairing::revoke(&id, args),

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod bench_browser;
 pub mod chaos;
 pub mod cli;
+pub mod components;
 pub mod dashboard;
 pub mod driver;
 pub mod engine;

@@ -7,7 +7,8 @@
 //!   write `results.json` and `model.safetensors`;
 //! - `bench`: training-step throughput, native vs inside wasmtime;
 //! - `describe`: the layers and parameter layout of an architecture;
-//! - `evaluate`: score a saved `model.safetensors` on the test set.
+//! - `evaluate`: score a saved `model.safetensors` on the test set;
+//! - `verify`: check a component's signature (`FILE.sig`) against trusted keys.
 //!
 //! Run `hearth-host --help` for the options.
 
@@ -18,6 +19,7 @@ mod evaluate;
 mod overrun;
 mod tls;
 mod train_local;
+mod verify;
 mod work;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,8 @@ enum Command {
     Describe(describe::Args),
     /// Score a saved model (model.safetensors) on the MNIST test set.
     Evaluate(evaluate::Args),
+    /// Check a component's signature as a device would before running it.
+    Verify(verify::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }

@@ -25,6 +25,23 @@ pub use runtime::{LoadedComponent, Runtime};
 pub const BUILTIN_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hearth_trainer.wasm"));
 
+/// The WIT package this host implements (`wit/trainer.wit`).
+pub const WIT_PACKAGE: &str = "hearth:trainer@0.1.0";
+
+/// The WIT world a training component must implement.
+pub const WIT_WORLD: &str = "trainer-component";
+
 /// Hex SHA-256 of component bytes: how hosts and coordinators name a
 /// component (the protocol's definition, re-exported).
 pub use hearth_protocol::digest;
+
+#[cfg(test)]
+mod wit_names {
+    /// The names above are the ones `wit/trainer.wit` declares.
+    #[test]
+    fn the_package_and_world_names_match_the_wit_file() {
+        let wit = include_str!("../../wit/trainer.wit");
+        assert!(wit.contains(&format!("package {};", super::WIT_PACKAGE)));
+        assert!(wit.contains(&format!("world {} {{", super::WIT_WORLD)));
+    }
+}

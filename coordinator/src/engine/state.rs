@@ -92,6 +92,9 @@ pub struct WorkerSlot {
     pub bytes_out: u64,
     /// Messages of its that were refused.
     pub rejected: u64,
+    /// Rounds it was given and did not complete (it left, missed its
+    /// deadline, reported a failure, or its result was refused).
+    pub abandoned: u64,
     /// Refused messages in a row.
     pub strikes: u32,
     /// Accepted results in a row.
@@ -115,6 +118,7 @@ impl WorkerSlot {
             bytes_in: 0,
             bytes_out: 0,
             rejected: 0,
+            abandoned: 0,
             strikes: 0,
             streak: 0,
             not_before: Now::ZERO,
@@ -143,6 +147,7 @@ impl WorkerSlot {
             bytes_sent_to: self.bytes_out,
             bytes_received_from: self.bytes_in,
             rejected_results: self.rejected,
+            abandoned_rounds: self.abandoned,
             suspect: None,
         }
     }
@@ -171,6 +176,10 @@ pub struct WorkerReport {
     pub bytes_received_from: u64,
     /// Its messages that were refused.
     pub rejected_results: u64,
+    /// Rounds it was given and did not complete (left, silent past its
+    /// deadline, failed, refused): a device that takes work and never
+    /// delivers shows here.
+    pub abandoned_rounds: u64,
     /// Why it is on probation (one batch a round), if it is.
     pub suspect: Option<String>,
 }
@@ -185,6 +194,7 @@ impl WorkerReport {
         self.bytes_sent_to += other.bytes_sent_to;
         self.bytes_received_from += other.bytes_received_from;
         self.rejected_results += other.rejected_results;
+        self.abandoned_rounds += other.abandoned_rounds;
     }
 }
 

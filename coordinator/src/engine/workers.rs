@@ -64,6 +64,7 @@ impl Engine {
             return 0;
         };
         let name = w.name.clone();
+        w.abandoned += 1;
         if matches!(why, Requeue::MissedDeadline { .. }) {
             w.missed = true;
         }
