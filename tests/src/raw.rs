@@ -75,3 +75,17 @@ pub fn next_assignment(s: &mut Socket) -> Option<proto::Assign> {
         }
     }
 }
+
+/// A result for assignment `a` carrying `values` and these statistics (true
+/// or not): what a worker, honest or lying, sends back.
+pub fn result_for(a: &proto::Assign, values: Vec<f32>, loss_sum: f64, correct: u32) -> Message {
+    Message::Result(proto::RoundResult {
+        round: a.round,
+        params_version: a.params_version,
+        samples: a.labels.len() as u32,
+        loss_sum,
+        correct,
+        kind: a.reply,
+        values,
+    })
+}

@@ -3,7 +3,7 @@
 //! protocol client as the bad device; the run must finish on time with every
 //! sample once, the bad device reported and nothing of it in the model.
 
-use hearth_e2e::raw::{connect, dev_key, join_as, next_assignment, send};
+use hearth_e2e::raw::{connect, dev_key, join_as, next_assignment, result_for, send};
 use hearth_e2e::{assert_each_sample_once, serve, wait_success, worker};
 use hearth_protocol::{self as proto, Message};
 
@@ -41,16 +41,7 @@ fn a_lying_device_is_refused_put_on_probation_and_cannot_hurt_the_model() {
             _ => (vec![1e-3; n], 1.0, u32::MAX),
         };
         round += 1;
-        let result = proto::RoundResult {
-            round: a.round,
-            params_version: a.params_version,
-            samples: a.labels.len() as u32,
-            loss_sum,
-            correct,
-            kind: a.reply,
-            values,
-        };
-        send(&mut liar, &Message::Result(result));
+        send(&mut liar, &result_for(&a, values, loss_sum, correct));
     }
     assert!(round >= 4, "the liar was asked {round} times");
     assert!(wait_success(&mut coordinator, 180), "coordinator failed");
@@ -121,16 +112,7 @@ fn adversary(url: String, lie: Lie, digest: String) {
                     break;
                 }
             };
-            let result = proto::RoundResult {
-                round: a.round,
-                params_version: a.params_version,
-                samples: a.labels.len() as u32,
-                loss_sum,
-                correct,
-                kind: a.reply,
-                values,
-            };
-            send(&mut s, &Message::Result(result));
+            send(&mut s, &result_for(&a, values, loss_sum, correct));
         }
         if !matches!(lie, Lie::Goodbye) {
             return;
