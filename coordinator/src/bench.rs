@@ -168,6 +168,7 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
             household: household.clone(),
             limits: opts.limits.clone(),
             tls: None,
+            component: None,
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },

@@ -69,6 +69,7 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             household,
             limits: base.limits.clone(),
             tls: None,
+            component: None,
             test: Arc::new(test.clone()),
             bench_reports: Some(tx),
         },

@@ -38,6 +38,23 @@ fn key_path(home: &Path) -> PathBuf {
     home.join("signing.key")
 }
 
+/// The household's signing key.
+fn signing_key(home: &Path) -> Result<SigningKey> {
+    let path = key_path(home);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (make it with `hearth-coordinator keygen`)",
+            path.display()
+        )
+    })?;
+    SigningKey::parse(&text).map_err(anyhow::Error::msg)
+}
+
+/// The public key of the household's signing key (what its devices trust).
+pub fn household_public_key(home: &Path) -> Result<String> {
+    Ok(signing_key(home)?.public())
+}
+
 /// Makes the household's signing key (never replacing one) and prints its
 /// public half, which devices trust.
 pub fn keygen(args: KeygenArgs) -> Result<()> {
@@ -64,14 +81,7 @@ pub fn keygen(args: KeygenArgs) -> Result<()> {
 /// Signs a component after checking it implements this host's world.
 pub fn sign(args: SignArgs) -> Result<()> {
     let household = Household::open(&args.household)?;
-    let path = key_path(household.home());
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (make it with `hearth-coordinator keygen`)",
-            path.display()
-        )
-    })?;
-    let key = SigningKey::parse(&text).map_err(anyhow::Error::msg)?;
+    let key = signing_key(household.home())?;
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Only sign what really is a training component of our world.

@@ -153,6 +153,11 @@ pub struct RunOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub household: HouseholdOptions,
+    /// Run this signed component (FILE.sig next to it, signed with the
+    /// household's key, HOME/signing.key) instead of the built-in one; the
+    /// local hosts run it too.
+    #[arg(long)]
+    pub component: Option<PathBuf>,
     /// TLS on the port.
     #[command(flatten)]
     #[serde(flatten)]

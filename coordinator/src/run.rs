@@ -100,6 +100,13 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         household.home().display()
     );
     let tls = crate::tls::server(&opts.tls, household.home())?;
+    let component = match &opts.component {
+        Some(path) => Some((
+            path.clone(),
+            crate::components::household_public_key(household.home())?,
+        )),
+        None => None,
+    };
     let server::Served {
         mut evaluator,
         events,
@@ -114,13 +121,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
             household: household.clone(),
             limits: opts.limits.clone(),
             tls: tls.clone(),
+            component: component.clone(),
             test: Arc::new(data.test.clone()),
             bench_reports: None,
         },
     )?;
     let local = opts.local_workers.unwrap_or(0);
     let fingerprint = tls.as_ref().map(|(_, fp)| fp.as_str());
-    let workers = LocalWorkers::spawn(local, &url, &household, fingerprint)?;
+    let workers = LocalWorkers::spawn(local, &url, &household, fingerprint, component.as_ref())?;
     let start = Instant::now();
     let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
     let train = Arc::new(data.train);

@@ -44,6 +44,9 @@ pub struct Endpoint {
     pub household: Household,
     /// Connection caps and timeouts.
     pub limits: ConnectionLimits,
+    /// A signed component to run instead of the built-in one, with the
+    /// public key that must have signed it.
+    pub component: Option<(std::path::PathBuf, String)>,
     /// The TLS configuration and the certificate's fingerprint, if the
     /// port serves TLS.
     pub tls: Option<(Arc<rustls::ServerConfig>, String)>,
@@ -56,7 +59,15 @@ pub struct Endpoint {
 /// Builds the global model in the component and starts the endpoint.
 pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
     let runtime = Runtime::new(Limits::default())?;
-    let component = runtime.load_builtin()?;
+    let component = match &endpoint.component {
+        Some((path, key)) => {
+            let (component, m) =
+                runtime.load_signed(path, &hearth_runtime::policy(vec![key.clone()]))?;
+            println!("running {} {} ({})", m.name, m.version, m.sha256);
+            component
+        }
+        None => runtime.load_builtin()?,
+    };
     let config = ModelConfig {
         arch: training.arch.clone(),
         seed: training.seed,
@@ -132,6 +143,7 @@ impl LocalWorkers {
         url: &str,
         household: &Household,
         fingerprint: Option<&str>,
+        component: Option<&(std::path::PathBuf, String)>,
     ) -> Result<Self> {
         if n == 0 {
             return Ok(Self(Vec::new()));
@@ -151,6 +163,9 @@ impl LocalWorkers {
                 cmd.args(["work", "--coordinator", url, "--name", &name]);
                 if let Some(fp) = fingerprint {
                     cmd.args(["--tls-fingerprint", fp]);
+                }
+                if let Some((path, key)) = component {
+                    cmd.arg("--component").arg(path).args(["--trust", key]);
                 }
                 cmd.env("HEARTH_KEY", key.code())
                     .env_remove("HEARTH_SECRET")

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use hearth_runtime::{WIT_PACKAGE, WIT_WORLD};
-use hearth_signing::Policy;
 
 /// Options of `verify`.
 #[derive(clap::Args, Debug)]
@@ -33,12 +31,7 @@ pub fn run(args: Args) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
     };
-    let policy = Policy {
-        trusted: args.trust,
-        package: WIT_PACKAGE.into(),
-        world: WIT_WORLD.into(),
-    };
-    match policy.verify(&bytes, signature.as_deref()) {
+    match hearth_runtime::policy(args.trust).verify(&bytes, signature.as_deref()) {
         Ok(m) => {
             println!(
                 "ok: {} {} ({}) for {}/{}",

@@ -44,6 +44,13 @@ pub struct Args {
     /// wss:// coordinator (the pairing string carries it).
     #[arg(long)]
     tls_fingerprint: Option<String>,
+    /// Run this signed component (FILE.sig next to it) instead of the one
+    /// built into the binary; it must be signed by a --trust key.
+    #[arg(long, requires = "trust")]
+    component: Option<std::path::PathBuf>,
+    /// A component-signing public key this device trusts (hex; repeat for several).
+    #[arg(long)]
+    trust: Vec<String>,
     /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
@@ -98,7 +105,15 @@ pub fn run(args: Args) -> Result<()> {
         on_overrun: OnOverrun::EndProcess(overrun::restart),
         ..Limits::default()
     })?;
-    let component = runtime.load_builtin()?;
+    let component = match &args.component {
+        Some(path) => {
+            let (component, m) =
+                runtime.load_signed(path, &hearth_runtime::policy(args.trust.clone()))?;
+            tracing::info!(name = %m.name, version = %m.version, sha256 = %m.sha256, "running a signed component");
+            component
+        }
+        None => runtime.load_builtin()?,
+    };
     let restarts = overrun::restarts_so_far();
     if restarts > 0 {
         // A component that overruns every time must not become a tight

@@ -13,6 +13,22 @@ pub enum Error {
     /// The component could not be compiled or instantiated.
     #[error("cannot load component: {0:#}")]
     Load(wasmtime::Error),
+    /// A component file (or its signature) could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The component's signature does not vouch for it: it is not run.
+    #[error("refused {path}: {refusal}")]
+    Refused {
+        /// The component file.
+        path: String,
+        /// Why.
+        refusal: hearth_signing::Refusal,
+    },
 }
 
 /// Result alias of the embedding.

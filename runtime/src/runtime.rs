@@ -109,6 +109,40 @@ impl Runtime {
         })
     }
 
+    /// Reads, verifies and compiles the component in `path`, signed in
+    /// `path.sig`, under `policy` (its package and world are the caller's:
+    /// [`crate::WIT_PACKAGE`], [`crate::WIT_WORLD`]). Nothing unsigned,
+    /// untrusted, tampered or built for another world is compiled.
+    pub fn load_signed(
+        &self,
+        path: &std::path::Path,
+        policy: &hearth_signing::Policy,
+    ) -> Result<(LoadedComponent, hearth_signing::Manifest)> {
+        let read_error = |error| Error::Read {
+            path: path.display().to_string(),
+            error,
+        };
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        let sig_path = std::path::PathBuf::from(format!("{}.sig", path.display()));
+        let signature = match std::fs::read_to_string(&sig_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                return Err(Error::Read {
+                    path: sig_path.display().to_string(),
+                    error,
+                });
+            }
+        };
+        let manifest = policy
+            .verify(&bytes, signature.as_deref())
+            .map_err(|refusal| Error::Refused {
+                path: path.display().to_string(),
+                refusal,
+            })?;
+        Ok((self.load(&bytes)?, manifest))
+    }
+
     /// Compiles the component built into this binary.
     pub fn load_builtin(&self) -> Result<LoadedComponent> {
         self.load(crate::BUILTIN_COMPONENT)

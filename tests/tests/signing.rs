@@ -51,6 +51,27 @@ fn a_signed_component_verifies_and_tampered_unsigned_or_foreign_ones_are_refused
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("ok: hearth-trainer 0.1.0"));
 
+    // The coordinator and its local hosts run the signed file.
+    let out = tempfile::tempdir().unwrap();
+    let train = run(
+        hearth_e2e::in_test_household(&mut Command::new(binary("hearth-coordinator")))
+            .args(["train", "--quiet", "--local-workers", "2", "--epochs", "1"])
+            .args([
+                "--train-limit",
+                "2000",
+                "--test-limit",
+                "500",
+                "--component",
+                file_arg,
+            ])
+            .arg("--home")
+            .arg(home.path())
+            .arg("--out")
+            .arg(out.path()),
+    );
+    assert!(train.status.success(), "{}", text(&train));
+    assert!(String::from_utf8_lossy(&train.stdout).contains("running hearth-trainer 0.1.0"));
+
     let refused = |out: &std::process::Output, reason: &str| {
         assert!(!out.status.success(), "{}", text(out));
         assert!(
@@ -68,6 +89,24 @@ fn a_signed_component_verifies_and_tampered_unsigned_or_foreign_ones_are_refused
     bytes[middle] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
     refused(&verify(&file, &key), "tampered");
+    // A device and a coordinator told to run it refuse to, and say why.
+    let host = run(
+        hearth_e2e::in_test_household(&mut Command::new(binary("hearth-host")))
+            .args([
+                "work",
+                "--coordinator",
+                "ws://127.0.0.1:9/ws",
+                "--component",
+                file_arg,
+            ])
+            .args(["--trust", &key]),
+    );
+    refused(&host, "tampered");
+    let serve = coordinator(
+        &["train", "--local-workers", "1", "--component", file_arg],
+        home.path(),
+    );
+    refused(&serve, "tampered");
     // No signature at all.
     std::fs::remove_file(dir.path().join("trainer.wasm.sig")).unwrap();
     refused(&verify(&file, &key), "unsigned");
