@@ -105,7 +105,7 @@ pub fn sign(args: SignArgs) -> Result<()> {
             sha256: String::new(),
         },
     );
-    let out = PathBuf::from(format!("{}.sig", args.file.display()));
+    let out = hearth_runtime::signature_path(&args.file);
     std::fs::write(&out, serde_json::to_string_pretty(&signed)?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!(

@@ -237,11 +237,12 @@ impl Household {
             }
             None => {
                 // An unpaired id (one using the household secret): record the
-                // revocation so its derived key stops working too.
+                // revocation so its derived key stops working too (no key is
+                // kept: a revoked entry's key is never read).
                 check_id(id).map_err(anyhow::Error::msg)?;
                 registry.devices.push(Device {
                     id: id.to_string(),
-                    key: DeviceKey::derive(&self.secret, id).code(),
+                    key: String::new(),
                     paired_at: 0,
                     revoked_at: Some(now()),
                 });

@@ -244,8 +244,6 @@ async fn serve_connection<S>(
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(permit.clone());
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
             app.clone().oneshot(req.map(axum::body::Body::new))
         });
     let connection = hyper::server::conn::http1::Builder::new()

@@ -31,7 +31,9 @@ pub struct PairArgs {
 pub fn pair(args: PairArgs) -> Result<()> {
     let household = Household::open(&args.household)?.ensure_secret()?;
     let key = household.pair(&args.name)?;
-    let fingerprint = crate::tls::server(&args.tls, household.home())?.map(|(_, fp)| fp);
+    let fingerprint = crate::tls::certificate(&args.tls, household.home())?
+        .map(|cert| cert.fingerprint())
+        .transpose()?;
     let link = PairingLink {
         address: args.address.clone(),
         device: args.name.clone(),

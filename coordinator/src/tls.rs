@@ -96,12 +96,20 @@ impl Certificate {
     }
 }
 
-/// The server configuration and fingerprint `options` ask for (none without `--tls`).
-pub fn server(options: &TlsOptions, home: &Path) -> Result<Option<(Arc<ServerConfig>, String)>> {
+/// The household's certificate if `options` ask for TLS (made now if it
+/// does not exist yet), else none.
+pub fn certificate(options: &TlsOptions, home: &Path) -> Result<Option<Certificate>> {
     if !options.tls {
         return Ok(None);
     }
     let cert = Certificate::in_home(home);
     cert.ensure(&options.tls_names)?;
-    Ok(Some((cert.server_config()?, cert.fingerprint()?)))
+    Ok(Some(cert))
+}
+
+/// The server configuration and fingerprint `options` ask for (none without `--tls`).
+pub fn server(options: &TlsOptions, home: &Path) -> Result<Option<(Arc<ServerConfig>, String)>> {
+    certificate(options, home)?
+        .map(|cert| Ok((cert.server_config()?, cert.fingerprint()?)))
+        .transpose()
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 /// Options of `verify`.
 #[derive(clap::Args, Debug)]
@@ -21,24 +21,14 @@ pub struct Args {
 
 /// Verifies and prints the verdict; an error if the component is refused.
 pub fn run(args: Args) -> Result<()> {
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let sig_path = args
+    let signature = args
         .signature
-        .unwrap_or_else(|| PathBuf::from(format!("{}.sig", args.file.display())));
-    let signature = match std::fs::read_to_string(&sig_path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", sig_path.display())),
-    };
-    match hearth_runtime::policy(args.trust).verify(&bytes, signature.as_deref()) {
-        Ok(m) => {
-            println!(
-                "ok: {} {} ({}) for {}/{}",
-                m.name, m.version, m.sha256, m.package, m.world
-            );
-            Ok(())
-        }
-        Err(refusal) => bail!("refused {}: {refusal}", args.file.display()),
-    }
+        .unwrap_or_else(|| hearth_runtime::signature_path(&args.file));
+    let policy = hearth_runtime::policy(args.trust);
+    let (_, m) = hearth_runtime::verify_file(&args.file, &signature, &policy)?;
+    println!(
+        "ok: {} {} ({}) for {}/{}",
+        m.name, m.version, m.sha256, m.package, m.world
+    );
+    Ok(())
 }

@@ -19,7 +19,7 @@ mod watchdog;
 pub use component_model::ComponentModel;
 pub use error::{Error, Result};
 pub use limits::{Limits, OnOverrun};
-pub use runtime::{LoadedComponent, Runtime};
+pub use runtime::{LoadedComponent, Runtime, signature_path, verify_file};
 
 /// The training component built from `worker-wasm/` (wasm32, simd128).
 pub const BUILTIN_COMPONENT: &[u8] =

@@ -1,5 +1,6 @@
 //! The engine and linker, made once per process.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -110,36 +111,14 @@ impl Runtime {
     }
 
     /// Reads, verifies and compiles the component in `path`, signed in
-    /// `path.sig`, under `policy` (its package and world are the caller's:
-    /// [`crate::WIT_PACKAGE`], [`crate::WIT_WORLD`]). Nothing unsigned,
-    /// untrusted, tampered or built for another world is compiled.
+    /// [`signature_path`], under `policy` ([`verify_file`]). Nothing
+    /// unsigned, untrusted, tampered or built for another world is compiled.
     pub fn load_signed(
         &self,
-        path: &std::path::Path,
+        path: &Path,
         policy: &hearth_signing::Policy,
     ) -> Result<(LoadedComponent, hearth_signing::Manifest)> {
-        let read_error = |error| Error::Read {
-            path: path.display().to_string(),
-            error,
-        };
-        let bytes = std::fs::read(path).map_err(read_error)?;
-        let sig_path = std::path::PathBuf::from(format!("{}.sig", path.display()));
-        let signature = match std::fs::read_to_string(&sig_path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                return Err(Error::Read {
-                    path: sig_path.display().to_string(),
-                    error,
-                });
-            }
-        };
-        let manifest = policy
-            .verify(&bytes, signature.as_deref())
-            .map_err(|refusal| Error::Refused {
-                path: path.display().to_string(),
-                refusal,
-            })?;
+        let (bytes, manifest) = verify_file(path, &signature_path(path), policy)?;
         Ok((self.load(&bytes)?, manifest))
     }
 
@@ -176,4 +155,37 @@ impl Drop for Runtime {
             dog.stop();
         }
     }
+}
+
+/// Where the signature of component file `file` lives: `FILE.sig`.
+pub fn signature_path(file: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sig", file.display()))
+}
+
+/// Reads component file `file` and its signature `signature` (a missing
+/// signature is an unsigned component) and checks them under `policy`
+/// (its package and world are the caller's: [`crate::WIT_PACKAGE`],
+/// [`crate::WIT_WORLD`]); the verified bytes and manifest.
+pub fn verify_file(
+    file: &Path,
+    signature: &Path,
+    policy: &hearth_signing::Policy,
+) -> Result<(Vec<u8>, hearth_signing::Manifest)> {
+    let read_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |error| Error::Read { path, error }
+    };
+    let bytes = std::fs::read(file).map_err(read_error(file))?;
+    let text = match std::fs::read_to_string(signature) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(read_error(signature)(e)),
+    };
+    let manifest = policy
+        .verify(&bytes, text.as_deref())
+        .map_err(|refusal| Error::Refused {
+            path: file.display().to_string(),
+            refusal,
+        })?;
+    Ok((bytes, manifest))
 }
