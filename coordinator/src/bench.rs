@@ -65,6 +65,7 @@ fn sample_assign(k: usize) -> Message {
         params: vec![0.5; PARAMS],
         pixels: vec![7; k * 64 * proto::IMAGE_LEN],
         labels: vec![3; k * 64],
+        component: String::new(),
     })
 }
 
@@ -192,9 +193,16 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     );
     let mut summary = SummaryRecorder::default();
     let mut counter = RoundCounter::default();
+    let config = hearth_worker::ModelConfig {
+        arch: opts.training.arch.clone(),
+        seed: opts.training.seed,
+        optimizer: opts.training.optimizer(),
+    };
     Driver {
         events: &served.events,
         evaluator: &mut evaluator,
+        catalog: &served.catalog,
+        config,
         test: &data.test,
         observers: vec![&mut summary, &mut counter],
         clock: std::time::Duration::ZERO,

@@ -66,6 +66,9 @@ pub enum Action {
     Keygen(components::KeygenArgs),
     /// Sign a training component (writes FILE.sig).
     Sign(components::SignArgs),
+    /// Roll a signed component out to a running coordinator's devices.
+    #[command(subcommand)]
+    Component(components::ComponentAction),
     /// Measure aggregation, framing, round overhead and bytes per epoch.
     Bench {
         #[command(flatten)]
@@ -104,6 +107,7 @@ pub fn main() -> Result<()> {
         Action::Chaos(args) => chaos::run(args),
         Action::Keygen(args) => components::keygen(args),
         Action::Sign(args) => components::sign(args),
+        Action::Component(action) => components::component(action),
         Action::Pair(args) => pairing::pair(args),
         Action::Devices(args) => pairing::list(args),
         Action::Revoke { id, args } => pairing::revoke(&id, args),

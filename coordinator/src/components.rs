@@ -1,6 +1,7 @@
-//! `keygen` and `sign`: the household's component-signing key and the
-//! signatures devices check before they run a component (`FILE.sig` next
-//! to `FILE`; `hearth-host verify` checks one).
+//! `keygen`, `sign` and `component push`: the household's component-signing
+//! key, the signatures devices check before they run a component
+//! (`FILE.sig` next to `FILE`; `hearth-host verify` checks one), and
+//! handing a signed component to a running coordinator to roll out.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,87 @@ pub struct SignArgs {
     /// The household (whose HOME/signing.key signs).
     #[command(flatten)]
     pub household: HouseholdOptions,
+}
+
+/// `component` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ComponentAction {
+    /// Hand FILE (signed: FILE.sig next to it) to a running coordinator,
+    /// which verifies it and rolls it out: one device first, then the rest.
+    Push(PushArgs),
+}
+
+/// Options of `component push`.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// The component file.
+    pub file: PathBuf,
+    /// The running coordinator's address (its dashboard's host:port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub coordinator: String,
+    /// The household (the owner's credential is derived from its secret).
+    #[command(flatten)]
+    pub household: HouseholdOptions,
+}
+
+/// Runs a `component` subcommand.
+pub fn component(action: ComponentAction) -> Result<()> {
+    match action {
+        ComponentAction::Push(args) => push(args),
+    }
+}
+
+/// `component push`: POSTs the signature and the component to
+/// `/api/components` with the owner's credential; prints the answer.
+fn push(args: PushArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let household = Household::open(&args.household)?;
+    let key = household
+        .key_for(crate::household::OWNER)
+        .map_err(anyhow::Error::msg)?;
+    let token = key.http_token(crate::household::OWNER);
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let sig_path = hearth_runtime::signature_path(&args.file);
+    let signature = std::fs::read_to_string(&sig_path).with_context(|| {
+        format!(
+            "reading {} (sign it first: hearth-coordinator sign {} --version V)",
+            sig_path.display(),
+            args.file.display()
+        )
+    })?;
+    let mut body = (signature.len() as u32).to_le_bytes().to_vec();
+    body.extend_from_slice(signature.as_bytes());
+    body.extend_from_slice(&bytes);
+    let address = args
+        .coordinator
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    if address.starts_with("https://") {
+        bail!(
+            "push talks plain HTTP to the coordinator's own machine; a --tls coordinator is not supported yet"
+        );
+    }
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to the coordinator at {address}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    write!(
+        stream,
+        "POST /api/components HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(&body)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        bail!("the coordinator refused it ({status}): {}", body.trim());
+    }
+    println!("pushed; the coordinator rolls it out: {}", body.trim());
+    Ok(())
 }
 
 fn key_path(home: &Path) -> PathBuf {

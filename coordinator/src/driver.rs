@@ -11,9 +11,11 @@ use hearth_mnist::Split;
 use hearth_runtime::ComponentModel;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::catalog::Catalog;
 use crate::engine::{ConnId, Engine, Evaluation, Input, Output};
 use crate::observe::Observer;
 use crate::session::Event;
+use hearth_worker::ModelConfig;
 
 /// Longest sleep between two looks at the clock.
 const MAX_WAIT: Duration = Duration::from_secs(1);
@@ -27,6 +29,10 @@ pub struct Driver<'a> {
     pub events: &'a Receiver<Event>,
     /// Scores the global model on the test set.
     pub evaluator: &'a mut ComponentModel,
+    /// The components hosts may run (offers, the evaluator's swaps).
+    pub catalog: &'a Catalog,
+    /// The model the evaluator builds (after a swap too).
+    pub config: ModelConfig,
     /// The test set.
     pub test: &'a Split,
     /// Who hears about what happens.
@@ -64,6 +70,32 @@ impl Driver<'_> {
                         let score = self.evaluate(&params)?;
                         let input = Input::Evaluated { epoch, score };
                         queue.extend(engine.handle(now(), input));
+                    }
+                    Output::Offer { conn, digest } => match self.catalog.offer(&digest) {
+                        Some(frame) => {
+                            if let Some(tx) = senders.get(&conn) {
+                                let _ = tx.send(frame.to_vec());
+                            }
+                        }
+                        None => {
+                            tracing::warn!(%digest, "no offer for a component the engine rolls out")
+                        }
+                    },
+                    Output::UseComponent { digest } => {
+                        match self.catalog.model(&digest, &self.config) {
+                            Ok(model) => *self.evaluator = model,
+                            Err(e) => tracing::warn!(%digest, error = %format!("{e:#}"),
+                                "cannot score with the new component; keeping the old one"),
+                        }
+                    }
+                    Output::Banned { digest } => {
+                        let reason = engine
+                            .view()
+                            .failed_components
+                            .get(&digest)
+                            .cloned()
+                            .unwrap_or_default();
+                        self.catalog.fail(&digest, &reason);
                     }
                     Output::Notice(notice) => {
                         for o in self.observers.iter_mut() {

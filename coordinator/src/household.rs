@@ -74,22 +74,13 @@ fn now() -> u64 {
 
 /// Writes `bytes` to `path` whole and readable by the owner only.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().context("a file path has a directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    hearth_runtime::files::write_private(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
+
+/// The name the household's owner uses on the HTTP API (its key is derived
+/// from the secret, like the owner's own machines').
+pub const OWNER: &str = "owner";
 
 /// A valid device id: 1 to 64 bytes of letters, digits, `-`, `_`, `.`.
 pub fn check_id(id: &str) -> Result<(), String> {
@@ -194,6 +185,17 @@ impl Household {
         }
     }
 
+    /// True if `token` is the owner's HTTP credential: device [`OWNER`],
+    /// whose key is derived from the household secret (a device cannot be
+    /// paired under that name).
+    pub fn is_owner(&self, token: &str) -> bool {
+        http_token_device(token) == Some(OWNER)
+            && self
+                .registry()
+                .is_ok_and(|r| r.devices.iter().all(|d| d.id != OWNER))
+            && self.http_allowed(token)
+    }
+
     /// True if `token` (`ID.TAG`) is a valid HTTP credential of a device
     /// that may join.
     pub fn http_allowed(&self, token: &str) -> bool {
@@ -206,6 +208,10 @@ impl Household {
     /// gets a new key; a revoked one is paired again).
     pub fn pair(&self, id: &str) -> Result<DeviceKey> {
         check_id(id).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            id != OWNER,
+            "{OWNER} is the household owner's name, not a device's"
+        );
         let mut bytes = [0u8; KEY_LEN];
         getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
         let key = DeviceKey::from_bytes(bytes);
@@ -260,14 +266,7 @@ pub fn page_link(page: &str, id: &str, key: &DeviceKey) -> String {
 }
 
 fn default_home() -> Result<PathBuf> {
-    if let Some(h) = std::env::var_os("HEARTH_HOME") {
-        return Ok(PathBuf::from(h));
-    }
-    if let Some(s) = std::env::var_os("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(s).join("hearth"));
-    }
-    let home = std::env::var_os("HOME").context("set --home, HEARTH_HOME or HOME")?;
-    Ok(PathBuf::from(home).join(".local/state/hearth"))
+    hearth_runtime::files::state_home().context("set --home, HEARTH_HOME or HOME")
 }
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub struct LedgerEntry {
     pub round: u64,
     /// Training-set indices of its samples.
     pub samples: Vec<u32>,
+    /// Digest of the component that trained on it.
+    #[serde(default)]
+    pub component: String,
 }
 
 /// Checks a `ledger.jsonl`: every one of `samples` training samples used
@@ -189,6 +192,7 @@ impl Ledger {
                     worker: worker.to_string(),
                     round,
                     samples: self.samples(b).to_vec(),
+                    component: String::new(),
                 }
             })
             .collect())

@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod bench_browser;
+pub mod catalog;
 pub mod chaos;
 pub mod cli;
 pub mod components;

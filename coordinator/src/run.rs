@@ -114,6 +114,9 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         rt,
         arch,
         mut dashboard,
+        catalog,
+        component: started_on,
+        kept,
     } = server::start(
         t,
         Endpoint {
@@ -140,12 +143,32 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         &dashboard,
         evaluator.params()?,
     )?;
+    let config = hearth_worker::ModelConfig {
+        arch: t.arch.clone(),
+        seed: t.seed,
+        optimizer: t.optimizer(),
+    };
+    let saved_on = engine.view().component.digest.clone();
+    if saved_on != started_on.digest && catalog.admits(&saved_on) {
+        // A resumed run goes on with the component it had rolled out.
+        evaluator = catalog.model(&saved_on, &config)?;
+        if let Some(info) = catalog.info(&saved_on) {
+            println!("resuming on {} ({})", info.label(), info.digest);
+        }
+    } else {
+        engine = engine.with_component(started_on);
+    }
+    for info in kept {
+        engine.know(info);
+    }
     let (mut log, mut progress) = (Log, Progress::new(opts.quiet));
     let mut summary = SummaryRecorder::resumed(&engine.view().history);
     let clock = engine.view().clock;
     let result = Driver {
         events: &events,
         evaluator: &mut evaluator,
+        catalog: &catalog,
+        config,
         test: &data.test,
         observers: vec![
             &mut log,

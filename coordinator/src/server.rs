@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use hearth_runtime::{ComponentModel, Limits, Runtime};
 use hearth_worker::ModelConfig;
 
+use crate::catalog::Catalog;
 use crate::dashboard::Dashboard;
+use crate::engine::ComponentInfo;
 use crate::household::Household;
 use crate::listener::{self, ConnectionLimits};
 use crate::options::TrainingOptions;
@@ -32,6 +34,12 @@ pub struct Served {
     pub rt: tokio::runtime::Runtime,
     /// Architecture of the global model.
     pub arch: hearth_worker::ArchInfo,
+    /// The components hosts may run (the driver swaps the evaluator from it).
+    pub catalog: Arc<Catalog>,
+    /// What the run starts on.
+    pub component: ComponentInfo,
+    /// Components pushed in earlier runs that still verify (hosts may come back on one).
+    pub kept: Vec<ComponentInfo>,
     /// What the web page shows.
     pub dashboard: Dashboard,
 }
@@ -58,16 +66,38 @@ pub struct Endpoint {
 
 /// Builds the global model in the component and starts the endpoint.
 pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
-    let runtime = Runtime::new(Limits::default())?;
-    let component = match &endpoint.component {
+    let runtime = Arc::new(Runtime::new(Limits::default())?);
+    let (component, info) = match &endpoint.component {
         Some((path, key)) => {
             let (component, m) =
                 runtime.load_signed(path, &hearth_runtime::policy(vec![key.clone()]))?;
             println!("running {} {} ({})", m.name, m.version, m.sha256);
-            component
+            let info = ComponentInfo {
+                digest: m.sha256,
+                name: m.name,
+                version: m.version,
+            };
+            (component, info)
         }
-        None => runtime.load_builtin()?,
+        None => {
+            let component = runtime.load_builtin()?;
+            let info = ComponentInfo {
+                digest: component.digest().to_string(),
+                name: "hearth-trainer".into(),
+                version: format!("{} (built in)", env!("CARGO_PKG_VERSION")),
+            };
+            (component, info)
+        }
     };
+    let public_key = crate::components::household_public_key(endpoint.household.home()).ok();
+    let catalog = Arc::new(Catalog::new(
+        runtime.clone(),
+        endpoint.household.home(),
+        &training.arch,
+        public_key,
+        (component.clone(), info.clone()),
+    ));
+    let kept = catalog.restore_kept();
     let config = ModelConfig {
         arch: training.arch.clone(),
         seed: training.seed,
@@ -77,10 +107,11 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
     let arch = evaluator.describe().clone();
 
     let (events_tx, events) = std::sync::mpsc::channel();
+    let events_tx_web = events_tx.clone();
     let admission = Arc::new(Admission {
         events: events_tx,
         household: endpoint.household.clone(),
-        component_digest: component.digest().to_string(),
+        catalog: catalog.clone(),
         browser_digest: hearth_protocol::digest(hearth_web_demo::MODULE),
         arch: training.arch.clone(),
         next_conn: AtomicU64::new(1),
@@ -100,6 +131,8 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         test: endpoint.test,
         bench_reports: endpoint.bench_reports,
         household: endpoint.household,
+        catalog: catalog.clone(),
+        events: events_tx_web,
     });
     let app = axum::Router::new()
         .route("/ws", axum::routing::get(session::upgrade))
@@ -128,6 +161,9 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         rt,
         arch,
         dashboard,
+        catalog,
+        component: info,
+        kept,
     })
 }
 
@@ -137,7 +173,9 @@ pub struct LocalWorkers(Vec<Child>);
 
 impl LocalWorkers {
     /// Starts `n` workers against `url`, named `local-1` … `local-n`, each
-    /// with its device key (in the environment, not on the command line).
+    /// with its device key (in the environment, not on the command line),
+    /// trusting the household's signing key, keeping their state in
+    /// `HOME/device-NAME`.
     pub fn spawn(
         n: usize,
         url: &str,
@@ -164,9 +202,18 @@ impl LocalWorkers {
                 if let Some(fp) = fingerprint {
                     cmd.args(["--tls-fingerprint", fp]);
                 }
-                if let Some((path, key)) = component {
-                    cmd.arg("--component").arg(path).args(["--trust", key]);
+                if let Some((path, _)) = component {
+                    cmd.arg("--component").arg(path);
                 }
+                // They trust the household's signing key (pushed components are signed with it).
+                let trusted = component
+                    .map(|(_, key)| key.clone())
+                    .or_else(|| crate::components::household_public_key(household.home()).ok());
+                if let Some(key) = trusted {
+                    cmd.args(["--trust", &key]);
+                }
+                cmd.arg("--state-dir")
+                    .arg(household.home().join(format!("device-{name}")));
                 cmd.env("HEARTH_KEY", key.code())
                     .env_remove("HEARTH_SECRET")
                     .stdin(Stdio::null())

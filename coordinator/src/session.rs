@@ -58,8 +58,8 @@ pub struct Admission {
     pub events: std::sync::mpsc::Sender<Event>,
     /// Who may join.
     pub household: Household,
-    /// Digest of the component hosts must run.
-    pub component_digest: String,
+    /// The components hosts may run.
+    pub catalog: std::sync::Arc<crate::catalog::Catalog>,
     /// Digest of the module browser workers must run (the one the page serves).
     pub browser_digest: String,
     /// The architecture of the run (a worker must be able to build it).
@@ -192,15 +192,32 @@ fn refuse(hello: &proto::Hello, admission: &Admission) -> Option<String> {
     if hello.nonce.len() != NONCE_LEN {
         return Some(format!("a hello's nonce is {NONCE_LEN} bytes"));
     }
-    let expected = match hello.capabilities.kind {
-        proto::WorkerKind::Host => &admission.component_digest,
-        proto::WorkerKind::Browser => &admission.browser_digest,
-    };
-    if &hello.component_digest != expected {
-        return Some(format!(
-            "component {} is not the one this coordinator runs ({expected})",
-            shown(&hello.component_digest)
-        ));
+    let digest = &hello.component_digest;
+    match hello.capabilities.kind {
+        proto::WorkerKind::Host => {
+            if let Some(reason) = admission.catalog.failure(digest) {
+                return Some(format!(
+                    "component {} failed on a device ({}); restart on another",
+                    shown(digest),
+                    shown(&reason)
+                ));
+            }
+            if !admission.catalog.admits(digest) {
+                return Some(format!(
+                    "component {} is not one this household signed and this coordinator accepted",
+                    shown(digest)
+                ));
+            }
+        }
+        proto::WorkerKind::Browser => {
+            if digest != &admission.browser_digest {
+                return Some(format!(
+                    "module {} is not the one this coordinator serves ({})",
+                    shown(digest),
+                    admission.browser_digest
+                ));
+            }
+        }
     }
     if !hello.capabilities.architectures.contains(&admission.arch) {
         return Some(format!("worker cannot build {}", admission.arch));

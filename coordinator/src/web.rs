@@ -14,6 +14,15 @@
 //! - `GET /api/samples?start=S&count=N`: N test images (N×784 bytes) followed
 //!   by their N labels, for draw-a-digit checks and the browser benchmark;
 //! - `POST /api/bench`: where the benchmark page reports its figures.
+//!
+//! And one route for the household's owner only (the credential of device
+//! [`OWNER`], derived from the household secret: `hearth-coordinator
+//! component push` makes it):
+//! - `POST /api/components`: a signed component to roll out. Body: the
+//!   signature file's length (4 bytes, little-endian), the signature file
+//!   (`FILE.sig`), then the component. It is verified with the household's
+//!   signing key, compiled and checked before it is accepted; the answer
+//!   is its digest, name and version (JSON), or why it was refused (422).
 
 use std::sync::Arc;
 
@@ -27,8 +36,11 @@ use hearth_mnist::Split;
 use serde::Deserialize;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::catalog::{Catalog, MAX_COMPONENT_BYTES};
 use crate::dashboard::Dashboard;
-use crate::household::Household;
+use crate::engine::Input;
+use crate::household::{Household, OWNER};
+use crate::session::Event;
 
 /// Most images one `/api/samples` request returns.
 pub const MAX_SAMPLES: usize = 2_048;
@@ -43,6 +55,10 @@ pub struct WebState {
     pub bench_reports: Option<UnboundedSender<String>>,
     /// Whose credentials the API accepts.
     pub household: Household,
+    /// The components hosts may run (a push adds to it).
+    pub catalog: Arc<Catalog>,
+    /// Where an accepted push goes (the training thread rolls it out).
+    pub events: std::sync::mpsc::Sender<Event>,
 }
 
 /// The HTTP routes.
@@ -52,6 +68,12 @@ pub fn router(state: Arc<WebState>) -> axum::Router {
         .route("/api/model", get(model))
         .route("/api/samples", get(samples))
         .route("/api/bench", post(bench_report))
+        .route(
+            "/api/components",
+            post(push_component).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_COMPONENT_BYTES + 64 * 1024,
+            )),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_credential,
@@ -183,6 +205,62 @@ async fn bench_report(State(s): State<Arc<WebState>>, body: Bytes) -> Response {
     }
 }
 
+/// Splits a push body into the signature file's text and the component.
+pub fn split_push(body: &[u8]) -> Result<(&str, &[u8]), String> {
+    let (len, rest) = body
+        .split_first_chunk::<4>()
+        .ok_or("the body is shorter than its length field")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > 64 * 1024 || len > rest.len() {
+        return Err(format!(
+            "a {len}-byte signature does not fit a {}-byte body",
+            body.len()
+        ));
+    }
+    let (signature, component) = rest.split_at(len);
+    let signature = std::str::from_utf8(signature).map_err(|_| "the signature is not UTF-8")?;
+    Ok((signature, component))
+}
+
+async fn push_component(
+    State(s): State<Arc<WebState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !s.household.is_owner(token.trim()) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("only the household's owner ({OWNER}) may push components"),
+        )
+            .into_response();
+    }
+    let catalog = s.catalog.clone();
+    let accepted = tokio::task::spawn_blocking(move || {
+        let (signature, component) = split_push(&body)?;
+        catalog.accept(component, signature)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the check failed: {e}")));
+    match accepted {
+        Ok(info) => {
+            tracing::info!(digest = %info.digest, component = %info.label(), "component pushed");
+            let _ = s
+                .events
+                .send(Event::Input(Input::Component { info: info.clone() }));
+            Json(info).into_response()
+        }
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "component push refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, reason).into_response()
+        }
+    }
+}
+
 async fn asset(uri: Uri) -> Response {
     match hearth_web_demo::asset(uri.path()) {
         Some(a) => {
@@ -222,5 +300,19 @@ mod tests {
         assert!(sample_bytes(&test, 2, 2).is_err());
         assert!(sample_bytes(&test, 0, 0).is_err());
         assert!(sample_bytes(&test, usize::MAX, 1).is_err());
+    }
+
+    #[test]
+    fn push_bodies_split_into_signature_and_component_and_bad_lengths_are_refused() {
+        let mut body = 3u32.to_le_bytes().to_vec();
+        body.extend_from_slice(b"sigwasm");
+        assert_eq!(split_push(&body), Ok(("sig", &b"wasm"[..])));
+        assert!(split_push(&body[..3]).is_err());
+        let mut long = u32::MAX.to_le_bytes().to_vec();
+        long.extend_from_slice(b"x");
+        assert!(split_push(&long).is_err());
+        let mut bad = 1u32.to_le_bytes().to_vec();
+        bad.push(0xff);
+        assert!(split_push(&bad).is_err());
     }
 }

@@ -14,6 +14,7 @@
 
 mod backend;
 mod bench;
+mod component_trainer;
 mod describe;
 mod evaluate;
 mod overrun;

@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hearth_protocol as proto;
 use hearth_protocol::auth::{DEV_SECRET, DeviceKey, NONCE_LEN, PairingLink};
-use hearth_runtime::{ComponentModel, Limits, LoadedComponent, OnOverrun, Runtime};
-use hearth_session::{Identity, Phase, Trainer, WorkerSession};
-use hearth_worker::ModelConfig;
+use hearth_runtime::{ComponentStore, Limits, OnOverrun, Runtime};
+use hearth_session::{Identity, Phase, WorkerSession};
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use crate::component_trainer::{self, Candidate, ComponentTrainer};
 use crate::overrun;
 use crate::tls::{self, Stream};
 
@@ -44,13 +44,28 @@ pub struct Args {
     /// wss:// coordinator (the pairing string carries it).
     #[arg(long)]
     tls_fingerprint: Option<String>,
-    /// Run this signed component (FILE.sig next to it) instead of the one
-    /// built into the binary; it must be signed by a --trust key.
+    /// Start on this signed component (FILE.sig next to it) instead of the
+    /// one built into the binary, unless this device has proved one of its
+    /// own since (it comes back on that); it must be signed by a --trust key.
     #[arg(long, requires = "trust")]
     component: Option<std::path::PathBuf>,
-    /// A component-signing public key this device trusts (hex; repeat for several).
-    #[arg(long)]
+    /// A component-signing public key this device trusts (hex; repeat for
+    /// several): offered components must be signed by one of them.
+    #[arg(long, env = "HEARTH_TRUST", value_delimiter = ',')]
     trust: Vec<String>,
+    /// Where this device keeps its components, their compiled artefacts,
+    /// which one it runs and which failed, and its audit file (default:
+    /// `$HEARTH_HOME/device-NAME`, else `~/.local/state/hearth/device-NAME`).
+    #[arg(long, env = "HEARTH_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Longest time, in seconds, one call of a component on trial (its
+    /// self-test and its first watched rounds) may take; past it, the
+    /// process restarts and comes back on the previous component.
+    #[arg(long, default_value_t = 30.0)]
+    trial_call_timeout: f64,
+    /// Memory a component instance may use, in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mib: usize,
     /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
@@ -100,20 +115,48 @@ pub fn run(args: Args) -> Result<()> {
         .ok()
         .filter(|t| !t.is_zero())
         .context("--call-timeout must be a positive number of seconds")?;
-    let runtime = Runtime::new(Limits {
-        call_timeout: Some(call_timeout),
+    let trial_timeout = Duration::try_from_secs_f64(args.trial_call_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--trial-call-timeout must be a positive number of seconds")?;
+    let runtime = Arc::new(Runtime::new(Limits {
+        memory_bytes: args.memory_mib.max(1) << 20,
+        call_timeout: Some(call_timeout.max(trial_timeout)),
         on_overrun: OnOverrun::EndProcess(overrun::restart),
-        ..Limits::default()
-    })?;
-    let component = match &args.component {
-        Some(path) => {
-            let (component, m) =
-                runtime.load_signed(path, &hearth_runtime::policy(args.trust.clone()))?;
-            tracing::info!(name = %m.name, version = %m.version, sha256 = %m.sha256, "running a signed component");
-            component
-        }
-        None => runtime.load_builtin()?,
+    })?);
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => hearth_runtime::files::state_home()
+            .context("set --state-dir, HEARTH_HOME or HOME")?
+            .join(format!("device-{name}")),
     };
+    let store = ComponentStore::open(&state_dir)
+        .with_context(|| format!("opening {}", state_dir.display()))?;
+    let policy = hearth_runtime::policy(args.trust.clone());
+    let loading = std::time::Instant::now();
+    let start = component_trainer::start(&runtime, &store, &policy, || {
+        Ok(match &args.component {
+            Some(path) => {
+                let (component, m) = runtime.load_signed(path, &policy)?;
+                Candidate {
+                    component,
+                    label: format!("{} {}", m.name, m.version),
+                }
+            }
+            None => Candidate {
+                component: runtime.load_builtin()?,
+                label: "built in".into(),
+            },
+        })
+    })?;
+    tracing::info!(
+        component = %start.active.label,
+        digest = %start.active.component.digest(),
+        load_ms = loading.elapsed().as_millis() as u64,
+        compiled_cache = start.cached,
+        state = %state_dir.display(),
+        "component loaded"
+    );
     let restarts = overrun::restarts_so_far();
     if restarts > 0 {
         // A component that overruns every time must not become a tight
@@ -125,22 +168,22 @@ pub fn run(args: Args) -> Result<()> {
         tracing::warn!(restarts, ?wait, "restarted after a component call overran");
         std::thread::sleep(wait);
     }
+    let trainer = ComponentTrainer::new(
+        runtime.clone(),
+        store,
+        policy,
+        (call_timeout, trial_timeout),
+        start,
+    );
     let identity = Identity {
         worker_id: name,
         key,
-        component_digest: component.digest().to_string(),
+        component_digest: trainer.digest().to_string(),
         kind: proto::WorkerKind::Host,
         threads: 1,
         memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
     };
-    let mut session = WorkerSession::new(
-        identity,
-        ComponentTrainer {
-            runtime: &runtime,
-            component: &component,
-            built: None,
-        },
-    );
+    let mut session = WorkerSession::new(identity, trainer);
     let max_backoff = Duration::from_secs(args.max_backoff.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -174,12 +217,15 @@ pub fn run(args: Args) -> Result<()> {
 
 type Socket = WebSocket<Stream>;
 
+/// How often a connection looks for frames the session wants to send unasked.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
 /// One connection: hello, then every frame through the session, until the
 /// session is over for good or the connection ends.
 fn connection(
     url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    session: &mut WorkerSession<ComponentTrainer<'_>>,
+    session: &mut WorkerSession<ComponentTrainer>,
 ) -> Result<()> {
     // The hello first: it puts the session back to joining, so a failed
     // connect counts as one (and backs off).
@@ -188,16 +234,32 @@ fn connection(
     let hello = session.hello(nonce)?;
     let mut socket = tls::connect(url, tls).with_context(|| format!("connecting to {url}"))?;
     send(&mut socket, hello)?;
+    // Wake up now and then to send what the session has to say unasked (a
+    // component prepared on another thread).
+    socket.get_ref().set_read_timeout(Some(POLL_EVERY))?;
     let mut joined = false;
     loop {
-        let frame = match socket.read()? {
-            WsMessage::Binary(b) => b,
-            WsMessage::Close(_) => return Ok(()),
-            _ => continue,
+        let frame = match socket.read() {
+            Ok(WsMessage::Binary(b)) => Some(b),
+            Ok(WsMessage::Close(_)) => return Ok(()),
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
         };
-        let reply = session.handle(&frame);
-        if let Some(reply) = reply {
+        if let Some(frame) = frame
+            && let Some(reply) = session.handle(&frame)
+        {
             send(&mut socket, reply)?;
+        }
+        while let Some(frame) = session.poll() {
+            send(&mut socket, frame)?;
         }
         if session.phase() == Phase::Training && !joined {
             joined = true;
@@ -214,68 +276,4 @@ fn connection(
 fn send(socket: &mut Socket, frame: Vec<u8>) -> Result<()> {
     socket.send(WsMessage::Binary(frame.into()))?;
     Ok(())
-}
-
-/// The component in wasmtime as the session's trainer. A call that traps
-/// leaves its instance unusable, so the model is rebuilt (same welcome) at
-/// the next round, which sets every parameter anyway.
-struct ComponentTrainer<'a> {
-    runtime: &'a Runtime,
-    component: &'a LoadedComponent,
-    built: Option<(ModelConfig, Option<ComponentModel>)>,
-}
-
-impl ComponentTrainer<'_> {
-    fn model(&mut self) -> Result<&mut ComponentModel> {
-        let Some((config, model)) = self.built.as_mut() else {
-            bail!("no model built yet");
-        };
-        if model.is_none() {
-            tracing::warn!("rebuilding the model after a failed call");
-            *model = Some(ComponentModel::new(self.runtime, self.component, config)?);
-        }
-        model.as_mut().context("no model")
-    }
-
-    /// Forgets the instance if `result` is a trap (it cannot be used again).
-    fn check<T>(&mut self, result: hearth_runtime::Result<T>) -> Result<T> {
-        if let Err(hearth_runtime::Error::Trap(_)) = &result
-            && let Some((_, model)) = self.built.as_mut()
-        {
-            *model = None;
-        }
-        Ok(result?)
-    }
-}
-
-impl Trainer for ComponentTrainer<'_> {
-    type Error = anyhow::Error;
-    fn architectures(&mut self) -> Result<Vec<String>> {
-        Ok(ComponentModel::architectures(self.runtime, self.component)?)
-    }
-    fn build(&mut self, config: &ModelConfig) -> Result<()> {
-        let model = ComponentModel::new(self.runtime, self.component, config)?;
-        self.built = Some((config.clone(), Some(model)));
-        Ok(())
-    }
-    fn set_params(&mut self, params: &[f32]) -> Result<()> {
-        let r = self.model()?.set_params(params);
-        self.check(r)
-    }
-    fn params(&mut self) -> Result<Vec<f32>> {
-        let r = self.model()?.params();
-        self.check(r)
-    }
-    fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
-        let m = self.model()?;
-        let r = m
-            .optimizer()
-            .and_then(|o| m.set_optimizer(o.with_learning_rate(lr)));
-        self.check(r)
-    }
-    fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32)> {
-        let r = self.model()?.train_batch(pixels, labels);
-        let s = self.check(r)?;
-        Ok((s.loss, s.correct))
-    }
 }

@@ -20,6 +20,14 @@ struct AssignHeader {
     /// Number of parameters in the payload.
     params_len: u32,
     samples: u32,
+    component: String,
+}
+
+/// Control fields of [`Offer`] (the component's bytes follow as payload).
+#[derive(Serialize, Deserialize)]
+struct OfferHeader {
+    signature: String,
+    len: u32,
 }
 
 /// Control fields of [`RoundResult`].
@@ -74,6 +82,16 @@ pub fn encode(message: &Message) -> Vec<u8> {
         Message::Goodbye(m) => frame(kind, m, 0),
         Message::Challenge(m) => frame(kind, m, 0),
         Message::Proof(m) => frame(kind, m, 0),
+        Message::ComponentStatus(m) => frame(kind, m, 0),
+        Message::Offer(m) => {
+            let header = OfferHeader {
+                signature: m.signature.clone(),
+                len: m.component.len() as u32,
+            };
+            let mut out = frame(kind, &header, m.component.len());
+            out.extend_from_slice(&m.component);
+            out
+        }
         Message::Assign(m) => {
             let header = AssignHeader {
                 round: m.round,
@@ -83,6 +101,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 reply: m.reply,
                 params_len: m.params.len() as u32,
                 samples: m.labels.len() as u32,
+                component: m.component.clone(),
             };
             let mut out = frame(
                 kind,
@@ -161,6 +180,21 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         8 => no_payload(Message::Goodbye(parse(name, header)?)),
         9 => no_payload(Message::Challenge(parse(name, header)?)),
         10 => no_payload(Message::Proof(parse(name, header)?)),
+        12 => no_payload(Message::ComponentStatus(parse(name, header)?)),
+        11 => {
+            let h: OfferHeader = parse(name, header)?;
+            if payload.len() != h.len as usize {
+                return Err(ProtocolError::PayloadLength {
+                    kind: name,
+                    expected: h.len as usize,
+                    found: payload.len(),
+                });
+            }
+            Ok(Message::Offer(Offer {
+                signature: h.signature,
+                component: payload.to_vec(),
+            }))
+        }
         4 => {
             let h: AssignHeader = parse(name, header)?;
             let params_bytes = (h.params_len as usize)
@@ -208,6 +242,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 params: get_f32s(params),
                 pixels: pixels.to_vec(),
                 labels: labels.to_vec(),
+                component: h.component,
             }))
         }
         5 => {

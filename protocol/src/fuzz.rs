@@ -70,6 +70,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             params: vec![0.5; 8],
             pixels: vec![7; 2 * IMAGE_LEN],
             labels: vec![1, 9],
+            component: String::new(),
         }),
         Message::Result(RoundResult {
             round: 1,
@@ -86,6 +87,16 @@ pub fn seeds() -> Vec<Vec<u8>> {
         }),
         Message::Goodbye(Goodbye {
             reason: "bye".into(),
+        }),
+        Message::Offer(Offer {
+            signature: "{}".into(),
+            component: vec![0, 0x61, 0x73, 0x6d, 13, 0, 1, 0],
+        }),
+        Message::ComponentStatus(ComponentStatus {
+            digest: "cd".repeat(32),
+            state: ComponentState::RolledBack,
+            round: Some(4),
+            reason: "NaN".into(),
         }),
     ];
     messages.iter().map(encode).collect()

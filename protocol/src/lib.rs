@@ -26,10 +26,11 @@ pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (3: no secret
+/// Protocol version carried in the first byte of every frame (4: signed
+/// components are offered and swapped at round boundaries; 3: no secret
 /// on the wire, a challenge-response admits a worker; 2: assignments name
 /// their local steps and the kind of update they want back).
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// Largest frame a peer may send before it is admitted (a hello or a
 /// proof is a few hundred bytes; the coordinator stops reading a

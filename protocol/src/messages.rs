@@ -4,7 +4,10 @@
 //! (see [`crate::auth`]); coordinator → `Welcome` or `Reject`; then rounds of
 //! coordinator → `Assign`, worker → `Result`; either side may send `Error` (a
 //! problem with one message or one round; the session goes on) and `Goodbye`
-//! (the session ends). Liveness is the WebSocket's own business (ping/pong,
+//! (the session ends). Hot-reload: coordinator → `Offer` (a signed
+//! component); worker → `ComponentStatus` (ready, refused, rolled back);
+//! an `Assign` names the component its round runs on, so a swap happens at
+//! a round boundary. Liveness is the WebSocket's own business (ping/pong,
 //! close); a worker meets a deadline only by answering its round.
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +115,10 @@ pub struct Assign {
     pub pixels: Vec<u8>,
     /// One label per sample, 0..=9.
     pub labels: Vec<u8>,
+    /// Digest of the component this round runs on ([`crate::digest`]): the
+    /// one the worker runs, or one it said is [`ComponentState::Ready`]
+    /// (then it swaps before the round); empty: whatever it runs.
+    pub component: String,
 }
 
 /// Whether a result carries parameters or their change (the coordinator's
@@ -152,6 +159,44 @@ pub struct ErrorReport {
     pub reason: String,
 }
 
+/// Coordinator → worker: a signed component to get ready (verify, compile,
+/// self-test) and report on with a [`ComponentStatus`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// The signature file's text (`hearth-signing`'s JSON: the manifest —
+    /// name, version, WIT package and world, SHA-256 — and its signature).
+    pub signature: String,
+    /// The component's bytes.
+    pub component: Vec<u8>,
+}
+
+/// Where a worker stands with an offered component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentState {
+    /// Verified, compiled and self-tested: an assignment may name it.
+    Ready,
+    /// Not taken (signature, world, self-test, a version that failed
+    /// before); the worker keeps what it runs.
+    Refused,
+    /// Swapped to, then failed while watched (a trap, a limit, NaN, a
+    /// diverging loss); the worker is back on its previous component and
+    /// will not take this one again.
+    RolledBack,
+}
+
+/// Worker → coordinator: what became of an offered component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    /// Digest of the offered component.
+    pub digest: String,
+    /// Ready, refused or rolled back.
+    pub state: ComponentState,
+    /// The round that failed on it, if one did (its batches go back).
+    pub round: Option<u64>,
+    /// Why, for people (empty when ready).
+    pub reason: String,
+}
+
 /// Either side: the session ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Goodbye {
@@ -180,6 +225,10 @@ pub enum Message {
     Error(ErrorReport),
     /// See [`Goodbye`].
     Goodbye(Goodbye),
+    /// See [`Offer`].
+    Offer(Offer),
+    /// See [`ComponentStatus`].
+    ComponentStatus(ComponentStatus),
 }
 
 impl Message {
@@ -195,6 +244,8 @@ impl Message {
             Message::Goodbye(_) => 8,
             Message::Challenge(_) => 9,
             Message::Proof(_) => 10,
+            Message::Offer(_) => 11,
+            Message::ComponentStatus(_) => 12,
         }
     }
 
@@ -210,6 +261,8 @@ impl Message {
             8 => "goodbye",
             9 => "challenge",
             10 => "proof",
+            11 => "offer",
+            12 => "component status",
             _ => "unknown",
         }
     }

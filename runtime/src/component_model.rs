@@ -117,6 +117,17 @@ impl ComponentModel {
         .map_err(Error::Trap)
     }
 
+    /// Gives every later call of this model at most `timeout` (what
+    /// happens on an overrun is the runtime's [`crate::OnOverrun`]): a
+    /// component on trial gets a tighter budget than a proven one.
+    pub fn set_call_timeout(&mut self, timeout: std::time::Duration) {
+        if self.deadline_ticks.is_some() {
+            self.deadline_ticks =
+                Some((timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64);
+        }
+        self.watch.set_timeout(timeout);
+    }
+
     /// The architecture (layers, tensor layout), as described by the component.
     pub fn describe(&self) -> &ArchInfo {
         &self.arch

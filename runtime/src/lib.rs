@@ -11,12 +11,15 @@
 mod bindings;
 pub mod checkpoint;
 mod component_model;
+pub mod component_store;
 mod error;
+pub mod files;
 mod limits;
 mod runtime;
 mod watchdog;
 
 pub use component_model::ComponentModel;
+pub use component_store::{ComponentStore, Standing};
 pub use error::{Error, Result};
 pub use limits::{Limits, OnOverrun};
 pub use runtime::{LoadedComponent, Runtime, signature_path, verify_file};

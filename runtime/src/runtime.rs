@@ -122,6 +122,42 @@ impl Runtime {
         Ok((self.load(&bytes)?, manifest))
     }
 
+    /// Compiles `bytes`, or loads the artefact a previous call cached at
+    /// `cache` (then no compilation: a restart takes milliseconds, not
+    /// seconds); returns whether the cache served it. The cache file is
+    /// SHA-256 of the artefact followed by the artefact, written whole
+    /// with owner-only permissions: a truncated, damaged or stale file (an
+    /// artefact of another wasmtime or configuration, which wasmtime itself
+    /// refuses) is recompiled and replaced, never loaded.
+    pub fn load_cached(&self, bytes: &[u8], cache: &Path) -> Result<(LoadedComponent, bool)> {
+        let digest = crate::digest(bytes);
+        if let Some(component) = self.read_cache(cache) {
+            return Ok((LoadedComponent { component, digest }, true));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(Error::Load)?;
+        if let Ok(artefact) = component.serialize() {
+            let mut file = sha256(&artefact).to_vec();
+            file.extend_from_slice(&artefact);
+            // A cache that cannot be written only costs the next start a compilation.
+            let _ = crate::files::write_private(cache, &file);
+        }
+        Ok((LoadedComponent { component, digest }, false))
+    }
+
+    fn read_cache(&self, cache: &Path) -> Option<Component> {
+        let file = std::fs::read(cache).ok()?;
+        let (sum, artefact) = file.split_at_checked(32)?;
+        if sum != sha256(artefact) {
+            return None;
+        }
+        // SAFETY: `deserialize` trusts its input to be an artefact this
+        // engine produced. This one was: `load_cached` wrote it, into the
+        // device's own state directory (owner-only), and its SHA-256 above
+        // proves it is whole; wasmtime checks the version and configuration
+        // it was compiled for and refuses anything else.
+        unsafe { Component::deserialize(&self.engine, artefact) }.ok()
+    }
+
     /// Compiles the component built into this binary.
     pub fn load_builtin(&self) -> Result<LoadedComponent> {
         self.load(crate::BUILTIN_COMPONENT)
@@ -142,6 +178,13 @@ impl Runtime {
 pub(crate) struct CallWatch(Option<(Arc<Watchdog>, Duration)>);
 
 impl CallWatch {
+    /// Changes the budget of later calls (no effect without a watchdog).
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        if let Some((_, t)) = self.0.as_mut() {
+            *t = timeout;
+        }
+    }
+
     /// Registers one call; its deadline is cleared when the guard drops.
     pub(crate) fn begin(&self) -> Option<CallGuard> {
         self.0.as_ref().map(|(dog, timeout)| dog.begin(*timeout))
@@ -188,4 +231,9 @@ pub fn verify_file(
             refusal,
         })?;
     Ok((bytes, manifest))
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }

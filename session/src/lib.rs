@@ -12,4 +12,4 @@ mod worker;
 
 pub use round::run_round;
 pub use trainer::Trainer;
-pub use worker::{Identity, Phase, SessionStats, WorkerSession};
+pub use worker::{Identity, Phase, SessionStats, WATCH_ROUNDS, WorkerSession};

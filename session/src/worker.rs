@@ -1,5 +1,7 @@
 //! [`WorkerSession`]: the worker's half of a session, frames in, frames out.
 
+use std::collections::VecDeque;
+
 use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
@@ -13,7 +15,8 @@ pub struct Identity {
     pub worker_id: String,
     /// The device's key (it proves the key, never sends it).
     pub key: DeviceKey,
-    /// Digest of the code it runs ([`hearth_protocol::digest`] of the component or module).
+    /// Digest of the code it starts on ([`hearth_protocol::digest`] of the
+    /// component or module; a swap changes what later hellos announce).
     pub component_digest: String,
     /// Host or browser.
     pub kind: proto::WorkerKind,
@@ -74,6 +77,43 @@ pub struct SessionStats {
     pub bytes_out: u64,
 }
 
+/// Rounds a component swapped to is watched for: a failed round, NaN or
+/// infinite values, or a diverging loss in them rolls the device back.
+pub const WATCH_ROUNDS: u32 = 5;
+
+/// A watched round's mean loss diverged when it exceeds both this many
+/// times the last mean loss before the swap ...
+const DIVERGE_FACTOR: f64 = 4.0;
+/// ... and that loss plus this much.
+const DIVERGE_MARGIN: f64 = 1.0;
+
+/// A component swapped to and not yet proven.
+#[derive(Debug, Clone)]
+struct Watch {
+    digest: String,
+    previous: String,
+    rounds_left: u32,
+    /// Mean loss of the last round before the swap.
+    baseline: Option<f64>,
+}
+
+/// What is wrong with a watched round's result, if anything.
+fn watched_problem(result: &proto::RoundResult, baseline: Option<f64>) -> Option<String> {
+    if let Some(i) = result.values.iter().position(|v| !v.is_finite()) {
+        return Some(format!("value {i} of its result is {}", result.values[i]));
+    }
+    let mean = result.loss_sum / f64::from(result.samples.max(1));
+    if !mean.is_finite() {
+        return Some(format!("its training loss is {mean}"));
+    }
+    match baseline {
+        Some(b) if mean > (DIVERGE_FACTOR * b).max(b + DIVERGE_MARGIN) => Some(format!(
+            "its training loss diverged: {mean:.3} after {b:.3} before the swap"
+        )),
+        _ => None,
+    }
+}
+
 /// The worker side of the protocol around a [`Trainer`].
 pub struct WorkerSession<T> {
     identity: Identity,
@@ -85,12 +125,21 @@ pub struct WorkerSession<T> {
     joining: Option<([u8; NONCE_LEN], Vec<u8>)>,
     /// The challenge answered on this connection.
     challenge: Option<Vec<u8>>,
+    /// Digest of the code it runs now.
+    running: String,
+    /// The component swapped to, while it is watched.
+    watch: Option<Watch>,
+    /// Frames to send when the driver next calls [`WorkerSession::poll`].
+    outbox: VecDeque<Vec<u8>>,
 }
 
 impl<T: Trainer> WorkerSession<T> {
     /// A session for `identity`, training with `trainer`.
     pub fn new(identity: Identity, trainer: T) -> Self {
         Self {
+            running: identity.component_digest.clone(),
+            watch: None,
+            outbox: VecDeque::new(),
             identity,
             trainer,
             phase: Phase::Joining,
@@ -111,7 +160,7 @@ impl<T: Trainer> WorkerSession<T> {
         let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
             nonce: nonce.to_vec(),
-            component_digest: id.component_digest.clone(),
+            component_digest: self.running.clone(),
             capabilities: proto::Capabilities {
                 kind: id.kind,
                 architectures,
@@ -135,6 +184,39 @@ impl<T: Trainer> WorkerSession<T> {
             Err(e) => Some(self.error(None, format!("malformed frame from the coordinator: {e}"))),
         }?;
         Some(self.count_out(&reply))
+    }
+
+    /// A frame to send that no incoming frame asked for (a component that
+    /// became ready, a rollback found at start-up), if any. Call it after
+    /// every [`handle`](Self::handle), and now and then while nothing
+    /// arrives (a preparation finishes on its own).
+    pub fn poll(&mut self) -> Option<Vec<u8>> {
+        if let Some(frame) = self.outbox.pop_front() {
+            return Some(frame);
+        }
+        if self.phase != Phase::Training {
+            return None;
+        }
+        let (digest, outcome) = self.trainer.poll_ready()?;
+        let (state, reason) = match outcome {
+            Ok(()) => (proto::ComponentState::Ready, String::new()),
+            Err(reason) => {
+                self.note = format!("refused component {}: {reason}", short(&digest));
+                (proto::ComponentState::Refused, reason)
+            }
+        };
+        let status = Message::ComponentStatus(proto::ComponentStatus {
+            digest,
+            state,
+            round: None,
+            reason,
+        });
+        Some(self.count_out(&status))
+    }
+
+    /// Digest of the code it runs now.
+    pub fn running(&self) -> &str {
+        &self.running
     }
 
     /// Where the session stands.
@@ -161,6 +243,72 @@ impl<T: Trainer> WorkerSession<T> {
     fn error(&mut self, round: Option<u64>, reason: String) -> Message {
         self.note = reason.clone();
         Message::Error(proto::ErrorReport { round, reason })
+    }
+
+    /// One assignment: swap first if it names a ready component, train,
+    /// and while a swapped-to component is watched, roll back on a problem.
+    fn round(&mut self, a: proto::Assign) -> Option<Message> {
+        if !a.component.is_empty() && a.component != self.running {
+            if let Err(e) = self.trainer.swap(&a.component) {
+                self.stats.failed_rounds += 1;
+                let reason = format!("cannot run component {}: {e}", short(&a.component));
+                return Some(self.error(Some(a.round), reason));
+            }
+            self.note = format!("swapped to component {}", short(&a.component));
+            self.watch = Some(Watch {
+                digest: a.component.clone(),
+                previous: std::mem::replace(&mut self.running, a.component.clone()),
+                rounds_left: WATCH_ROUNDS,
+                baseline: self.stats.last_loss,
+            });
+        }
+        let outcome = run_round(&mut self.trainer, &a);
+        if let Some(watch) = self.watch.as_mut() {
+            let problem = match &outcome {
+                Ok(result) => watched_problem(result, watch.baseline),
+                Err(e) => Some(format!("round {} failed: {e}", a.round)),
+            };
+            if let Some(reason) = problem {
+                let watch = self.watch.take()?;
+                self.stats.failed_rounds += 1;
+                let back = self.trainer.roll_back(&reason);
+                self.running = watch.previous;
+                self.note = match &back {
+                    Ok(()) => format!("rolled back from {}: {reason}", short(&watch.digest)),
+                    Err(e) => {
+                        self.phase = Phase::Failed;
+                        format!("cannot roll back from {}: {e}", short(&watch.digest))
+                    }
+                };
+                return Some(Message::ComponentStatus(proto::ComponentStatus {
+                    digest: watch.digest,
+                    state: proto::ComponentState::RolledBack,
+                    round: Some(a.round),
+                    reason,
+                }));
+            }
+            watch.rounds_left -= 1;
+            if watch.rounds_left == 0 {
+                self.watch = None;
+                self.trainer.commit();
+                self.note = format!(
+                    "component {} passed its watched rounds",
+                    short(&a.component)
+                );
+            }
+        }
+        match outcome {
+            Ok(result) => {
+                self.stats.rounds += 1;
+                self.stats.images += u64::from(result.samples);
+                self.stats.last_loss = Some(result.loss_sum / f64::from(result.samples.max(1)));
+                Some(Message::Result(result))
+            }
+            Err(e) => {
+                self.stats.failed_rounds += 1;
+                Some(self.error(Some(a.round), format!("round {} failed: {e}", a.round)))
+            }
+        }
     }
 
     fn on_message(&mut self, message: Message) -> Option<Message> {
@@ -200,6 +348,16 @@ impl<T: Trainer> WorkerSession<T> {
                     Ok(()) => {
                         self.phase = Phase::Training;
                         self.note = format!("joined (session {}): training {}", w.session, w.arch);
+                        if let Some((digest, reason)) = self.trainer.pending_rollback() {
+                            let status = Message::ComponentStatus(proto::ComponentStatus {
+                                digest,
+                                state: proto::ComponentState::RolledBack,
+                                round: None,
+                                reason,
+                            });
+                            let frame = self.count_out(&status);
+                            self.outbox.push_back(frame);
+                        }
                         None
                     }
                     Err(e) => {
@@ -231,31 +389,46 @@ impl<T: Trainer> WorkerSession<T> {
                         self.error(Some(a.round), "an assignment before the welcome".into()),
                     );
                 }
-                match run_round(&mut self.trainer, &a) {
-                    Ok(result) => {
-                        self.stats.rounds += 1;
-                        self.stats.images += u64::from(result.samples);
-                        self.stats.last_loss =
-                            Some(result.loss_sum / f64::from(result.samples.max(1)));
-                        Some(Message::Result(result))
+                self.round(a)
+            }
+            Message::Offer(offer) => {
+                let digest = proto::digest(&offer.component);
+                if self.phase != Phase::Training {
+                    return Some(self.error(None, "an offer before the welcome".into()));
+                }
+                match self.trainer.prepare(offer) {
+                    Ok(()) => {
+                        self.note = format!("preparing component {}", short(&digest));
+                        None
                     }
-                    Err(e) => {
-                        self.stats.failed_rounds += 1;
-                        Some(self.error(Some(a.round), format!("round {} failed: {e}", a.round)))
+                    Err(reason) => {
+                        self.note = format!("refused component {}: {reason}", short(&digest));
+                        Some(Message::ComponentStatus(proto::ComponentStatus {
+                            digest,
+                            state: proto::ComponentState::Refused,
+                            round: None,
+                            reason,
+                        }))
                     }
                 }
             }
-            other @ (Message::Hello(_) | Message::Result(_) | Message::Proof(_)) => {
-                Some(self.error(
-                    None,
-                    format!(
-                        "a {} is not a message a coordinator sends",
-                        Message::kind_name(other.kind())
-                    ),
-                ))
-            }
+            other @ (Message::Hello(_)
+            | Message::Result(_)
+            | Message::Proof(_)
+            | Message::ComponentStatus(_)) => Some(self.error(
+                None,
+                format!(
+                    "a {} is not a message a coordinator sends",
+                    Message::kind_name(other.kind())
+                ),
+            )),
         }
     }
+}
+
+/// The first 12 hex digits of a digest, for notes.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
 }
 
 #[cfg(test)]
@@ -366,6 +539,7 @@ mod tests {
             params: vec![1.0, 2.0, 3.0],
             pixels: vec![0; n as usize * IMAGE_LEN],
             labels: (0..n).map(|i| (i % 2) as u8).collect(),
+            component: String::new(),
         }))
     }
 

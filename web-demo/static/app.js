@@ -118,7 +118,11 @@ function render(s) {
   const rows = s.workers.map((w) => {
     const tr = document.createElement('tr');
     if (!w.connected) tr.className = 'gone';
-    const cells = [w.suspect ? `${w.name} (on probation: ${w.suspect})` : w.name, w.kind, w.arch, w.component.slice(0, 12), w.connected ? 'yes' : 'no',
+    const component = [w.component_label || w.component.slice(0, 12),
+      w.swapped_round != null ? `since round ${w.swapped_round}` : '',
+      w.rollbacks ? `${w.rollbacks} rollback(s)` : '',
+      w.component_note || ''].filter((p) => p).join(' · ');
+    const cells = [w.suspect ? `${w.name} (on probation: ${w.suspect})` : w.name, w.kind, w.arch, component, w.connected ? 'yes' : 'no',
       fmt.int(w.rounds), fmt.int(w.abandoned_rounds ?? 0), fmt.int(w.images), fmt.int(Math.round(w.images_per_second)),
       (w.bytes_sent_to / 1e6).toFixed(2), (w.bytes_received_from / 1e6).toFixed(2)];
     cells.forEach((c, i) => {

@@ -123,7 +123,10 @@ impl GuestModel for ModelResource {
     }
 
     fn get_params(&self) -> Vec<f32> {
-        self.0.borrow().params().to_vec()
+        let params = self.0.borrow().params().to_vec();
+        #[cfg(feature = "hostile-nan")]
+        let params = crate::hostile::poison(params);
+        params
     }
 
     fn set_params(&self, params: Vec<f32>) -> Result<(), String> {
@@ -156,6 +159,12 @@ impl GuestModel for ModelResource {
     }
 
     fn train_batch(&self, pixels: Vec<u8>, labels: Vec<u8>) -> Result<t::TrainStats, String> {
+        #[cfg(any(
+            feature = "hostile-loop",
+            feature = "hostile-memory",
+            feature = "hostile-nan"
+        ))]
+        crate::hostile::misbehave();
         self.0
             .borrow_mut()
             .train_batch(&pixels, &labels)

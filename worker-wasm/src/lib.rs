@@ -29,6 +29,12 @@ pub mod simd;
 
 #[cfg(feature = "component")]
 mod component;
+#[cfg(any(
+    feature = "hostile-loop",
+    feature = "hostile-memory",
+    feature = "hostile-nan"
+))]
+mod hostile;
 
 pub use arch::{ARCHITECTURES, CLASSES, IMAGE_LEN};
 pub use error::{Error, Result};

@@ -68,8 +68,15 @@ pub fn sgd_step(
 ) {
     let (lr, mom, wd) = (cfg.learning_rate, cfg.momentum, cfg.weight_decay * wd_mult);
     for ((w, v), &g) in params.iter_mut().zip(velocity.iter_mut()).zip(grads) {
-        *v = mom * *v - lr * (g + wd * *w);
-        *w += *v;
+        let step = lr * (g + wd * *w);
+        *v = mom * *v - step;
+        if cfg!(feature = "variant-v2") {
+            // The test v2 steps with Nesterov momentum (the same as plain
+            // momentum when momentum is 0, as on FedAvgM workers).
+            *w += mom * *v - step;
+        } else {
+            *w += *v;
+        }
     }
 }
 

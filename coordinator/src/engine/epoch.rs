@@ -20,6 +20,7 @@ impl Engine {
             first_round: self.state.round,
             bytes_before: self.state.bytes(),
             totals: Default::default(),
+            components: Default::default(),
         });
         let notice = Notice::EpochStarted {
             epoch: self.state.epoch,
@@ -64,6 +65,16 @@ impl Engine {
             bytes_received: received - current.bytes_before.1,
             requeued_batches: t.requeued,
             rejected_results: t.rejected,
+            components: current
+                .components
+                .iter()
+                .map(|d| {
+                    self.state
+                        .components
+                        .get(d)
+                        .map_or_else(|| d.clone(), |c| c.label())
+                })
+                .collect(),
         };
         self.state.history.push(metrics.clone());
         self.state.checkpoint_due = true;

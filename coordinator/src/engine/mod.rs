@@ -17,6 +17,7 @@ mod checks;
 mod epoch;
 mod guard;
 mod notice;
+mod rollout;
 mod round;
 mod state;
 #[cfg(test)]
@@ -32,7 +33,8 @@ use crate::options::TrainingOptions;
 use crate::strategy::Strategy;
 
 pub use guard::{GuardState, UpdateGuard, Verdict};
-pub use notice::{EpochMetrics, Notice, Requeue, RoundReport};
+pub use notice::{ComponentEvent, EpochMetrics, Notice, Requeue, RoundReport};
+pub use rollout::{CANARY_ROUNDS, ComponentInfo, Rollout, Stage};
 pub use state::{ConnId, Now, Phase, RunState, WorkerReport, WorkerSlot};
 
 /// A worker the transport admitted.
@@ -100,6 +102,12 @@ pub enum Input {
         /// Its score.
         score: Evaluation,
     },
+    /// A signed component the driver verified (pushed by the household's
+    /// owner): roll it out.
+    Component {
+        /// What it is.
+        info: ComponentInfo,
+    },
     /// Time passed (deadlines may have expired).
     Tick,
 }
@@ -125,6 +133,24 @@ pub enum Output {
         epoch: usize,
         /// The parameters.
         params: Vec<f32>,
+    },
+    /// Send the offer of component `digest` (the driver holds its bytes).
+    Offer {
+        /// Connection.
+        conn: ConnId,
+        /// The component.
+        digest: String,
+    },
+    /// The canary proved component `digest`: score the global model with
+    /// it from now on.
+    UseComponent {
+        /// The component.
+        digest: String,
+    },
+    /// Component `digest` failed on a device: admit no worker that runs it.
+    Banned {
+        /// The component.
+        digest: String,
     },
     /// Tell the observers.
     Notice(Notice),
@@ -169,6 +195,10 @@ impl Engine {
             last_checkpoint: Now::ZERO,
             checkpoint_due: false,
             history: Vec::new(),
+            component: ComponentInfo::default(),
+            components: Default::default(),
+            rollout: None,
+            failed_components: Default::default(),
         };
         Self {
             state,
@@ -191,6 +221,21 @@ impl Engine {
             train,
             out: Vec::new(),
         })
+    }
+
+    /// Names the component the coordinator and its devices start on.
+    pub fn with_component(mut self, info: ComponentInfo) -> Self {
+        self.state
+            .components
+            .insert(info.digest.clone(), info.clone());
+        self.state.component = info;
+        self
+    }
+
+    /// Names a component devices may come back on (accepted in an earlier
+    /// run), so tables show its name and version.
+    pub fn know(&mut self, info: ComponentInfo) {
+        self.state.components.insert(info.digest.clone(), info);
     }
 
     /// The whole run state, with the strategy's.
@@ -250,6 +295,7 @@ impl Engine {
                 self.refuse(conn, None, format!("malformed frame: {error}"));
             }
             Input::Evaluated { epoch, score } => self.evaluated(epoch, score),
+            Input::Component { info } => self.component_arrived(now, info),
             Input::Tick => self.tick(now),
         }
         self.advance(now);
@@ -315,6 +361,7 @@ impl Engine {
                 }
                 Phase::Idle | Phase::Waiting { .. } => {
                     self.maybe_checkpoint(now);
+                    self.rollout_step();
                     if self.state.current.is_none() {
                         if self.state.epoch >= self.state.options.epochs {
                             self.finish();

@@ -26,6 +26,49 @@ pub enum Requeue {
     Rejected,
 }
 
+/// What happened to a component (see [`Notice::Component`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentEvent {
+    /// A verified component arrived; its rollout begins.
+    Arrived,
+    /// It arrived but is not rolled out (it runs already, failed before, or is under way).
+    Ignored,
+    /// Offered to a device.
+    Offered,
+    /// A device verified, compiled and self-tested it.
+    Ready,
+    /// A device refused it.
+    Refused,
+    /// A device swapped to it at a round boundary.
+    Swapped,
+    /// A device rolled back from it.
+    RolledBack,
+    /// The canary proved it: every device is offered it, and the coordinator scores with it.
+    Wide,
+    /// Every connected device runs it.
+    Done,
+    /// Its rollout stopped.
+    Halted,
+}
+
+impl ComponentEvent {
+    /// Lowercase words, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComponentEvent::Arrived => "arrived",
+            ComponentEvent::Ignored => "ignored",
+            ComponentEvent::Offered => "offered",
+            ComponentEvent::Ready => "ready",
+            ComponentEvent::Refused => "refused",
+            ComponentEvent::Swapped => "swapped",
+            ComponentEvent::RolledBack => "rolled back",
+            ComponentEvent::Wide => "canary passed, rolling out to every device",
+            ComponentEvent::Done => "every device runs it",
+            ComponentEvent::Halted => "rollout halted",
+        }
+    }
+}
+
 /// One line of `metrics.jsonl`: a finished epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -53,6 +96,10 @@ pub struct EpochMetrics {
     pub requeued_batches: u64,
     /// Messages refused.
     pub rejected_results: u64,
+    /// Name and version of every component that trained in it (more than
+    /// one when a swap happened during it).
+    #[serde(default)]
+    pub components: Vec<String>,
 }
 
 /// A finished round.
@@ -169,6 +216,19 @@ pub enum Notice {
     },
     /// Batches credited to a worker: the ledger's lines.
     Completed(Vec<LedgerEntry>),
+    /// Something happened to a component on its way to the devices.
+    Component {
+        /// The device concerned, if one is.
+        worker: Option<String>,
+        /// The component's digest.
+        digest: String,
+        /// Its name and version ("unknown" if it was never accepted here).
+        label: String,
+        /// What happened.
+        event: ComponentEvent,
+        /// Why, or more about it.
+        detail: String,
+    },
     /// A round ended.
     RoundFinished(RoundReport),
     /// An epoch ended and was evaluated.

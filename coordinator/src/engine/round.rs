@@ -123,6 +123,7 @@ impl Engine {
             .map(|w| w.images_per_second())
             .filter(|&s| s > 0.0)
             .min_by(f64::total_cmp);
+        let component_for = self.component_for(conn);
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
@@ -133,6 +134,12 @@ impl Engine {
         if batches.is_empty() {
             return;
         }
+        let swap_to = component_for;
+        let runs_on = if swap_to.is_empty() {
+            w.component.clone()
+        } else {
+            swap_to.clone()
+        };
         let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
         for &b in &batches {
             let idx: Vec<usize> = current
@@ -159,6 +166,7 @@ impl Engine {
             learning_rate: fit.learning_rate,
             sent: now,
             deadline: now + answer_deadline(speed, samples, limit),
+            component: runs_on,
         });
         let assign = Message::Assign(proto::Assign {
             round,
@@ -169,6 +177,7 @@ impl Engine {
             params: self.state.global.clone(),
             pixels,
             labels,
+            component: swap_to,
         });
         self.send(conn, &assign);
     }
@@ -239,7 +248,8 @@ impl Engine {
             return;
         };
         w.busy = None;
-        let entries = match current.ledger.complete(&w.name, busy.round, &busy.batches) {
+        current.components.insert(busy.component.clone());
+        let mut entries = match current.ledger.complete(&w.name, busy.round, &busy.batches) {
             Ok(entries) => entries,
             Err(reason) => {
                 self.refuse(conn, Some(r.round), reason);
@@ -283,6 +293,10 @@ impl Engine {
         if trusted {
             self.notice(Notice::Trusted { worker });
         }
+        for e in &mut entries {
+            e.component.clone_from(&busy.component);
+        }
+        self.ran_on(conn, busy.round, &busy.component);
         self.notice(Notice::Completed(entries));
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::guard::GuardState;
 use super::notice::EpochMetrics;
+use super::rollout::{ComponentInfo, Rollout};
 use crate::ledger::{BatchId, Ledger};
 use crate::options::TrainingOptions;
 use crate::strategy::{FitFailure, FitResult, StrategyState};
@@ -57,6 +58,8 @@ pub struct Busy {
     pub version: u64,
     /// What the result must carry.
     pub reply: UpdateKind,
+    /// Digest of the component the round runs on.
+    pub component: String,
     /// The learning rate it trains at (the guard scales its bound by it).
     pub learning_rate: f32,
     /// When the assignment went out.
@@ -101,6 +104,16 @@ pub struct WorkerSlot {
     pub streak: u32,
     /// No batches before this time (a worker on probation gets one now and then).
     pub not_before: Now,
+    /// The component it was last offered.
+    pub offered: Option<String>,
+    /// The offered component it said is ready.
+    pub ready: Option<String>,
+    /// The round from which it ran the component it runs (if it swapped).
+    pub swapped_round: Option<u64>,
+    /// Components it rolled back from.
+    pub rollbacks: u32,
+    /// The last refusal or rollback it reported, for people.
+    pub component_note: String,
 }
 
 impl WorkerSlot {
@@ -122,6 +135,11 @@ impl WorkerSlot {
             strikes: 0,
             streak: 0,
             not_before: Now::ZERO,
+            offered: None,
+            ready: None,
+            swapped_round: None,
+            rollbacks: 0,
+            component_note: String::new(),
         }
     }
 
@@ -149,6 +167,10 @@ impl WorkerSlot {
             rejected_results: self.rejected,
             abandoned_rounds: self.abandoned,
             suspect: None,
+            component_label: String::new(),
+            swapped_round: self.swapped_round,
+            rollbacks: self.rollbacks,
+            component_note: self.component_note.clone(),
         }
     }
 }
@@ -182,6 +204,14 @@ pub struct WorkerReport {
     pub abandoned_rounds: u64,
     /// Why it is on probation (one batch a round), if it is.
     pub suspect: Option<String>,
+    /// Name and version of the component it runs, if the coordinator knows it.
+    pub component_label: String,
+    /// The round from which it ran that component, if it swapped to it.
+    pub swapped_round: Option<u64>,
+    /// Components it rolled back from.
+    pub rollbacks: u32,
+    /// The last refusal or rollback it reported.
+    pub component_note: String,
 }
 
 impl WorkerReport {
@@ -195,6 +225,14 @@ impl WorkerReport {
         self.bytes_received_from += other.bytes_received_from;
         self.rejected_results += other.rejected_results;
         self.abandoned_rounds += other.abandoned_rounds;
+        self.rollbacks += other.rollbacks;
+        if other.connected || !other.component.is_empty() {
+            self.component = other.component;
+            self.swapped_round = other.swapped_round.or(self.swapped_round);
+        }
+        if !other.component_note.is_empty() {
+            self.component_note = other.component_note;
+        }
     }
 }
 
@@ -240,6 +278,8 @@ pub struct EpochProgress {
     pub bytes_before: (u64, u64),
     /// Its credited rounds so far.
     pub totals: Totals,
+    /// Digests of the components its credited results were trained with.
+    pub components: std::collections::BTreeSet<String>,
 }
 
 /// The round in flight.
@@ -293,6 +333,15 @@ pub struct RunState {
     pub checkpoint_due: bool,
     /// Every finished epoch's metrics.
     pub history: Vec<EpochMetrics>,
+    /// The component the coordinator scores with and its devices run (the
+    /// last one rolled out past its canary).
+    pub component: ComponentInfo,
+    /// Every component this run accepted, by digest.
+    pub components: BTreeMap<String, ComponentInfo>,
+    /// The last rollout, if any.
+    pub rollout: Option<Rollout>,
+    /// Components that failed on a device, with why: never offered again.
+    pub failed_components: BTreeMap<String, String>,
 }
 
 impl RunState {
@@ -321,6 +370,11 @@ impl RunState {
         all.into_values()
             .map(|mut r| {
                 r.suspect = self.guard.suspects.get(&r.name).cloned();
+                r.component_label = self
+                    .components
+                    .get(&r.component)
+                    .map(ComponentInfo::label)
+                    .unwrap_or_default();
                 r
             })
             .collect()

@@ -39,6 +39,9 @@ impl Engine {
         );
         self.send(conn, &welcome);
         self.publish_workers();
+        if self.state.phase != Phase::Round {
+            self.rollout_step();
+        }
     }
 
     /// The one way a worker leaves: its round's batches go back first.
@@ -145,6 +148,7 @@ impl Engine {
         }
         match message {
             Message::Result(r) => self.result(now, conn, r),
+            Message::ComponentStatus(s) => self.component_status(conn, s),
             Message::Error(e) if busy_round.is_some() && e.round == busy_round => {
                 // It could not do its round: the batches go back now instead
                 // of at its deadline.

@@ -1,7 +1,7 @@
 //! The log: what happened to workers and their results, for people.
 
 use super::{Observer, shown};
-use crate::engine::{Notice, Requeue};
+use crate::engine::{ComponentEvent, Notice, Requeue};
 
 /// Writes worker events to the `tracing` log.
 pub struct Log;
@@ -72,6 +72,24 @@ impl Observer for Log {
             ),
             Notice::Back { worker } => {
                 tracing::info!(worker = %shown(worker), "answers again; back in the rounds")
+            }
+            Notice::Component {
+                worker,
+                digest,
+                label,
+                event,
+                detail,
+            } => {
+                let worker = worker.as_deref().map(shown).unwrap_or_default();
+                let (name, detail) = (event.name(), shown(detail));
+                if matches!(
+                    event,
+                    ComponentEvent::Refused | ComponentEvent::RolledBack | ComponentEvent::Halted
+                ) {
+                    tracing::warn!(%worker, component = %label, %digest, %detail, "component {name}")
+                } else {
+                    tracing::info!(%worker, component = %label, %digest, %detail, "component {name}")
+                }
             }
             Notice::WorkerError { worker, reason } => {
                 tracing::warn!(worker = %shown(worker), reason = %shown(reason), "worker reported an error")

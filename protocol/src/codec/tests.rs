@@ -43,6 +43,7 @@ fn samples() -> Vec<Message> {
             params: vec![0.5, -1.25, f32::MIN_POSITIVE],
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(),
             labels: vec![3, 9],
+            component: String::new(),
         }),
         Message::Assign(Assign {
             round: 4,
@@ -53,6 +54,7 @@ fn samples() -> Vec<Message> {
             params: vec![],
             pixels: vec![0; 3 * IMAGE_LEN],
             labels: vec![0, 1, 2],
+            component: String::new(),
         }),
         Message::Result(RoundResult {
             round: 3,
@@ -69,6 +71,16 @@ fn samples() -> Vec<Message> {
         }),
         Message::Goodbye(Goodbye {
             reason: "shutting down".into(),
+        }),
+        Message::Offer(Offer {
+            signature: "{\"manifest\":{}}".into(),
+            component: (0..300).map(|i| (i % 251) as u8).collect(),
+        }),
+        Message::ComponentStatus(ComponentStatus {
+            digest: "ef".repeat(32),
+            state: ComponentState::Ready,
+            round: None,
+            reason: String::new(),
         }),
     ]
 }
