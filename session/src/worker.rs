@@ -214,6 +214,11 @@ impl<T: Trainer> WorkerSession<T> {
         Some(self.count_out(&status))
     }
 
+    /// The trainer.
+    pub fn trainer(&self) -> &T {
+        &self.trainer
+    }
+
     /// Digest of the code it runs now.
     pub fn running(&self) -> &str {
         &self.running

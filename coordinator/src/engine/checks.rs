@@ -64,6 +64,7 @@ mod tests {
             learning_rate: 0.05,
             sent: Default::default(),
             deadline: Default::default(),
+            component: String::new(),
         }
     }
 

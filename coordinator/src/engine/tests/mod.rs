@@ -4,10 +4,12 @@
 //!
 //! - `rounds.rs`: epochs, assignments, joins, leaves, deadlines;
 //! - `refusals.rs`: bad, stale, duplicate and failed results;
-//! - `restore.rs`: a saved and restored engine continues bit for bit.
+//! - `restore.rs`: a saved and restored engine continues bit for bit;
+//! - `rollout.rs`: components rolled out canary-first, swapped, rolled back.
 
 mod refusals;
 mod restore;
+mod rollout;
 mod rounds;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,11 +64,25 @@ pub(super) fn options() -> TrainingOptions {
 }
 
 /// A deterministic stand-in for the model: each step pulls every parameter
-/// towards a value computed from the batch's pixels and labels.
+/// towards a value computed from the batch's pixels and labels. Offered
+/// components are ready at once, except one whose bytes start with
+/// `refuse`; once swapped to, one whose bytes start with `nan` trains NaN
+/// parameters.
 #[derive(Default)]
 pub(super) struct FakeTrainer {
     params: Vec<f32>,
     lr: f32,
+    /// Offers prepared: digest, bytes.
+    prepared: Vec<(String, Vec<u8>)>,
+    /// The outcome of the last preparation, until polled.
+    outcome: Option<(String, Result<(), String>)>,
+    /// Bytes of the component it runs (empty: the one it started on) and of the previous one.
+    running: Vec<u8>,
+    previous: Option<Vec<u8>>,
+    /// Components it rolled back from.
+    pub(super) rolled_back: Vec<String>,
+    /// Components it committed to.
+    pub(super) committed: Vec<String>,
 }
 
 impl Trainer for FakeTrainer {
@@ -88,7 +104,44 @@ impl Trainer for FakeTrainer {
         self.lr = lr;
         Ok(())
     }
+    fn prepare(&mut self, offer: proto::Offer) -> Result<(), String> {
+        let digest = proto::digest(&offer.component);
+        let outcome = if offer.component.starts_with(b"refuse") {
+            Err("its self-test failed".to_string())
+        } else {
+            self.prepared.push((digest.clone(), offer.component));
+            Ok(())
+        };
+        self.outcome = Some((digest, outcome));
+        Ok(())
+    }
+    fn poll_ready(&mut self) -> Option<(String, Result<(), String>)> {
+        self.outcome.take()
+    }
+    fn swap(&mut self, digest: &str) -> Result<(), String> {
+        let (_, bytes) = self
+            .prepared
+            .iter()
+            .find(|(d, _)| d == digest)
+            .ok_or("not ready")?;
+        self.previous = Some(std::mem::replace(&mut self.running, bytes.clone()));
+        Ok(())
+    }
+    fn commit(&mut self) {
+        self.previous = None;
+        self.committed.push(proto::digest(&self.running));
+    }
+    fn roll_back(&mut self, _: &str) -> Result<(), String> {
+        let previous = self.previous.take().ok_or("nothing to roll back to")?;
+        self.rolled_back.push(proto::digest(&self.running));
+        self.running = previous;
+        Ok(())
+    }
     fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32), String> {
+        if self.running.starts_with(b"nan") {
+            self.params.fill(f32::NAN);
+            return Ok((0.5, 0));
+        }
         let signal: f32 = pixels.iter().step_by(97).map(|&p| p as f32).sum::<f32>() / 1000.0
             + labels.iter().map(|&l| l as f32).sum::<f32>();
         for (j, p) in self.params.iter_mut().enumerate() {
@@ -143,6 +196,12 @@ pub(super) struct Harness {
     pub(super) failed: Option<String>,
     /// Every output, in order (for comparing two engines).
     pub(super) log: Vec<Output>,
+    /// Component bytes by digest (what the driver's catalog holds).
+    pub(super) catalog: BTreeMap<String, Vec<u8>>,
+    /// Components the engine had the evaluator switch to.
+    pub(super) used: Vec<String>,
+    /// Components the engine banned.
+    pub(super) banned: Vec<String>,
 }
 
 impl Harness {
@@ -162,6 +221,9 @@ impl Harness {
             finished: false,
             failed: None,
             log: Vec::new(),
+            catalog: BTreeMap::new(),
+            used: Vec::new(),
+            banned: Vec::new(),
         }
     }
 
@@ -184,6 +246,18 @@ impl Harness {
                     };
                     self.feed(Input::Evaluated { epoch, score });
                 }
+                Output::Offer { conn, digest } => {
+                    let offer = Message::Offer(proto::Offer {
+                        signature: String::new(),
+                        component: self.catalog[&digest].clone(),
+                    });
+                    self.inbox
+                        .entry(conn)
+                        .or_default()
+                        .push(proto::encode(&offer));
+                }
+                Output::UseComponent { digest } => self.used.push(digest),
+                Output::Banned { digest } => self.banned.push(digest),
                 Output::Notice(n) => self.notices.push(n),
                 Output::Finished => self.finished = true,
                 Output::Failed(reason) => self.failed = Some(reason),
@@ -232,6 +306,10 @@ impl Harness {
             if let Some(reply) = worker.handle(&f) {
                 replies += 1;
                 self.frame(conn, &proto::decode(&reply).unwrap());
+            }
+            while let Some(unasked) = worker.poll() {
+                replies += 1;
+                self.frame(conn, &proto::decode(&unasked).unwrap());
             }
         }
         replies
