@@ -74,6 +74,24 @@ pub struct WorkerRow {
     pub arch: String,
 }
 
+/// Component events the dashboard keeps (the newest).
+pub const COMPONENT_HISTORY: usize = 100;
+
+/// Something that happened to a component, as the dashboard lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentLine {
+    /// The device concerned, if one is.
+    pub worker: Option<String>,
+    /// The component's name and version.
+    pub label: String,
+    /// Its digest.
+    pub digest: String,
+    /// What happened, in words.
+    pub event: String,
+    /// Why, or more about it.
+    pub detail: String,
+}
+
 /// The whole snapshot, served as `/api/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -101,6 +119,8 @@ pub struct Status {
     pub epoch_history: Vec<EpochPoint>,
     /// Every worker seen, connected ones first.
     pub workers: Vec<WorkerRow>,
+    /// Recent component events (pushes, offers, swaps, rollbacks, rollouts).
+    pub components: VecDeque<ComponentLine>,
 }
 
 /// The global parameters as of some version.
@@ -139,6 +159,7 @@ impl Dashboard {
             rounds: VecDeque::new(),
             epoch_history: Vec::new(),
             workers: Vec::new(),
+            components: VecDeque::new(),
         };
         let model = Snapshot {
             version: 0,
@@ -240,6 +261,26 @@ impl Observer for Dashboard {
                 self.set_workers(rows);
             }
             Notice::EpochFinished(m) => self.record_epoch(EpochPoint::from(m)),
+            Notice::Component {
+                worker,
+                digest,
+                label,
+                event,
+                detail,
+            } => {
+                let mut inner = self.lock();
+                let lines = &mut inner.status.components;
+                if lines.len() == COMPONENT_HISTORY {
+                    lines.pop_front();
+                }
+                lines.push_back(ComponentLine {
+                    worker: worker.clone(),
+                    label: label.clone(),
+                    digest: digest.clone(),
+                    event: event.name().to_string(),
+                    detail: detail.clone(),
+                });
+            }
             Notice::TrainingFinished { .. } => self.set_phase("finished"),
             _ => {}
         }

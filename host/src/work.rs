@@ -61,10 +61,10 @@ pub struct Args {
     /// Longest time, in seconds, one call of a component on trial (its
     /// self-test and its first watched rounds) may take; past it, the
     /// process restarts and comes back on the previous component.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, env = "HEARTH_TRIAL_CALL_TIMEOUT", default_value_t = 30.0)]
     trial_call_timeout: f64,
     /// Memory a component instance may use, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "HEARTH_MEMORY_MIB", default_value_t = 256)]
     memory_mib: usize,
     /// This device's id (default: host name and process id).
     #[arg(long)]

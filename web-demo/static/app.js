@@ -134,6 +134,16 @@ function render(s) {
     return tr;
   });
   $('workers').querySelector('tbody').replaceChildren(...rows);
+  const events = (s.components || []).slice().reverse().map((c) => {
+    const tr = document.createElement('tr');
+    [c.worker || 'all', c.label, c.digest.slice(0, 12), c.event, c.detail].forEach((v) => {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.appendChild(td);
+    });
+    return tr;
+  });
+  $('components').querySelector('tbody').replaceChildren(...events);
   document.dispatchEvent(new CustomEvent('hearth-status', { detail: s }));
 }
 
