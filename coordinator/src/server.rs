@@ -198,7 +198,14 @@ impl LocalWorkers {
                 let name = format!("local-{}", i + 1);
                 let key = household.key_for(&name).map_err(anyhow::Error::msg)?;
                 let mut cmd = Command::new(&host);
-                cmd.args(["work", "--coordinator", url, "--name", &name]);
+                cmd.args([
+                    "work",
+                    "--coordinator",
+                    url,
+                    "--name",
+                    &name,
+                    "--exit-with-parent",
+                ]);
                 if let Some(fp) = fingerprint {
                     cmd.args(["--tls-fingerprint", fp]);
                 }

@@ -62,7 +62,8 @@ pub fn start(
     if let Some(current) = standing.current.clone() {
         match load_kept(runtime, store, policy, &current) {
             Ok((active, cached)) => {
-                let _ = store.audit("started", &current, &active.label);
+                let how = if cached { "compiled cache" } else { "compiled" };
+                let _ = store.audit("started", &current, &format!("{} ({how})", active.label));
                 return Ok(Start {
                     active,
                     pending_rollback,

@@ -66,6 +66,10 @@ pub struct Args {
     /// Memory a component instance may use, in MiB.
     #[arg(long, env = "HEARTH_MEMORY_MIB", default_value_t = 256)]
     memory_mib: usize,
+    /// Stop when the process that started this one ends (the coordinator's
+    /// `--local-workers` hosts: none outlives a coordinator that was killed).
+    #[arg(long)]
+    exit_with_parent: bool,
     /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
@@ -110,6 +114,9 @@ fn credentials(args: &Args) -> Result<(String, String, DeviceKey, Option<String>
 /// Connects, trains until the coordinator says goodbye, reconnecting on failure.
 pub fn run(args: Args) -> Result<()> {
     let (url, name, key, fingerprint) = credentials(&args)?;
+    if args.exit_with_parent {
+        exit_with_parent()?;
+    }
     let tls = fingerprint.as_deref().map(tls::pinned_config).transpose()?;
     let call_timeout = Duration::try_from_secs_f64(args.call_timeout)
         .ok()
@@ -213,6 +220,26 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(max_backoff);
     }
+}
+
+/// Ends this process when its parent is gone (checked twice a second).
+fn exit_with_parent() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        std::thread::Builder::new()
+            .name("hearth-parent".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    if std::os::unix::process::parent_id() != parent {
+                        tracing::warn!("the process that started this host is gone; stopping");
+                        std::process::exit(0);
+                    }
+                }
+            })?;
+    }
+    Ok(())
 }
 
 type Socket = WebSocket<Stream>;

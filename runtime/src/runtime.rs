@@ -83,8 +83,8 @@ impl Runtime {
                 })?;
         }
         let watchdog = match (limits.call_timeout, limits.on_overrun) {
-            (Some(timeout), OnOverrun::EndProcess(on_overrun)) => {
-                Some(Watchdog::start(timeout, on_overrun).map_err(|e| {
+            (Some(_), OnOverrun::EndProcess(on_overrun)) => {
+                Some(Watchdog::start(on_overrun).map_err(|e| {
                     Error::Load(wasmtime::Error::msg(format!(
                         "cannot start the watchdog thread: {e}"
                     )))

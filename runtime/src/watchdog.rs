@@ -13,7 +13,8 @@ pub(crate) struct Watchdog {
 
 struct State {
     /// Deadline of each call in progress, by call id.
-    calls: Vec<(u64, Instant)>,
+    /// Calls in progress: id, deadline, budget.
+    calls: Vec<(u64, Instant, Duration)>,
     next_id: u64,
     stop: bool,
 }
@@ -25,12 +26,9 @@ pub(crate) struct CallGuard {
 }
 
 impl Watchdog {
-    /// Starts the watchdog thread; `on_overrun(timeout)` runs on it when a
-    /// call is still in progress `timeout` after it started.
-    pub(crate) fn start(
-        timeout: Duration,
-        on_overrun: fn(Duration) -> !,
-    ) -> std::io::Result<Arc<Self>> {
+    /// Starts the watchdog thread; `on_overrun(budget)` runs on it when a
+    /// call is still in progress `budget` after it started.
+    pub(crate) fn start(on_overrun: fn(Duration) -> !) -> std::io::Result<Arc<Self>> {
         let this = Arc::new(Self {
             state: Mutex::new(State {
                 calls: Vec::new(),
@@ -42,7 +40,7 @@ impl Watchdog {
         let weak = Arc::downgrade(&this);
         thread::Builder::new()
             .name("hearth-watchdog".into())
-            .spawn(move || watch(weak, timeout, on_overrun))?;
+            .spawn(move || watch(weak, on_overrun))?;
         Ok(this)
     }
 
@@ -51,7 +49,7 @@ impl Watchdog {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let id = state.next_id;
         state.next_id += 1;
-        state.calls.push((id, Instant::now() + timeout));
+        state.calls.push((id, Instant::now() + timeout, timeout));
         drop(state);
         self.changed.notify_one();
         CallGuard {
@@ -77,12 +75,12 @@ impl Drop for CallGuard {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        state.calls.retain(|&(id, _)| id != self.id);
+        state.calls.retain(|&(id, _, _)| id != self.id);
     }
 }
 
 /// The watchdog thread: sleeps until the earliest deadline (or a change).
-fn watch(watchdog: Weak<Watchdog>, timeout: Duration, on_overrun: fn(Duration) -> !) {
+fn watch(watchdog: Weak<Watchdog>, on_overrun: fn(Duration) -> !) {
     loop {
         let Some(dog) = watchdog.upgrade() else {
             return;
@@ -91,14 +89,14 @@ fn watch(watchdog: Weak<Watchdog>, timeout: Duration, on_overrun: fn(Duration) -
         if state.stop {
             return;
         }
-        let earliest = state.calls.iter().map(|&(_, d)| d).min();
+        let earliest = state.calls.iter().map(|&(_, d, t)| (d, t)).min();
         let now = Instant::now();
         match earliest {
-            Some(deadline) if deadline <= now => {
+            Some((deadline, budget)) if deadline <= now => {
                 drop(state);
-                on_overrun(timeout);
+                on_overrun(budget);
             }
-            Some(deadline) => {
+            Some((deadline, _)) => {
                 let _ = dog
                     .changed
                     .wait_timeout(state, deadline - now)

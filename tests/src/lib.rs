@@ -3,6 +3,7 @@
 //! `cargo test --workspace` builds every binary of the workspace before the
 //! tests run; the binaries sit next to this crate's test executables.
 
+pub mod household;
 pub mod raw;
 
 use std::path::{Path, PathBuf};

@@ -361,7 +361,7 @@ impl Engine {
                 }
                 Phase::Idle | Phase::Waiting { .. } => {
                     self.maybe_checkpoint(now);
-                    self.rollout_step();
+                    self.rollout_step(now);
                     if self.state.current.is_none() {
                         if self.state.epoch >= self.state.options.epochs {
                             self.finish();

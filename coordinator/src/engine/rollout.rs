@@ -14,6 +14,12 @@ use super::{Engine, Output};
 /// devices are offered it: the rounds a device watches a component for.
 pub const CANARY_ROUNDS: u64 = hearth_session::WATCH_ROUNDS as u64;
 
+/// How long a rollout waits for a canary that left after it was offered the
+/// component (a component that ends its process makes the canary leave; it
+/// reports the rollback when it is back) before it halts. No other device
+/// is offered the component meanwhile.
+pub const CANARY_ABSENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A signed component the coordinator accepts (the driver verified it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentInfo {
@@ -58,6 +64,8 @@ pub struct Rollout {
     pub canary: Option<String>,
     /// Rounds the canary completed on it.
     pub canary_rounds: u64,
+    /// Since when the canary is gone, if it left after the offer.
+    pub canary_gone: Option<Now>,
     /// When it began.
     pub started: Now,
 }
@@ -104,15 +112,16 @@ impl Engine {
             stage: Stage::Canary,
             canary: None,
             canary_rounds: 0,
+            canary_gone: None,
             started: now,
         });
         self.component_notice(None, &digest, ComponentEvent::Arrived, String::new());
-        self.rollout_step();
+        self.rollout_step(now);
     }
 
     /// Offers the component to whoever should have it now (called at every
     /// round boundary and when a worker joins).
-    pub(super) fn rollout_step(&mut self) {
+    pub(super) fn rollout_step(&mut self, now: Now) {
         let Some(r) = self.state.rollout.as_ref().filter(|r| r.active()) else {
             return;
         };
@@ -127,6 +136,24 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|c| self.state.workers.values().any(|w| &w.name == c));
                 if canary_here {
+                    if let Some(r) = self.state.rollout.as_mut() {
+                        r.canary_gone = None;
+                    }
+                    return;
+                }
+                if r.canary.is_some() {
+                    // Offered and gone: wait for it to come back and report.
+                    let Some(r) = self.state.rollout.as_mut() else {
+                        return;
+                    };
+                    let since = *r.canary_gone.get_or_insert(now);
+                    if now.saturating_sub(since) > CANARY_ABSENCE {
+                        let why = format!(
+                            "the canary left while trying it and was not back within {} s",
+                            CANARY_ABSENCE.as_secs()
+                        );
+                        self.halt(&target, why, false);
+                    }
                     return;
                 }
                 let suspects = &self.state.guard.suspects;

@@ -40,7 +40,7 @@ impl Engine {
         self.send(conn, &welcome);
         self.publish_workers();
         if self.state.phase != Phase::Round {
-            self.rollout_step();
+            self.rollout_step(self.state.clock);
         }
     }
 
