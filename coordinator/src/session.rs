@@ -212,7 +212,7 @@ fn refuse(hello: &proto::Hello, admission: &Admission) -> Option<String> {
         proto::WorkerKind::Browser => {
             if digest != &admission.browser_digest {
                 return Some(format!(
-                    "module {} is not the one this coordinator serves ({})",
+                    "component {} is not the browser module this coordinator serves ({})",
                     shown(digest),
                     admission.browser_digest
                 ));

@@ -136,7 +136,7 @@ fn a_pushed_component_reaches_one_canary_then_everyone_at_round_boundaries() {
     }
     assert_eq!(
         h.used,
-        [v2.clone()],
+        std::slice::from_ref(&v2),
         "the evaluator swaps once, after the canary"
     );
     let state = h.engine.view();
@@ -151,7 +151,7 @@ fn a_pushed_component_reaches_one_canary_then_everyone_at_round_boundaries() {
     assert_eq!(history[1].components, ["trainer 2"]);
     for w in &ws {
         assert_eq!(w.running(), v2);
-        assert_eq!(w.trainer().committed, [v2.clone()]);
+        assert_eq!(w.trainer().committed, std::slice::from_ref(&v2));
     }
     assert!(h.banned.is_empty());
 }
@@ -167,13 +167,13 @@ fn a_component_that_fails_on_the_canary_is_rolled_back_halted_and_never_offered_
             .as_ref()
             .is_some_and(|r| matches!(r.stage, Stage::Halted(_)))
     });
-    assert_eq!(ws[0].trainer().rolled_back, [bad.clone()]);
+    assert_eq!(ws[0].trainer().rolled_back, std::slice::from_ref(&bad));
     assert_eq!(
         ws[0].running(),
         "",
         "the canary is back on what it started on"
     );
-    assert_eq!(h.banned, [bad.clone()]);
+    assert_eq!(h.banned, std::slice::from_ref(&bad));
     let requeued = h.requeues().into_iter().any(|(w, _, why)| {
         w == "a" && matches!(why, Requeue::Failed(r) if r.contains("rolled back"))
     });
@@ -218,7 +218,7 @@ fn a_canary_that_refuses_halts_the_rollout_and_a_stray_status_is_refused() {
             .as_ref()
             .is_some_and(|r| matches!(r.stage, Stage::Halted(_)))
     });
-    assert_eq!(h.banned, [refused.clone()]);
+    assert_eq!(h.banned, std::slice::from_ref(&refused));
     assert!(h.used.is_empty());
     // A status for a component nobody offered it.
     let stray = Message::ComponentStatus(proto::ComponentStatus {
