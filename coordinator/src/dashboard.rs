@@ -80,6 +80,8 @@ pub const COMPONENT_HISTORY: usize = 100;
 /// Something that happened to a component, as the dashboard lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentLine {
+    /// Seconds since the coordinator started.
+    pub seconds: f64,
     /// The device concerned, if one is.
     pub worker: Option<String>,
     /// The component's name and version.
@@ -137,6 +139,7 @@ pub struct Snapshot {
 struct Inner {
     status: Status,
     model: Snapshot,
+    started: std::time::Instant,
 }
 
 /// Shared handle to the dashboard's state.
@@ -166,7 +169,11 @@ impl Dashboard {
             arch: arch.to_string(),
             params: Arc::new(params),
         };
-        Self(Arc::new(Mutex::new(Inner { status, model })))
+        Self(Arc::new(Mutex::new(Inner {
+            status,
+            model,
+            started: std::time::Instant::now(),
+        })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -269,11 +276,13 @@ impl Observer for Dashboard {
                 detail,
             } => {
                 let mut inner = self.lock();
+                let seconds = inner.started.elapsed().as_secs_f64();
                 let lines = &mut inner.status.components;
                 if lines.len() == COMPONENT_HISTORY {
                     lines.pop_front();
                 }
                 lines.push_back(ComponentLine {
+                    seconds,
                     worker: worker.clone(),
                     label: label.clone(),
                     digest: digest.clone(),

@@ -102,15 +102,19 @@ fn load_kept(
 }
 
 /// What the self-test needs from the running model.
-struct Reference {
-    config: ModelConfig,
-    arch: ArchInfo,
-    params: Vec<f32>,
-    batch: (Vec<u8>, Vec<u8>),
+pub struct Reference {
+    /// The model of the welcome.
+    pub config: ModelConfig,
+    /// Its parameter layout.
+    pub arch: ArchInfo,
+    /// The current parameters.
+    pub params: Vec<f32>,
+    /// A batch this device trained on.
+    pub batch: (Vec<u8>, Vec<u8>),
 }
 
-/// Verifies, compiles and self-tests an offered component.
-fn prepare(
+/// Verifies, keeps, compiles and self-tests an offered component.
+pub fn prepare(
     runtime: &Runtime,
     store: &ComponentStore,
     policy: &Policy,
@@ -118,8 +122,9 @@ fn prepare(
     offer: &Offer,
     reference: Option<&Reference>,
 ) -> Result<Candidate, String> {
+    let signature = Some(offer.signature.as_str()).filter(|s| !s.trim().is_empty());
     let manifest = policy
-        .verify(&offer.component, Some(&offer.signature))
+        .verify(&offer.component, signature)
         .map_err(|r| r.to_string())?;
     let label = format!("{} {}", manifest.name, manifest.version);
     store
@@ -467,5 +472,93 @@ impl Trainer for ComponentTrainer {
 
     fn pending_rollback(&mut self) -> Option<(String, String)> {
         self.pending_rollback.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_protocol::IMAGE_LEN;
+    use hearth_signing::{Manifest, SigningKey};
+
+    fn signed(key: &SigningKey, bytes: &[u8], world: &str) -> String {
+        let s = key.sign(
+            bytes,
+            Manifest {
+                name: "test".into(),
+                version: "1".into(),
+                package: hearth_runtime::WIT_PACKAGE.into(),
+                world: world.into(),
+                sha256: String::new(),
+            },
+        );
+        serde_json::to_string(&s).unwrap_or_default()
+    }
+
+    /// A device's preparation refuses every offer it must not run, naming why.
+    #[test]
+    fn offers_that_must_not_run_are_refused_with_the_reason() {
+        let runtime = Runtime::new(hearth_runtime::Limits::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = ComponentStore::open(dir.path()).unwrap();
+        let key = SigningKey::from_seed([1; 32]);
+        let policy = hearth_runtime::policy(vec![key.public()]);
+        let config = ModelConfig {
+            arch: "lenet5".into(),
+            seed: 3,
+            optimizer: Default::default(),
+        };
+        let builtin = runtime.load_builtin().unwrap();
+        let mut model = ComponentModel::new(&runtime, &builtin, &config).unwrap();
+        let reference = Reference {
+            config,
+            arch: model.describe().clone(),
+            params: model.params().unwrap(),
+            batch: (vec![9; 4 * IMAGE_LEN], vec![1, 2, 3, 4]),
+        };
+        let v2 = hearth_test_components::V2;
+        let offer = |component: &[u8], signature: String| Offer {
+            signature,
+            component: component.to_vec(),
+        };
+        let mut tampered = v2.to_vec();
+        tampered[v2.len() / 2] ^= 1;
+        let stranger = SigningKey::from_seed([2; 32]);
+        let world = hearth_runtime::WIT_WORLD;
+        let other = hearth_test_components::OTHER_WORLD;
+        let cases = [
+            (offer(v2, String::new()), "unsigned"),
+            (offer(&tampered, signed(&key, v2, world)), "tampered"),
+            (offer(v2, signed(&stranger, v2, world)), "does not trust"),
+            (offer(v2, signed(&key, v2, "another-world")), "implements"),
+            (offer(other, signed(&key, other, world)), "cannot build"),
+            (
+                offer(
+                    hearth_test_components::NAN,
+                    signed(&key, hearth_test_components::NAN, world),
+                ),
+                "NaN",
+            ),
+        ];
+        let trial = Duration::from_secs(60);
+        for (o, reason) in cases {
+            let refused = prepare(&runtime, &store, &policy, trial, &o, Some(&reference))
+                .err()
+                .unwrap_or_default();
+            assert!(
+                refused.contains(reason),
+                "expected {reason:?}, got {refused:?}"
+            );
+        }
+        let ready = prepare(
+            &runtime,
+            &store,
+            &policy,
+            trial,
+            &offer(v2, signed(&key, v2, world)),
+            Some(&reference),
+        );
+        assert!(ready.is_ok(), "{:?}", ready.err());
+        assert!(store.compiled_path(&hearth_protocol::digest(v2)).is_file());
     }
 }

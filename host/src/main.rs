@@ -14,6 +14,7 @@
 
 mod backend;
 mod bench;
+mod bench_component;
 mod component_trainer;
 mod describe;
 mod evaluate;
@@ -41,6 +42,8 @@ enum Command {
     TrainLocal(train_local::Args),
     /// Measure training-step throughput natively and inside wasmtime.
     Bench(bench::Args),
+    /// Measure what taking a new component costs: verify, compile, cache, self-test.
+    BenchComponent(bench_component::Args),
     /// Print the layers and parameter layout of an architecture.
     Describe(describe::Args),
     /// Score a saved model (model.safetensors) on the MNIST test set.
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Work(args) => work::run(args),
         Command::TrainLocal(args) => train_local::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchComponent(args) => bench_component::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Verify(args) => verify::run(args),

@@ -142,6 +142,14 @@ pub fn ledger_components(dir: &Path) -> Vec<(String, u64, String)> {
 
 /// The dashboard's component events (`event`, `digest`, `worker`) at `url`.
 pub fn component_events(url: &str) -> Vec<(String, String, String)> {
+    timed_component_events(url)
+        .into_iter()
+        .map(|(e, d, w, _)| (e, d, w))
+        .collect()
+}
+
+/// The same with the seconds since the coordinator started.
+pub fn timed_component_events(url: &str) -> Vec<(String, String, String, f64)> {
     let status = crate::http_get(url, "/api/status").unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
     v["components"]
@@ -150,7 +158,8 @@ pub fn component_events(url: &str) -> Vec<(String, String, String)> {
             a.iter()
                 .map(|c| {
                     let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-                    (s("event"), s("digest"), s("worker"))
+                    let t = c["seconds"].as_f64().unwrap_or(0.0);
+                    (s("event"), s("digest"), s("worker"), t)
                 })
                 .collect()
         })

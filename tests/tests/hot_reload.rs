@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hearth_e2e::household::{
-    TestHousehold, component_events, ledger_components, progress, wait_for,
+    TestHousehold, component_events, ledger_components, progress, timed_component_events, wait_for,
 };
 use hearth_e2e::{assert_each_sample_once, requeued_batches, text, wait_success};
 use hearth_protocol::digest;
@@ -357,4 +357,62 @@ fn hostile_components_are_stopped_on_the_canary_the_rollout_halts_and_none_is_re
     let accuracies = epoch_accuracies(out.path());
     let last = accuracies.last().copied().unwrap_or(0.0);
     assert!(last > 0.8, "the model kept learning: {accuracies:?}");
+}
+
+/// Push to four local hosts, three times: the time from `component push` to
+/// every host on v2, and its steps. Run it with `cargo test --release -p
+/// hearth-e2e --test hot_reload -- --ignored --nocapture experiment`.
+#[test]
+#[ignore = "an experiment that prints figures"]
+fn experiment_push_to_four_hosts() {
+    for run in 1..=3 {
+        let household = TestHousehold::new();
+        let files = tempfile::tempdir().unwrap();
+        let v2 = household.signed(files.path(), "v2.wasm", hearth_test_components::V2, "2");
+        let d = digest(hearth_test_components::V2);
+        let out = tempfile::tempdir().unwrap();
+        let (_coordinator, url) = household.serve(
+            &[
+                "--local-workers",
+                "4",
+                "--epochs",
+                "30",
+                "--train-limit",
+                "12000",
+                "--test-limit",
+                "500",
+                "--out",
+                out.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        wait_for(120, "training to start", || progress(&url).0 >= 20);
+        let start = std::time::Instant::now();
+        let pushed = household.push(&url, &v2);
+        assert!(pushed.status.success(), "{}", text(&pushed));
+        let push_s = start.elapsed().as_secs_f64();
+        wait_for(120, "every host on v2", || {
+            component_events(&url)
+                .iter()
+                .any(|(e, dd, _)| e == "every device runs it" && *dd == d)
+        });
+        let wall = start.elapsed().as_secs_f64();
+        let events = timed_component_events(&url);
+        let at = |event: &str| {
+            events
+                .iter()
+                .find(|(e, dd, _, _)| e == event && *dd == d)
+                .map_or(f64::NAN, |e| e.3)
+        };
+        let arrived = at("arrived");
+        println!(
+            "run {run}: push to all 4 hosts on v2 {wall:.2} s (the push command, with the \
+             coordinator's own check, {push_s:.2} s); after arrival: canary ready {:.2} s, \
+             canary swapped {:.2} s, canary proved {:.2} s, all swapped {:.2} s",
+            at("ready") - arrived,
+            at("swapped") - arrived,
+            at("canary passed, rolling out to every device") - arrived,
+            at("every device runs it") - arrived,
+        );
+    }
 }
