@@ -137,5 +137,33 @@ pub fn run(args: Args) -> Result<()> {
             results[0] / results[i]
         );
     }
+    // The watchdog's bookkeeping per call, measured on the cheapest call
+    // there is (the throughput rows above are too noisy to resolve it).
+    let per_call = |limits: Limits| -> Result<f64> {
+        let runtime = hearth_runtime::Runtime::new(limits)?;
+        let component = runtime.load_builtin()?;
+        let mut model = hearth_runtime::ComponentModel::new(&runtime, &component, &config)?;
+        let calls = 200_000;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let start = Instant::now();
+            for _ in 0..calls {
+                model.optimizer()?;
+            }
+            best = best.min(start.elapsed().as_secs_f64() / calls as f64);
+        }
+        Ok(best)
+    };
+    let (with, without) = (per_call(watchdog)?, per_call(unlimited)?);
+    let step = args.batch as f64 / results[1];
+    println!(
+        "  call budget (watchdog) bookkeeping: {:.0} ns per call ({:.0} ns with, {:.0} ns without), \
+         {:.4} % of a {}-image training step",
+        (with - without) * 1e9,
+        with * 1e9,
+        without * 1e9,
+        100.0 * (with - without) / step,
+        args.batch
+    );
     Ok(())
 }
