@@ -76,7 +76,7 @@ fn household(cmd: &mut Command, home: &Path) {
 fn host(address: &str, name: &str, home: &Path) -> Result<Process> {
     let mut cmd = Command::new(binary("hearth-host")?);
     cmd.args(["work", "--coordinator", &format!("ws://{address}/ws")])
-        .args(["--name", name, "--max-backoff", "2"])
+        .args(["--name", name, "--max-backoff", "2", "--threads", "1"])
         .env("HEARTH_HOME", home)
         .env_remove("HEARTH_SECRET")
         .stdin(Stdio::null())

@@ -205,6 +205,9 @@ impl LocalWorkers {
                     "--name",
                     &name,
                     "--exit-with-parent",
+                    // They share this machine's cores: one thread each.
+                    "--threads",
+                    "1",
                 ]);
                 if let Some(fp) = fingerprint {
                     cmd.args(["--tls-fingerprint", fp]);

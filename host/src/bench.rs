@@ -27,6 +27,10 @@ pub struct Args {
     /// Measure only this backend (for profiling one of them).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Also measure `work`'s training with this many threads (component
+    /// instances sharing each step) against one (0: skip).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 /// One of the measured backends.
@@ -135,6 +139,53 @@ pub fn run(args: Args) -> Result<()> {
             "  wasmtime ({label}) / native = {:.3}  (native is {:.2}x faster)",
             results[i] / results[0],
             results[0] / results[i]
+        );
+    }
+    if args.threads > 1 {
+        // As `work` trains: instances sharing each step, one thread each;
+        // one thread and T threads in turn, the ratio taken pair by pair
+        // (this machine's speed drifts from minute to minute).
+        let runtime = hearth_runtime::Runtime::new(watchdog)?;
+        let component = runtime.load_builtin()?;
+        let mut models = [
+            hearth_runtime::Replicas::new(&runtime, &component, &config, 1)?,
+            hearth_runtime::Replicas::new(&runtime, &component, &config, args.threads)?,
+        ];
+        let measure = |model: &mut hearth_runtime::Replicas, d: Duration| -> Result<f64> {
+            let start = Instant::now();
+            let (mut images, mut step) = (0usize, 0usize);
+            while start.elapsed() < d {
+                let (p, l) = &batches[step % n_batches];
+                model.train_batch(p, l)?;
+                images += l.len();
+                step += 1;
+            }
+            Ok(images as f64 / start.elapsed().as_secs_f64())
+        };
+        for m in models.iter_mut() {
+            measure(m, Duration::from_secs(1))?;
+        }
+        let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.repeats.max(1) * 2 {
+            let a = measure(&mut models[0], Duration::from_secs_f64(args.seconds / 2.0))?;
+            let b = measure(&mut models[1], Duration::from_secs_f64(args.seconds / 2.0))?;
+            one.push(a);
+            many.push(b);
+            ratios.push(b / a);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  work's training: 1 thread {:.0} img/s, {} threads sharing each step {:.0} img/s; \
+             ratio {:.2}x (median of pairs: {})",
+            median(one),
+            args.threads,
+            median(many),
+            median(ratios.clone()),
+            shown.join(", ")
         );
     }
     // The watchdog's bookkeeping per call, measured on the cheapest call

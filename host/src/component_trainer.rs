@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hearth_protocol::Offer;
-use hearth_runtime::{ComponentModel, ComponentStore, LoadedComponent, Runtime};
+use hearth_runtime::{ComponentModel, ComponentStore, LoadedComponent, Replicas, Runtime};
 use hearth_session::Trainer;
 use hearth_signing::Policy;
 use hearth_worker::{ArchInfo, ModelConfig};
@@ -184,7 +184,9 @@ pub struct ComponentTrainer {
     previous: Option<Candidate>,
     ready: HashMap<String, Candidate>,
     preparing: Option<(String, Receiver<Result<Candidate, String>>)>,
-    built: Option<(ModelConfig, Option<ComponentModel>)>,
+    /// Instances that train in parallel (every core of the device).
+    threads: usize,
+    built: Option<(ModelConfig, Option<Replicas>)>,
     /// The first batch this device trained on (the self-test's canned batch).
     canned: Option<(Vec<u8>, Vec<u8>)>,
     pending_rollback: Option<(String, String)>,
@@ -197,6 +199,7 @@ impl ComponentTrainer {
         store: ComponentStore,
         policy: Policy,
         (call_timeout, trial_timeout): (Duration, Duration),
+        threads: usize,
         start: Start,
     ) -> Self {
         Self {
@@ -209,6 +212,7 @@ impl ComponentTrainer {
             previous: None,
             ready: HashMap::new(),
             preparing: None,
+            threads: threads.max(1),
             built: None,
             canned: None,
             pending_rollback: start.pending_rollback,
@@ -220,7 +224,7 @@ impl ComponentTrainer {
         self.active.component.digest()
     }
 
-    fn model(&mut self) -> Result<&mut ComponentModel> {
+    fn model(&mut self) -> Result<&mut Replicas> {
         let on_trial = self.previous.is_some();
         let timeout = if on_trial {
             self.trial_timeout
@@ -232,7 +236,7 @@ impl ComponentTrainer {
         };
         if model.is_none() {
             tracing::warn!("building the model again after a failed call");
-            let mut m = ComponentModel::new(&self.runtime, &self.active.component, config)?;
+            let mut m = Replicas::new(&self.runtime, &self.active.component, config, self.threads)?;
             m.set_call_timeout(timeout);
             *model = Some(m);
         }
@@ -286,7 +290,7 @@ impl Trainer for ComponentTrainer {
         )?)
     }
     fn build(&mut self, config: &ModelConfig) -> Result<()> {
-        let mut model = ComponentModel::new(&self.runtime, &self.active.component, config)?;
+        let mut model = Replicas::new(&self.runtime, &self.active.component, config, self.threads)?;
         model.set_call_timeout(self.call_timeout);
         self.built = Some((config.clone(), Some(model)));
         Ok(())
@@ -408,7 +412,7 @@ impl Trainer for ComponentTrainer {
         let Some((config, old)) = self.built.as_mut() else {
             return Err("no model built yet".into());
         };
-        let mut model = ComponentModel::new(&self.runtime, &candidate.component, config)
+        let mut model = Replicas::new(&self.runtime, &candidate.component, config, self.threads)
             .map_err(|e| format!("cannot build the model in it: {e}"))?;
         model.set_call_timeout(self.trial_timeout);
         // Carry the optimizer state (momentum) across when both keep the same.

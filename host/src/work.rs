@@ -70,6 +70,11 @@ pub struct Args {
     /// `--local-workers` hosts: none outlives a coordinator that was killed).
     #[arg(long)]
     exit_with_parent: bool,
+    /// Component instances that train each step in parallel, each on its
+    /// share of the batch (default: every core of this device). The
+    /// coordinator sees one device and one update.
+    #[arg(long, env = "HEARTH_THREADS")]
+    threads: Option<usize>,
     /// This device's id (default: host name and process id).
     #[arg(long)]
     name: Option<String>,
@@ -175,11 +180,16 @@ pub fn run(args: Args) -> Result<()> {
         tracing::warn!(restarts, ?wait, "restarted after a component call overran");
         std::thread::sleep(wait);
     }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
     let trainer = ComponentTrainer::new(
         runtime.clone(),
         store,
         policy,
         (call_timeout, trial_timeout),
+        threads,
         start,
     );
     let identity = Identity {
@@ -187,7 +197,7 @@ pub fn run(args: Args) -> Result<()> {
         key,
         component_digest: trainer.digest().to_string(),
         kind: proto::WorkerKind::Host,
-        threads: 1,
+        threads: threads as u32,
         memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
     };
     let mut session = WorkerSession::new(identity, trainer);

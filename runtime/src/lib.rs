@@ -15,6 +15,7 @@ pub mod component_store;
 mod error;
 pub mod files;
 mod limits;
+mod replicas;
 mod runtime;
 mod watchdog;
 
@@ -22,6 +23,7 @@ pub use component_model::ComponentModel;
 pub use component_store::{ComponentStore, Standing};
 pub use error::{Error, Result};
 pub use limits::{Limits, OnOverrun};
+pub use replicas::Replicas;
 pub use runtime::{LoadedComponent, Runtime, signature_path, verify_file};
 
 /// The training component built from `worker-wasm/` (wasm32, simd128).

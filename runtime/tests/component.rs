@@ -263,3 +263,51 @@ fn an_overrunning_call_ends_the_process_when_there_are_no_epoch_checks() {
     assert!(!stdout.contains("evaluation returned"), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// The largest difference between two vectors, relative to the largest value.
+fn relative_gap(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-12);
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+#[test]
+fn two_or_three_instances_sharing_each_step_train_like_one() {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let component = runtime.load_builtin().unwrap();
+    // Without momentum (FedAvgM workers) and with it (weight decay in both).
+    for momentum in [0.0, 0.9] {
+        let mut cfg = config("lenet5");
+        cfg.optimizer.momentum = momentum;
+        let mut one = hearth_runtime::Replicas::new(&runtime, &component, &cfg, 1).unwrap();
+        for threads in [2, 3] {
+            let mut many =
+                hearth_runtime::Replicas::new(&runtime, &component, &cfg, threads).unwrap();
+            assert_eq!(many.threads(), threads);
+            let start = one.params().unwrap();
+            one.set_params(&start).unwrap();
+            one.set_optimizer_state(&vec![0.0; start.len()]).unwrap();
+            many.set_params(&start).unwrap();
+            for step in 0..3 {
+                let (px, lb) = mnist_batch(64 * step, 64);
+                let a = one.train_batch(&px, &lb).unwrap();
+                let b = many.train_batch(&px, &lb).unwrap();
+                assert_eq!((a.correct, a.count), (b.correct, b.count));
+                assert!((a.loss - b.loss).abs() < 1e-5, "{} vs {}", a.loss, b.loss);
+            }
+            let gap = relative_gap(&one.params().unwrap(), &many.params().unwrap());
+            assert!(
+                gap < 1e-5,
+                "momentum {momentum}, {threads} threads: gap {gap}"
+            );
+            assert_ne!(one.params().unwrap(), start, "it trained");
+        }
+    }
+    // A batch smaller than the thread count trains on as many as it fills.
+    let mut many =
+        hearth_runtime::Replicas::new(&runtime, &component, &config("lenet5"), 4).unwrap();
+    let (px, lb) = mnist_batch(0, 2);
+    assert_eq!(many.train_batch(&px, &lb).unwrap().count, 2);
+}

@@ -211,9 +211,12 @@ pub fn test_home() -> PathBuf {
     std::env::temp_dir().join("hearth-e2e-no-household")
 }
 
-/// Points `cmd` at the tests' household (see [`test_home`]).
+/// Points `cmd` at the tests' household (see [`test_home`]), with one
+/// training thread per host.
 pub fn in_test_household(cmd: &mut Command) -> &mut Command {
     cmd.env("HEARTH_HOME", test_home())
+        // Test hosts share the machine: one training thread each.
+        .env("HEARTH_THREADS", "1")
         .env_remove("HEARTH_SECRET")
         .env_remove("HEARTH_KEY")
         .env_remove("HEARTH_PAIR")
