@@ -6,7 +6,9 @@
 # - Debian's Chromium and Node.js for the browser test (needs root or
 #   passwordless sudo; without them the browser test is skipped, and says so);
 # - playwright-core, pinned by tests/browser/package-lock.json (it drives the
-#   installed Chromium; it never downloads a browser).
+#   installed Chromium; it never downloads a browser);
+# - Debian's aarch64 cross compiler and qemu-user, then the aarch64
+#   hearth-host, which tests/tests/aarch64.rs runs under qemu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +21,16 @@ missing=()
 [ -x "$chromium" ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The Raspberry Pi (aarch64) host, cross-built and run under qemu-user.
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
   fi
   if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
-    echo "warning: cannot install ${missing[*]} here (needs apt and root); the browser test will be skipped" >&2
+    echo "warning: cannot install ${missing[*]} here (needs apt and root); the browser and aarch64 tests will be skipped" >&2
   else
     echo "== installing ${missing[*]}"
     $sudo apt-get update -qq
@@ -37,6 +42,19 @@ if [ -x "$chromium" ] && command -v npm >/dev/null; then
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
   # From here on a missing browser is a failure, not a skip.
   export HEARTH_BROWSER_TESTS=1
+fi
+
+if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
+  && { ! command -v rustup >/dev/null || rustup target add aarch64-unknown-linux-gnu >/dev/null; }; then
+  echo "== the aarch64 host (cross build)"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    cargo build --release --target aarch64-unknown-linux-gnu -p hearth-host
+  export HEARTH_AARCH64_HOST="${CARGO_TARGET_DIR:-$PWD/target}/aarch64-unknown-linux-gnu/release/hearth-host"
+  export HEARTH_QEMU="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+  # From here on a missing aarch64 build is a failure, not a skip.
+  export HEARTH_AARCH64_TESTS=1
+else
+  echo "warning: no aarch64 cross compiler or qemu here; the aarch64 test will be skipped" >&2
 fi
 
 cargo test --release --workspace

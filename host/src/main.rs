@@ -19,6 +19,7 @@ mod component_trainer;
 mod describe;
 mod evaluate;
 mod overrun;
+mod selftest;
 mod tls;
 mod train_local;
 mod verify;
@@ -48,6 +49,8 @@ enum Command {
     Describe(describe::Args),
     /// Score a saved model (model.safetensors) on the MNIST test set.
     Evaluate(evaluate::Args),
+    /// Train a few steps and print the parameters' digest (the same bits on every machine).
+    Selftest(selftest::Args),
     /// Check a component's signature as a device would before running it.
     Verify(verify::Args),
 }
@@ -68,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Command::Describe(args) => describe::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Selftest(args) => selftest::run(args),
     }
 }

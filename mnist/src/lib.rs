@@ -84,8 +84,24 @@ pub struct Mnist {
     pub test: Split,
 }
 
-/// The copy of MNIST bundled in this repository (`data/mnist/`).
+/// Where the bundled MNIST is at run time: `$HEARTH_DATA` if set; else
+/// `data/mnist` next to the running binary, or `share/hearth/mnist` beside
+/// its directory (an installed or copied binary, e.g. on a Raspberry Pi);
+/// else this repository's `data/mnist/` (a development build).
 pub fn bundled_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA") {
+        return PathBuf::from(dir);
+    }
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for candidate in [bin.join("data/mnist"), bin.join("../share/hearth/mnist")] {
+            if candidate.is_dir() {
+                return candidate;
+            }
+        }
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("data")

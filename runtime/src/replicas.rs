@@ -159,7 +159,7 @@ impl Replicas {
             Ok((stats, m.params()?, v))
         };
         let (head, rest) = self.models[..shards].split_at_mut(1);
-        let outcomes: Vec<Result<(TrainStats, Vec<f32>, Vec<f32>)>> = std::thread::scope(|s| {
+        let outcomes: Vec<Result<Shard>> = std::thread::scope(|s| {
             let handles: Vec<_> = rest
                 .iter_mut()
                 .zip(&bounds[1..])
@@ -196,6 +196,9 @@ impl Replicas {
         })
     }
 }
+
+/// What one instance's step gave: its statistics, parameters and momentum.
+type Shard = (TrainStats, Vec<f32>, Vec<f32>);
 
 /// `sum += w · x` (`sum` starts empty).
 fn accumulate(sum: &mut Vec<f32>, x: &[f32], w: f32) {

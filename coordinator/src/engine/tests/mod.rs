@@ -370,12 +370,22 @@ pub(super) fn workers(h: &mut Harness, names: &[&str]) -> Vec<WorkerSession<Fake
 
 /// Lets every worker answer until the run is over.
 pub(super) fn run_to_end(h: &mut Harness, ws: &mut [WorkerSession<FakeTrainer>]) {
+    run_until(h, ws, |h| h.finished);
+    assert!(h.finished, "the run did not finish");
+    // Deliver the goodbyes.
+    for (i, w) in ws.iter_mut().enumerate() {
+        h.exchange(i as ConnId + 1, w);
+    }
+}
+
+/// Lets every worker answer (time passing) until `done` holds or the run is over.
+pub(super) fn run_until(
+    h: &mut Harness,
+    ws: &mut [WorkerSession<FakeTrainer>],
+    done: impl Fn(&Harness) -> bool,
+) {
     for _ in 0..10_000 {
-        if h.finished {
-            // Deliver the goodbyes.
-            for (i, w) in ws.iter_mut().enumerate() {
-                h.exchange(i as ConnId + 1, w);
-            }
+        if done(h) || h.finished {
             return;
         }
         h.now += Duration::from_millis(10);
@@ -387,7 +397,7 @@ pub(super) fn run_to_end(h: &mut Harness, ws: &mut [WorkerSession<FakeTrainer>])
             h.feed(Input::Tick);
         }
     }
-    panic!("the run did not finish");
+    panic!("the condition never held");
 }
 
 pub(super) fn every_sample_once(h: &Harness, n: u32, epochs: usize) {

@@ -32,25 +32,13 @@ fn running() -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
     (h, ws)
 }
 
-fn run_until(
-    h: &mut Harness,
-    ws: &mut [WorkerSession<FakeTrainer>],
-    done: impl Fn(&Harness) -> bool,
-) {
-    for _ in 0..10_000 {
-        if done(h) || h.finished {
-            return;
-        }
-        h.now += Duration::from_millis(10);
-        let mut any = 0;
-        for (i, w) in ws.iter_mut().enumerate() {
-            any += h.exchange(i as ConnId + 1, w);
-        }
-        if any == 0 {
-            h.feed(Input::Tick);
-        }
-    }
-    panic!("the condition never held");
+/// The rollout stopped.
+fn halted(h: &Harness) -> bool {
+    h.engine
+        .view()
+        .rollout
+        .as_ref()
+        .is_some_and(|r| matches!(r.stage, Stage::Halted(_)))
 }
 
 fn push(h: &mut Harness, bytes: &[u8], version: &str) -> String {
@@ -160,13 +148,7 @@ fn a_pushed_component_reaches_one_canary_then_everyone_at_round_boundaries() {
 fn a_component_that_fails_on_the_canary_is_rolled_back_halted_and_never_offered_again() {
     let (mut h, mut ws) = running();
     let bad = push(&mut h, b"nan trainer", "3");
-    run_until(&mut h, &mut ws, |h| {
-        h.engine
-            .view()
-            .rollout
-            .as_ref()
-            .is_some_and(|r| matches!(r.stage, Stage::Halted(_)))
-    });
+    run_until(&mut h, &mut ws, halted);
     assert_eq!(ws[0].trainer().rolled_back, std::slice::from_ref(&bad));
     assert_eq!(
         ws[0].running(),
@@ -211,13 +193,7 @@ fn a_component_that_fails_on_the_canary_is_rolled_back_halted_and_never_offered_
 fn a_canary_that_refuses_halts_the_rollout_and_a_stray_status_is_refused() {
     let (mut h, mut ws) = running();
     let refused = push(&mut h, b"refuse this", "4");
-    run_until(&mut h, &mut ws, |h| {
-        h.engine
-            .view()
-            .rollout
-            .as_ref()
-            .is_some_and(|r| matches!(r.stage, Stage::Halted(_)))
-    });
+    run_until(&mut h, &mut ws, halted);
     assert_eq!(h.banned, std::slice::from_ref(&refused));
     assert!(h.used.is_empty());
     // A status for a component nobody offered it.
