@@ -283,16 +283,20 @@ impl Engine {
         let Some(w) = self.state.workers.get_mut(&conn) else {
             return;
         };
-        if w.offered.as_deref() != Some(&s.digest) && s.state != ComponentState::RolledBack {
-            let reason = "a status for a component this worker was not offered".to_string();
-            self.refuse(conn, None, reason);
-            return;
-        }
         let worker = w.name.clone();
         let canary =
             self.state.rollout.as_ref().is_some_and(|r| {
                 r.canary.as_deref() == Some(&worker) && r.target.digest == s.digest
             });
+        // A rollback may come on a new connection (the process restarted
+        // while on trial): from the canary, or from one that ran it.
+        let concerned = w.offered.as_deref() == Some(&s.digest)
+            || (s.state == ComponentState::RolledBack && (canary || w.component == s.digest));
+        if !concerned {
+            let reason = "a status for a component this worker was not offered".to_string();
+            self.refuse(conn, None, reason);
+            return;
+        }
         let reason: String = s.reason.chars().take(300).collect();
         match s.state {
             ComponentState::Ready => {

@@ -205,6 +205,17 @@ fn a_canary_that_refuses_halts_the_rollout_and_a_stray_status_is_refused() {
     });
     h.frame(2, &stray);
     assert!(h.refusals().iter().any(|r| r.contains("not offered")));
+    // A rollback of a component it never had cannot halt anything.
+    let refusals = h.refusals().len();
+    let lie = Message::ComponentStatus(proto::ComponentStatus {
+        digest: "e".repeat(64),
+        state: proto::ComponentState::RolledBack,
+        round: None,
+        reason: "NaN".into(),
+    });
+    h.frame(3, &lie);
+    assert_eq!(h.refusals().len(), refusals + 1);
+    assert_eq!(h.banned.len(), 1, "only the refused component is banned");
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, SAMPLES as u32, 2);
 }
