@@ -190,6 +190,8 @@ pub struct ComponentTrainer {
     /// The first batch this device trained on (the self-test's canned batch).
     canned: Option<(Vec<u8>, Vec<u8>)>,
     pending_rollback: Option<(String, String)>,
+    /// An offer that came while another was prepared or on trial.
+    deferred: Option<Offer>,
 }
 
 impl ComponentTrainer {
@@ -216,6 +218,7 @@ impl ComponentTrainer {
             built: None,
             canned: None,
             pending_rollback: start.pending_rollback,
+            deferred: None,
         }
     }
 
@@ -330,7 +333,13 @@ impl Trainer for ComponentTrainer {
             return refuse(self, "this device trusts no signing key (--trust)".into());
         }
         if let Some(reason) = self.store.standing()?.failed.get(&digest) {
-            return refuse(self, format!("it failed on this device before: {reason}"));
+            // The component's fault, known at once: an outcome like any other.
+            let reason = format!("it failed on this device before: {reason}");
+            self.audit("refused", &digest, &reason);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let _ = tx.send(Err(reason));
+            self.preparing = Some((digest, rx));
+            return Ok(());
         }
         if self.ready.contains_key(&digest) || digest == self.digest() {
             // Already verified here: say so again.
@@ -343,8 +352,11 @@ impl Trainer for ComponentTrainer {
             self.preparing = Some((digest, rx));
             return Ok(());
         }
-        if self.preparing.is_some() {
-            return refuse(self, "another component is being prepared".into());
+        if self.preparing.is_some() || self.previous.is_some() {
+            // One at a time (a restart must know which one to blame): it
+            // starts when the one under way is ready or proved.
+            self.deferred = Some(offer);
+            return Ok(());
         }
         let reference = self.reference();
         // The self-test runs it: if it never returns, the watchdog ends the
@@ -376,6 +388,15 @@ impl Trainer for ComponentTrainer {
     }
 
     fn poll_ready(&mut self) -> Option<(String, Result<(), String>)> {
+        if self.preparing.is_none()
+            && self.previous.is_none()
+            && let Some(offer) = self.deferred.take()
+        {
+            let digest = hearth_protocol::digest(&offer.component);
+            if let Err(reason) = self.prepare(offer) {
+                return Some((digest, Err(reason)));
+            }
+        }
         let (digest, rx) = self.preparing.as_ref()?;
         let outcome = match rx.try_recv() {
             Ok(outcome) => outcome,

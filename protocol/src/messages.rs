@@ -182,6 +182,9 @@ pub enum ComponentState {
     /// diverging loss); the worker is back on its previous component and
     /// will not take this one again.
     RolledBack,
+    /// This worker cannot take components (it trusts no signing key, or
+    /// its code cannot change): nothing is said of the component.
+    Unable,
 }
 
 /// Worker → coordinator: what became of an offered component.

@@ -27,8 +27,10 @@ pub trait Trainer {
 
     /// Starts getting an offered component ready: verify its signature,
     /// compile it and self-test it, on another thread where there is one.
-    /// The outcome comes from [`poll_ready`](Self::poll_ready). An `Err`
-    /// refuses it at once (the reason goes to the coordinator).
+    /// The outcome comes from [`poll_ready`](Self::poll_ready), also when
+    /// the component is at fault and that is known at once. An `Err` says
+    /// this worker cannot take components at all (it trusts no key, its
+    /// code cannot change): the coordinator tries another device.
     fn prepare(&mut self, offer: Offer) -> Result<(), String> {
         drop(offer);
         Err("this worker cannot change its training code".into())

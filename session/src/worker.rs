@@ -407,10 +407,10 @@ impl<T: Trainer> WorkerSession<T> {
                         None
                     }
                     Err(reason) => {
-                        self.note = format!("refused component {}: {reason}", short(&digest));
+                        self.note = format!("cannot take component {}: {reason}", short(&digest));
                         Some(Message::ComponentStatus(proto::ComponentStatus {
                             digest,
-                            state: proto::ComponentState::Refused,
+                            state: proto::ComponentState::Unable,
                             round: None,
                             reason,
                         }))

@@ -39,6 +39,8 @@ pub enum ComponentEvent {
     Ready,
     /// A device refused it.
     Refused,
+    /// A device cannot take components (no trusted key): another one is tried.
+    Unable,
     /// A device swapped to it at a round boundary.
     Swapped,
     /// A device rolled back from it.
@@ -60,6 +62,7 @@ impl ComponentEvent {
             ComponentEvent::Offered => "offered",
             ComponentEvent::Ready => "ready",
             ComponentEvent::Refused => "refused",
+            ComponentEvent::Unable => "cannot be taken by this device",
             ComponentEvent::Swapped => "swapped",
             ComponentEvent::RolledBack => "rolled back",
             ComponentEvent::Wide => "canary passed, rolling out to every device",

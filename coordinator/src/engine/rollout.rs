@@ -161,7 +161,12 @@ impl Engine {
                     .state
                     .workers
                     .iter()
-                    .filter(|(_, w)| eligible(w) && !suspects.contains_key(&w.name))
+                    // Not one that was offered it already (and could not take it).
+                    .filter(|(_, w)| {
+                        eligible(w)
+                            && !suspects.contains_key(&w.name)
+                            && w.offered.as_deref() != Some(&target)
+                    })
                     .min_by(|a, b| a.1.name.cmp(&b.1.name))
                     .map(|(&c, w)| (c, w.name.clone()));
                 if let Some((conn, name)) = pick
@@ -302,6 +307,20 @@ impl Engine {
             ComponentState::Ready => {
                 w.ready = Some(s.digest.clone());
                 self.component_notice(Some(worker), &s.digest, ComponentEvent::Ready, reason);
+            }
+            ComponentState::Unable => {
+                w.component_note = format!("cannot take components: {reason}");
+                self.component_notice(
+                    Some(worker.clone()),
+                    &s.digest,
+                    ComponentEvent::Unable,
+                    reason,
+                );
+                if canary && let Some(r) = self.state.rollout.as_mut() {
+                    // Not the component's fault: another device tries it.
+                    r.canary = None;
+                    self.rollout_step(self.state.clock);
+                }
             }
             ComponentState::Refused => {
                 w.component_note = format!("refused: {reason}");

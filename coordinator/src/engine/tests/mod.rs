@@ -83,6 +83,8 @@ pub(super) struct FakeTrainer {
     pub(super) rolled_back: Vec<String>,
     /// Components it committed to.
     pub(super) committed: Vec<String>,
+    /// It cannot take components at all (a device that trusts no key).
+    unable: bool,
 }
 
 impl Trainer for FakeTrainer {
@@ -105,6 +107,9 @@ impl Trainer for FakeTrainer {
         Ok(())
     }
     fn prepare(&mut self, offer: proto::Offer) -> Result<(), String> {
+        if self.unable {
+            return Err("this device trusts no signing key".into());
+        }
         let digest = proto::digest(&offer.component);
         let outcome = if offer.component.starts_with(b"refuse") {
             Err("its self-test failed".to_string())
@@ -181,7 +186,12 @@ pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
         threads: 1,
         memory_mib: 0,
     };
-    WorkerSession::new(identity, FakeTrainer::default())
+    // A worker named `…-no-trust` cannot take components.
+    let trainer = FakeTrainer {
+        unable: name.ends_with("-no-trust"),
+        ..FakeTrainer::default()
+    };
+    WorkerSession::new(identity, trainer)
 }
 
 /// The engine with its surroundings faked: a clock, a mailbox per

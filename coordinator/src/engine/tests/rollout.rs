@@ -18,6 +18,11 @@ fn start() -> ComponentInfo {
 
 /// Three workers on the start component, a few rounds in.
 fn running() -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
+    running_as(&["a", "b", "c"])
+}
+
+/// Workers `names` on the start component, a few rounds in.
+fn running_as(names: &[&str]) -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
     let o = TrainingOptions {
         local_steps: 1,
         min_workers: 3,
@@ -27,7 +32,7 @@ fn running() -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
     let engine =
         Engine::new(o, data(SAMPLES), strategy, vec![0.25; PARAMS]).with_component(start());
     let mut h = Harness::around(engine);
-    let mut ws = workers(&mut h, &["a", "b", "c"]);
+    let mut ws = workers(&mut h, names);
     run_until(&mut h, &mut ws, |h| h.engine.view().round >= 3);
     (h, ws)
 }
@@ -218,4 +223,20 @@ fn a_canary_that_refuses_halts_the_rollout_and_a_stray_status_is_refused() {
     assert_eq!(h.banned.len(), 1, "only the refused component is banned");
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, SAMPLES as u32, 2);
+}
+
+#[test]
+fn a_canary_that_cannot_take_components_hands_the_rollout_to_another_device() {
+    let (mut h, mut ws) = running_as(&["a-no-trust", "b", "c"]);
+    let v2 = push(&mut h, b"v2 trainer", "2");
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, SAMPLES as u32, 2);
+    let evs = events(&h, &v2);
+    assert!(evs.contains(&(Some("a-no-trust".into()), ComponentEvent::Unable)));
+    assert!(h.banned.is_empty(), "nothing is held against the component");
+    assert!(first_round_on(&h, "a-no-trust", &v2).is_none());
+    let canary = first_round_on(&h, "b", &v2).expect("b tried it next");
+    let other = first_round_on(&h, "c", &v2).expect("then everyone");
+    assert!(other >= canary + CANARY_ROUNDS);
+    assert_eq!(h.used, std::slice::from_ref(&v2));
 }
