@@ -48,7 +48,9 @@ pub enum ComponentAction {
 pub struct PushArgs {
     /// The component file.
     pub file: PathBuf,
-    /// The running coordinator's address (its dashboard's host:port).
+    /// The running coordinator's address (its dashboard's host:port;
+    /// `https://host:port` for a `--tls` coordinator, whose certificate in
+    /// HOME/tls is the only one trusted).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub coordinator: String,
     /// The household (the owner's credential is derived from its secret).
@@ -62,6 +64,10 @@ pub fn component(action: ComponentAction) -> Result<()> {
         ComponentAction::Push(args) => push(args),
     }
 }
+
+/// A byte stream, plain or TLS.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 /// `component push`: POSTs the signature and the component to
 /// `/api/components` with the owner's credential; prints the answer.
@@ -85,18 +91,34 @@ fn push(args: PushArgs) -> Result<()> {
     let mut body = (signature.len() as u32).to_le_bytes().to_vec();
     body.extend_from_slice(signature.as_bytes());
     body.extend_from_slice(&bytes);
+    let secure = args.coordinator.starts_with("https://");
     let address = args
         .coordinator
         .trim_start_matches("http://")
-        .trim_end_matches('/');
-    if address.starts_with("https://") {
-        bail!(
-            "push talks plain HTTP to the coordinator's own machine; a --tls coordinator is not supported yet"
-        );
-    }
-    let mut stream = std::net::TcpStream::connect(address)
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let tcp = std::net::TcpStream::connect(&address)
         .with_context(|| format!("connecting to the coordinator at {address}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut stream: Box<dyn ReadWrite> = if secure {
+        // Only the household's own certificate (this machine's HOME/tls).
+        let fingerprint = crate::tls::Certificate::in_home(household.home())
+            .fingerprint()
+            .context(
+                "an https:// coordinator is checked against HOME/tls/ (push from its machine)",
+            )?;
+        let config = hearth_tls_pin::pinned_config(&fingerprint)?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(h, _)| h);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .context("not a TLS server name")?;
+        let conn = rustls::ClientConnection::new(config, name)?;
+        Box::new(rustls::StreamOwned::new(conn, tcp))
+    } else {
+        Box::new(tcp)
+    };
     write!(
         stream,
         "POST /api/components HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
@@ -104,8 +126,14 @@ fn push(args: PushArgs) -> Result<()> {
         body.len()
     )?;
     stream.write_all(&body)?;
+    stream.flush()?;
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => {}
+        // A TLS peer that closes without a close_notify, after its answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e.into()),
+    }
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).unwrap_or("?");

@@ -78,7 +78,7 @@ impl TestHousehold {
             .map_while(Result::ok)
             .find_map(|l| {
                 l.split_whitespace()
-                    .find(|w| w.starts_with("ws://"))
+                    .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
                     .map(str::to_string)
             })
             .expect("the coordinator printed its URL");
@@ -86,16 +86,17 @@ impl TestHousehold {
         (Reaped(child), url)
     }
 
-    /// `hearth-coordinator component push FILE` to the coordinator at `url`.
+    /// `hearth-coordinator component push FILE` to the coordinator at `url`
+    /// (its WebSocket URL; `wss://` pushes over https).
     pub fn push(&self, url: &str, file: &Path) -> Output {
-        let address = url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
+        let (scheme, rest) = match url.strip_prefix("wss://") {
+            Some(rest) => ("https://", rest),
+            None => ("", url.trim_start_matches("ws://")),
+        };
+        let address = format!("{scheme}{}", rest.split('/').next().unwrap_or_default());
         run(self
             .coordinator()
-            .args(["component", "push", "--coordinator", address])
+            .args(["component", "push", "--coordinator", &address])
             .arg(file))
     }
 

@@ -416,3 +416,43 @@ fn experiment_push_to_four_hosts() {
         );
     }
 }
+
+#[test]
+fn a_push_to_a_tls_coordinator_trusts_only_the_household_certificate() {
+    let household = TestHousehold::new();
+    let files = tempfile::tempdir().unwrap();
+    let v2 = household.signed(files.path(), "v2.wasm", hearth_test_components::V2, "2");
+    let out = tempfile::tempdir().unwrap();
+    let (mut coordinator, url) = household.serve(
+        &[
+            "--tls",
+            "--local-workers",
+            "1",
+            "--epochs",
+            "3",
+            "--train-limit",
+            "6000",
+            "--test-limit",
+            "500",
+            "--local-steps",
+            "1",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(url.starts_with("wss://"), "{url}");
+    // Plain HTTP to the TLS port gets no answer it can use.
+    let plain = household.push(&url.replacen("wss://", "ws://", 1), &v2);
+    assert!(!plain.status.success(), "a plain push went through");
+    let pushed = household.push(&url, &v2);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    assert!(wait_success(&mut coordinator, 240), "coordinator failed");
+    let d = digest(hearth_test_components::V2);
+    assert!(
+        ledger_components(out.path())
+            .iter()
+            .any(|(w, _, c)| w == "local-1" && *c == d),
+        "the host trained on the component pushed over TLS"
+    );
+}
