@@ -29,7 +29,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = sha256_hex(end_entity.as_ref());
+        let seen = hearth_protocol::digest(end_entity.as_ref());
         if seen.eq_ignore_ascii_case(&self.fingerprint) {
             Ok(ServerCertVerified::assertion())
         } else {
@@ -91,14 +91,6 @@ pub fn pinned_config(fingerprint: &str) -> Result<Arc<ClientConfig>> {
         }))
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]
