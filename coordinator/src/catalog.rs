@@ -154,6 +154,24 @@ impl Catalog {
         Ok(info)
     }
 
+    /// The household's current component (the last one rolled out past its
+    /// canary, `HOME/components/current`), if it is accepted here.
+    pub fn current(&self) -> Option<ComponentInfo> {
+        let digest = std::fs::read_to_string(self.dir.join("current")).ok()?;
+        let digest = digest.trim();
+        self.offer(digest)?;
+        self.info(digest)
+    }
+
+    /// Records `digest` as the household's current component.
+    pub fn set_current(&self, digest: &str) {
+        if let Err(e) =
+            crate::household::write_private(&self.dir.join("current"), digest.as_bytes())
+        {
+            tracing::warn!(error = %format!("{e:#}"), "cannot record the current component");
+        }
+    }
+
     /// Whether a host running `digest` may join.
     pub fn admits(&self, digest: &str) -> bool {
         let inner = self.read();

@@ -83,7 +83,10 @@ impl Driver<'_> {
                     },
                     Output::UseComponent { digest } => {
                         match self.catalog.model(&digest, &self.config) {
-                            Ok(model) => *self.evaluator = model,
+                            Ok(model) => {
+                                *self.evaluator = model;
+                                self.catalog.set_current(&digest);
+                            }
                             Err(e) => tracing::warn!(%digest, error = %format!("{e:#}"),
                                 "cannot score with the new component; keeping the old one"),
                         }

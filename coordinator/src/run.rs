@@ -156,7 +156,13 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
             println!("resuming on {} ({})", info.label(), info.digest);
         }
     } else {
+        let builtin = hearth_runtime::digest(hearth_runtime::BUILTIN_COMPONENT);
+        let settled = started_on.digest != builtin && catalog.offer(&started_on.digest).is_some();
         engine = engine.with_component(started_on);
+        if settled {
+            // Started on a rolled-out component: hosts that join on another get it.
+            engine.settle(builtin);
+        }
     }
     for info in kept {
         engine.know(info);

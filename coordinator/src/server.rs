@@ -103,7 +103,20 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         seed: training.seed,
         optimizer: training.optimizer(),
     };
-    let mut evaluator = ComponentModel::new(&runtime, &component, &config)?;
+    // Without --component, the household goes on with the component it
+    // rolled out last (the built-in one stays admitted: new devices join on it
+    // and are offered the current one).
+    let (mut evaluator, info) = match catalog.current().filter(|_| endpoint.component.is_none()) {
+        Some(current) => {
+            println!(
+                "running the household's current component {} ({})",
+                current.label(),
+                current.digest
+            );
+            (catalog.model(&current.digest, &config)?, current)
+        }
+        None => (ComponentModel::new(&runtime, &component, &config)?, info),
+    };
     let arch = evaluator.describe().clone();
 
     let (events_tx, events) = std::sync::mpsc::channel();

@@ -142,6 +142,11 @@ fn v2_pushed_mid_run_reaches_three_hosts_at_round_boundaries_and_a_restart_comes
             .all(|(_, _, c)| *c == v2_digest),
         "after a restart every host runs v2"
     );
+    let metrics = std::fs::read_to_string(again.path().join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"components\":[\"hearth-trainer 2\"]"),
+        "the coordinator went on with the household's current component: {metrics}"
+    );
     for n in 1..=3 {
         let last = household
             .audit(&format!("local-{n}"))

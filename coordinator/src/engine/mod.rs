@@ -232,6 +232,21 @@ impl Engine {
         self
     }
 
+    /// The component it started on was rolled out in an earlier run (the
+    /// devices ran `previous` before): hosts that join on another are
+    /// offered it, as after a finished rollout.
+    pub fn settle(&mut self, previous: String) {
+        self.state.rollout = Some(Rollout {
+            target: self.state.component.clone(),
+            previous,
+            stage: Stage::Done,
+            canary: None,
+            canary_rounds: 0,
+            canary_gone: None,
+            started: self.state.clock,
+        });
+    }
+
     /// Names a component devices may come back on (accepted in an earlier
     /// run), so tables show its name and version.
     pub fn know(&mut self, info: ComponentInfo) {

@@ -75,6 +75,12 @@ impl Rollout {
     pub fn active(&self) -> bool {
         matches!(self.stage, Stage::Canary | Stage::Wide)
     }
+
+    /// Whether devices are offered it: under way, or done (a device that
+    /// joins afterwards on another component gets it too).
+    pub fn offering(&self) -> bool {
+        self.active() || self.stage == Stage::Done
+    }
 }
 
 impl Engine {
@@ -122,7 +128,7 @@ impl Engine {
     /// Offers the component to whoever should have it now (called at every
     /// round boundary and when a worker joins).
     pub(super) fn rollout_step(&mut self, now: Now) {
-        let Some(r) = self.state.rollout.as_ref().filter(|r| r.active()) else {
+        let Some(r) = self.state.rollout.as_ref().filter(|r| r.offering()) else {
             return;
         };
         let target = r.target.digest.clone();
@@ -177,7 +183,8 @@ impl Engine {
                     self.offer(conn, &target);
                 }
             }
-            Stage::Wide => {
+            Stage::Wide | Stage::Done => {
+                let done = r.stage == Stage::Done;
                 let conns: Vec<ConnId> = self
                     .state
                     .workers
@@ -194,14 +201,14 @@ impl Engine {
                     .values()
                     .filter(|w| w.kind == WorkerKind::Host);
                 let mut hosts = hosts.peekable();
-                if hosts.peek().is_some() && hosts.all(|w| w.component == target) {
+                if !done && hosts.peek().is_some() && hosts.all(|w| w.component == target) {
                     if let Some(r) = self.state.rollout.as_mut() {
                         r.stage = Stage::Done;
                     }
                     self.component_notice(None, &target, ComponentEvent::Done, String::new());
                 }
             }
-            Stage::Done | Stage::Halted(_) => {}
+            Stage::Halted(_) => {}
         }
     }
 
@@ -223,7 +230,7 @@ impl Engine {
     /// it runs).
     pub(super) fn component_for(&self, conn: ConnId) -> String {
         let (Some(r), Some(w)) = (
-            self.state.rollout.as_ref().filter(|r| r.active()),
+            self.state.rollout.as_ref().filter(|r| r.offering()),
             self.state.workers.get(&conn),
         ) else {
             return String::new();

@@ -240,3 +240,27 @@ fn a_canary_that_cannot_take_components_hands_the_rollout_to_another_device() {
     assert!(other >= canary + CANARY_ROUNDS);
     assert_eq!(h.used, std::slice::from_ref(&v2));
 }
+
+#[test]
+fn a_device_that_joins_after_the_rollout_is_offered_the_component_too() {
+    let (mut h, mut ws) = running();
+    let v2 = push(&mut h, b"v2 trainer", "2");
+    run_until(&mut h, &mut ws, |h| {
+        h.engine
+            .view()
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.stage == Stage::Done)
+    });
+    let mut late = session("d");
+    hello(&mut late);
+    h.join(4, "d");
+    ws.push(late);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, SAMPLES as u32, 2);
+    assert!(
+        first_round_on(&h, "d", &v2).is_some(),
+        "the newcomer runs v2"
+    );
+    assert_eq!(ws[3].running(), v2);
+}
