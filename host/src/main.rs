@@ -16,6 +16,7 @@ mod backend;
 mod bench;
 mod bench_component;
 mod component_trainer;
+mod config;
 mod describe;
 mod evaluate;
 mod overrun;
@@ -55,6 +56,39 @@ enum Command {
     Verify(verify::Args),
 }
 
+/// The command line, with `work`'s settings file's flags first (flags
+/// given on the command line come after them, so they win), when it has
+/// one: `--config FILE`, `HEARTH_CONFIG`, or /etc/hearth/host.toml
+/// (`HEARTH_CONFIG=""`: none).
+fn with_settings(
+    mut argv: Vec<std::ffi::OsString>,
+) -> anyhow::Result<(Vec<std::ffi::OsString>, Option<std::path::PathBuf>)> {
+    let Some(at) = argv.iter().position(|a| a == "work").map(|i| i + 1) else {
+        return Ok((argv, None));
+    };
+    let named = argv[at..].iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config=") {
+            Some(path) => Some(std::path::PathBuf::from(path)),
+            None if a == "--config" => argv.get(at + i + 1).map(std::path::PathBuf::from),
+            None => None,
+        }
+    });
+    let from_env = std::env::var_os("HEARTH_CONFIG");
+    if named.is_none() && from_env.as_ref().is_some_and(|v| v.is_empty()) {
+        // HEARTH_CONFIG="": no settings file at all.
+        return Ok((argv, None));
+    }
+    let path = match named.or_else(|| from_env.map(Into::into)) {
+        Some(path) => path,
+        None if std::path::Path::new(config::DEFAULT_PATH).is_file() => config::DEFAULT_PATH.into(),
+        None => return Ok((argv, None)),
+    };
+    let settings = config::flags(&path)?;
+    argv.splice(at..at, settings);
+    Ok((argv, Some(path)))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -63,7 +97,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let (argv, settings) = with_settings(std::env::args_os().collect())?;
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| {
+        let _ = e.print();
+        if let Some(path) = settings {
+            eprintln!("(with the settings of {})", path.display());
+        }
+        std::process::exit(e.exit_code())
+    });
+    match cli.command {
         Command::Work(args) => work::run(args),
         Command::TrainLocal(args) => train_local::run(args),
         Command::Bench(args) => bench::run(args),

@@ -24,7 +24,14 @@ use crate::tls::{self, Stream};
 
 /// Options of `work`.
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 pub struct Args {
+    /// A settings file, one key per option (`threads = 4`, `trust = ["…"]`);
+    /// default `$HEARTH_CONFIG`, else /etc/hearth/host.toml when it exists
+    /// (`HEARTH_CONFIG=""`: none). Flags given here win. Read before the
+    /// command line is parsed (`main.rs`).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// The pairing string `hearth-coordinator pair` printed
     /// (hearth://HOST:PORT/?device=ID&key=CODE): coordinator, name and key in one.
     #[arg(long, env = "HEARTH_PAIR", hide_env_values = true)]

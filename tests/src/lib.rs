@@ -215,8 +215,10 @@ pub fn test_home() -> PathBuf {
 /// training thread per host.
 pub fn in_test_household(cmd: &mut Command) -> &mut Command {
     cmd.env("HEARTH_HOME", test_home())
-        // Test hosts share the machine: one training thread each.
+        // Test hosts share the machine: one training thread each, and
+        // read no settings file this machine may have.
         .env("HEARTH_THREADS", "1")
+        .env("HEARTH_CONFIG", "")
         .env_remove("HEARTH_SECRET")
         .env_remove("HEARTH_KEY")
         .env_remove("HEARTH_PAIR")
