@@ -44,12 +44,11 @@ if [ -x "$chromium" ] && command -v npm >/dev/null; then
   export HEARTH_BROWSER_TESTS=1
 fi
 
-if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
-  && { ! command -v rustup >/dev/null || rustup target add aarch64-unknown-linux-gnu >/dev/null; }; then
+if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null; then
   echo "== the aarch64 host (cross build)"
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-    cargo build --release --target aarch64-unknown-linux-gnu -p hearth-host
-  export HEARTH_AARCH64_HOST="${CARGO_TARGET_DIR:-$PWD/target}/aarch64-unknown-linux-gnu/release/hearth-host"
+  ./scripts/build-pi.sh
+  # The test runs the artefact a Pi would get: the stripped one.
+  export HEARTH_AARCH64_HOST="${CARGO_TARGET_DIR:-$PWD/target}/hearth-host-aarch64"
   export HEARTH_QEMU="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
   # From here on a missing aarch64 build is a failure, not a skip.
   export HEARTH_AARCH64_TESTS=1
