@@ -8,8 +8,10 @@
 
 mod round;
 mod trainer;
+mod watch;
 mod worker;
 
 pub use round::run_round;
 pub use trainer::Trainer;
-pub use worker::{Identity, Phase, SessionStats, WATCH_ROUNDS, WorkerSession};
+pub use watch::WATCH_ROUNDS;
+pub use worker::{Identity, Phase, SessionStats, WorkerSession};
