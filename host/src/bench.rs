@@ -107,16 +107,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         let mut backend = Backend::new(kind, &config, limits)?;
         let mut step = 0usize;
-        let mut measure = |d: Duration| -> Result<f64> {
-            let start = Instant::now();
-            let mut images = 0usize;
-            while start.elapsed() < d {
-                let (p, l) = &batches[step % n_batches];
-                backend.train_batch(p, l)?;
-                images += l.len();
-                step += 1;
-            }
-            Ok(images as f64 / start.elapsed().as_secs_f64())
+        let mut measure = |d: Duration| {
+            images_per_second(&batches, &mut step, d, |p, l| {
+                backend.train_batch(p, l).map(|_| ())
+            })
         };
         measure(Duration::from_secs(1))?;
         let mut runs: Vec<f64> = (0..args.repeats.max(1))
@@ -151,16 +145,10 @@ pub fn run(args: Args) -> Result<()> {
             hearth_runtime::Replicas::new(&runtime, &component, &config, 1)?,
             hearth_runtime::Replicas::new(&runtime, &component, &config, args.threads)?,
         ];
-        let measure = |model: &mut hearth_runtime::Replicas, d: Duration| -> Result<f64> {
-            let start = Instant::now();
-            let (mut images, mut step) = (0usize, 0usize);
-            while start.elapsed() < d {
-                let (p, l) = &batches[step % n_batches];
-                model.train_batch(p, l)?;
-                images += l.len();
-                step += 1;
-            }
-            Ok(images as f64 / start.elapsed().as_secs_f64())
+        let measure = |model: &mut hearth_runtime::Replicas, d: Duration| {
+            images_per_second(&batches, &mut 0, d, |p, l| {
+                Ok(model.train_batch(p, l).map(|_| ())?)
+            })
         };
         for m in models.iter_mut() {
             measure(m, Duration::from_secs(1))?;
@@ -217,4 +205,23 @@ pub fn run(args: Args) -> Result<()> {
         args.batch
     );
     Ok(())
+}
+
+/// Training steps on `batches` (in turn, from `*step`) for `d`; returns
+/// images per second.
+fn images_per_second(
+    batches: &[(Vec<u8>, Vec<u8>)],
+    step: &mut usize,
+    d: Duration,
+    mut train: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<f64> {
+    let start = Instant::now();
+    let mut images = 0usize;
+    while start.elapsed() < d {
+        let (p, l) = &batches[*step % batches.len()];
+        train(p, l)?;
+        images += l.len();
+        *step += 1;
+    }
+    Ok(images as f64 / start.elapsed().as_secs_f64())
 }
