@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use hearth_protocol::{self as proto, Message};
-use hearth_runtime::{ComponentModel, LoadedComponent, Runtime};
+use hearth_runtime::{ComponentModel, ComponentStore, LoadedComponent, Runtime};
 use hearth_signing::Policy;
 use hearth_worker::ModelConfig;
 
@@ -36,7 +36,10 @@ pub struct Catalog {
     runtime: Arc<Runtime>,
     /// The household's key (`None`: no signing key yet, pushes are refused).
     policy: Option<Policy>,
-    dir: PathBuf,
+    /// `HOME/components/` (by digest, with signatures) and `HOME/compiled/`.
+    store: ComponentStore,
+    /// `HOME/components/current`.
+    current: PathBuf,
     arch: String,
     inner: RwLock<Inner>,
 }
@@ -50,7 +53,7 @@ impl Catalog {
         arch: &str,
         public_key: Option<String>,
         start: (LoadedComponent, ComponentInfo),
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let mut inner = Inner::default();
         let (component, info) = start;
         inner.entries.insert(
@@ -61,27 +64,24 @@ impl Catalog {
                 offer: None,
             },
         );
-        Self {
+        let store = ComponentStore::open(home)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", home.display()))?;
+        Ok(Self {
             runtime,
             policy: public_key.map(|k| hearth_runtime::policy(vec![k])),
-            dir: home.join("components"),
+            store,
+            current: home.join("components").join("current"),
             arch: arch.to_string(),
             inner: RwLock::new(inner),
-        }
+        })
     }
 
     /// Accepts the components pushed before (kept in `HOME/components/`)
     /// that still verify; returns them (a device may come back on one).
     pub fn restore_kept(&self) -> Vec<ComponentInfo> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
         let mut restored = Vec::new();
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "wasm") {
-                continue;
-            }
+        for digest in self.store.kept() {
+            let path = self.store.path(&digest);
             let signature = hearth_runtime::signature_path(&path);
             let (Ok(bytes), Ok(text)) = (std::fs::read(&path), std::fs::read_to_string(&signature))
             else {
@@ -116,9 +116,9 @@ impl Catalog {
         if let Some(reason) = self.failure(&digest) {
             return Err(format!("{digest} failed on a device before: {reason}"));
         }
-        let component = self
+        let (component, _) = self
             .runtime
-            .load(bytes)
+            .load_cached(bytes, &self.store.compiled_path(&digest))
             .map_err(|e| format!("cannot compile it: {e}"))?;
         let archs = ComponentModel::architectures(&self.runtime, &component)
             .map_err(|e| format!("it does not work as a training component: {e}"))?;
@@ -129,13 +129,9 @@ impl Catalog {
                 archs.join(", ")
             ));
         }
-        let path = self.dir.join(format!("{digest}.wasm"));
-        crate::household::write_private(
-            &hearth_runtime::signature_path(&path),
-            signature.as_bytes(),
-        )
-        .and_then(|()| crate::household::write_private(&path, bytes))
-        .map_err(|e| format!("cannot keep it: {e:#}"))?;
+        self.store
+            .keep(bytes, signature)
+            .map_err(|e| format!("cannot keep it: {e}"))?;
         let info = ComponentInfo {
             digest: digest.clone(),
             name: manifest.name,
@@ -157,7 +153,7 @@ impl Catalog {
     /// The household's current component (the last one rolled out past its
     /// canary, `HOME/components/current`), if it is accepted here.
     pub fn current(&self) -> Option<ComponentInfo> {
-        let digest = std::fs::read_to_string(self.dir.join("current")).ok()?;
+        let digest = std::fs::read_to_string(&self.current).ok()?;
         let digest = digest.trim();
         self.offer(digest)?;
         self.info(digest)
@@ -165,9 +161,7 @@ impl Catalog {
 
     /// Records `digest` as the household's current component.
     pub fn set_current(&self, digest: &str) {
-        if let Err(e) =
-            crate::household::write_private(&self.dir.join("current"), digest.as_bytes())
-        {
+        if let Err(e) = crate::household::write_private(&self.current, digest.as_bytes()) {
             tracing::warn!(error = %format!("{e:#}"), "cannot record the current component");
         }
     }

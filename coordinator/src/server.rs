@@ -96,7 +96,7 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         &training.arch,
         public_key,
         (component.clone(), info.clone()),
-    ));
+    )?);
     let kept = catalog.restore_kept();
     let config = ModelConfig {
         arch: training.arch.clone(),

@@ -269,6 +269,13 @@ impl ComponentTrainer {
         })
     }
 
+    /// A preparation whose outcome is known already (`poll_ready` reports it).
+    fn known(&mut self, digest: String, outcome: Result<Candidate, String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _ = tx.send(outcome);
+        self.preparing = Some((digest, rx));
+    }
+
     fn audit(&self, event: &str, digest: &str, detail: &str) {
         if let Err(e) = self.store.audit(event, digest, detail) {
             tracing::warn!(error = %e, "cannot write the audit file");
@@ -335,21 +342,13 @@ impl Trainer for ComponentTrainer {
         if let Some(reason) = self.store.standing()?.failed.get(&digest) {
             // The component's fault, known at once: an outcome like any other.
             let reason = format!("it failed on this device before: {reason}");
-            self.audit("refused", &digest, &reason);
-            let (tx, rx) = std::sync::mpsc::channel();
-            let _ = tx.send(Err(reason));
-            self.preparing = Some((digest, rx));
+            self.known(digest, Err(reason));
             return Ok(());
         }
         if self.ready.contains_key(&digest) || digest == self.digest() {
             // Already verified here: say so again.
-            let (tx, rx) = std::sync::mpsc::channel();
-            let _ = tx.send(Ok(self
-                .ready
-                .get(&digest)
-                .cloned()
-                .unwrap_or_else(|| self.active.clone())));
-            self.preparing = Some((digest, rx));
+            let candidate = self.ready.get(&digest).cloned();
+            self.known(digest, Ok(candidate.unwrap_or_else(|| self.active.clone())));
             return Ok(());
         }
         if self.preparing.is_some() || self.previous.is_some() {
@@ -417,7 +416,10 @@ impl Trainer for ComponentTrainer {
             Err(reason) => {
                 // Not offered again: a re-offer is refused at once.
                 let _ = self.update_standing(|s| {
-                    s.failed.insert(digest.clone(), reason.clone());
+                    // The first failure's reason stays (a re-offer repeats it).
+                    s.failed
+                        .entry(digest.clone())
+                        .or_insert_with(|| reason.clone());
                 });
                 self.audit("refused", &digest, &reason);
                 (digest, Err(reason))

@@ -96,6 +96,22 @@ impl ComponentStore {
         self.dir.join("compiled").join(format!("{digest}.cwasm"))
     }
 
+    /// Digests of the components kept here.
+    pub fn kept(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.dir.join("components")) else {
+            return Vec::new();
+        };
+        let mut digests: Vec<String> = dir
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".wasm").map(str::to_string)
+            })
+            .collect();
+        digests.sort();
+        digests
+    }
+
     /// Keeps a component and its signature file; returns its path.
     pub fn keep(&self, bytes: &[u8], signature: &str) -> std::io::Result<PathBuf> {
         let path = self.path(&crate::digest(bytes));
@@ -167,6 +183,7 @@ mod tests {
             std::fs::read_to_string(crate::signature_path(&path)).unwrap(),
             "{\"sig\":1}"
         );
+        assert_eq!(store.kept(), [crate::digest(b"\0asm bytes")]);
         store.audit("offered", "ab", "hearth-trainer 2").unwrap();
         store.audit("rolled-back", "ab", "NaN").unwrap();
         let log = store.audit_log();

@@ -2,7 +2,7 @@
 //! components signed with it, a coordinator serving from it, pushes to it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::{Reaped, binary, run, text};
 
@@ -63,27 +63,9 @@ impl TestHousehold {
     /// `hearth-coordinator serve` in this household with `args` (and
     /// `env`), on a free loopback port; returns it and its WebSocket URL.
     pub fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> (Reaped, String) {
-        use std::io::BufRead;
         let mut cmd = self.coordinator();
-        cmd.args(["serve", "--quiet", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().expect("start hearth-coordinator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let url = lines
-            .by_ref()
-            .take(10)
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
-                    .map(str::to_string)
-            })
-            .expect("the coordinator printed its URL");
-        std::thread::spawn(move || for _ in lines {});
-        (Reaped(child), url)
+        cmd.envs(env.iter().copied());
+        crate::serve_with(cmd, args)
     }
 
     /// `hearth-coordinator component push FILE` to the coordinator at `url`

@@ -135,12 +135,20 @@ pub fn serve_lingering(args: &[&str]) -> (Reaped, String) {
 }
 
 /// Starts `hearth-coordinator serve` with `args` (on a free loopback port
-/// unless they say `--listen`; it exits when training is done); returns the process and its WebSocket
-/// URL (read from its first line).
+/// unless they say `--listen`; it exits when training is done); returns the
+/// process and its WebSocket URL.
 pub fn serve(args: &[&str]) -> (Reaped, String) {
-    use std::io::BufRead;
     let mut cmd = Command::new(binary("hearth-coordinator"));
-    in_test_household(&mut cmd).args(["serve", "--quiet"]);
+    in_test_household(&mut cmd);
+    serve_with(cmd, args)
+}
+
+/// `cmd` (the coordinator binary, its environment set) run as `serve
+/// --quiet` with `args`, on a free loopback port unless they say
+/// `--listen`; returns it and the WebSocket URL it prints.
+pub fn serve_with(mut cmd: Command, args: &[&str]) -> (Reaped, String) {
+    use std::io::BufRead;
+    cmd.args(["serve", "--quiet"]);
     if !args.contains(&"--listen") {
         cmd.args(["--listen", "127.0.0.1:0"]);
     }
@@ -151,15 +159,16 @@ pub fn serve(args: &[&str]) -> (Reaped, String) {
         .expect("start hearth-coordinator");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufReader::new(stdout).lines();
-    let first = lines
-        .next()
-        .expect("coordinator printed nothing")
-        .expect("read stdout");
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
-        .expect("url in first line")
-        .to_string();
+    let url = lines
+        .by_ref()
+        .take(10)
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
+                .map(str::to_string)
+        })
+        .expect("the coordinator printed its URL");
     // Keep draining stdout so the coordinator never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (Reaped(child), url)
