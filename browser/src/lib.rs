@@ -11,9 +11,15 @@
 
 use hearth_protocol as proto;
 use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
-use hearth_session::{Identity, Trainer, WorkerSession};
+use hearth_session::{DEFAULT_MEMORY_MIB, Identity, WorkerSession};
 use hearth_worker::{ARCHITECTURES, Model, ModelConfig, OptimizerConfig};
 use wasm_bindgen::prelude::*;
+
+pub mod component;
+pub mod core_module;
+pub mod tab_trainer;
+
+use tab_trainer::TabTrainer;
 
 #[wasm_bindgen]
 extern "C" {
@@ -115,52 +121,11 @@ impl WebModel {
     }
 }
 
-/// The page's model behind the session's [`Trainer`] trait.
-#[derive(Default)]
-struct TabTrainer {
-    model: Option<Model>,
-}
-
-impl TabTrainer {
-    fn model(&mut self) -> Result<&mut Model, String> {
-        self.model
-            .as_mut()
-            .ok_or_else(|| "no model built yet".to_string())
-    }
-}
-
-impl Trainer for TabTrainer {
-    type Error = String;
-    fn architectures(&mut self) -> Result<Vec<String>, String> {
-        Ok(ARCHITECTURES.iter().map(|a| a.to_string()).collect())
-    }
-    fn build(&mut self, config: &ModelConfig) -> Result<(), String> {
-        self.model = Some(Model::new(config).map_err(|e| e.to_string())?);
-        Ok(())
-    }
-    fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
-        self.model()?.set_params(params).map_err(|e| e.to_string())
-    }
-    fn params(&mut self) -> Result<Vec<f32>, String> {
-        Ok(self.model()?.params().to_vec())
-    }
-    fn set_learning_rate(&mut self, lr: f32) -> Result<(), String> {
-        let m = self.model()?;
-        m.set_optimizer(m.optimizer().with_learning_rate(lr))
-            .map_err(|e| e.to_string())
-    }
-    fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<(f32, u32), String> {
-        let s = self
-            .model()?
-            .train_batch(pixels, labels)
-            .map_err(|e| e.to_string())?;
-        Ok((s.loss, s.correct))
-    }
-}
-
 /// One session with the coordinator, driven by the JavaScript glue: send
 /// [`hello`](Self::hello) on every new connection, then pass every binary
-/// frame to [`handle`](Self::handle) and send back what it returns.
+/// frame to [`handle`](Self::handle) and send back what it returns, and
+/// send what [`poll`](Self::poll) returns after every frame and now and
+/// then (an offered component is tested there).
 #[wasm_bindgen]
 pub struct BrowserWorker {
     session: WorkerSession<TabTrainer>,
@@ -170,21 +135,57 @@ pub struct BrowserWorker {
 #[wasm_bindgen]
 impl BrowserWorker {
     /// A session for paired device `name` with pairing code `key`,
-    /// presenting the module's `digest` (an invalid code is an error).
+    /// presenting the module's `digest` (an invalid code is an error), and
+    /// taking components signed by one of `trust` (comma-separated hex
+    /// public keys from the pairing link; empty: none).
     #[wasm_bindgen(constructor)]
-    pub fn new(name: String, key: &str, digest: String) -> Result<BrowserWorker, JsError> {
+    pub fn new(
+        name: String,
+        key: &str,
+        digest: String,
+        trust: &str,
+    ) -> Result<BrowserWorker, JsError> {
+        let trusted = trust
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect();
         let identity = Identity {
             worker_id: name,
             key: DeviceKey::from_code(key).map_err(js_error)?,
-            component_digest: digest,
+            component_digest: digest.clone(),
             kind: proto::WorkerKind::Browser,
             threads: 1,
-            memory_mib: 0,
+            memory_mib: DEFAULT_MEMORY_MIB as u32,
         };
+        let trainer = TabTrainer::new(digest, trusted, (DEFAULT_MEMORY_MIB as u64) << 20);
         Ok(BrowserWorker {
-            session: WorkerSession::new(identity, TabTrainer::default()),
+            session: WorkerSession::new(identity, trainer),
             busy_ms: 0.0,
         })
+    }
+
+    /// A component that hung this tab's worker while on trial (the page
+    /// stopped that worker): never taken again, and reported to the
+    /// coordinator as a rollback if `report` (the first time).
+    pub fn failed_before(&mut self, digest: String, reason: String, report: bool) {
+        self.session
+            .trainer_mut()
+            .failed_before(digest, reason, report);
+    }
+
+    /// Digest of the component being tried now, if any (the page stops
+    /// this worker if a call runs too long while one is).
+    pub fn pending(&self) -> Option<String> {
+        self.session.trainer().pending()
+    }
+
+    /// A frame to send that no incoming frame asked for: an offered
+    /// component's outcome (it is verified, compiled and tested here), or a
+    /// rollback to report.
+    pub fn poll(&mut self) -> Option<Vec<u8>> {
+        self.session.poll()
     }
 
     /// The first frame of a connection; `nonce` is 16 fresh random bytes
@@ -228,9 +229,11 @@ impl BrowserWorker {
             _ => "null".into(),
         };
         format!(
-            r#"{{"phase":"{}","message":{},"rounds":{},"images":{},"images_per_second":{:.1},"last_loss":{},"bytes_in":{},"bytes_out":{}}}"#,
+            r#"{{"phase":"{}","message":{},"component":{},"component_label":{},"rounds":{},"images":{},"images_per_second":{:.1},"last_loss":{},"bytes_in":{},"bytes_out":{}}}"#,
             self.session.phase().name(),
             json_string(self.session.note()),
+            json_string(self.session.running()),
+            json_string(self.session.trainer().label()),
             stats.rounds,
             stats.images,
             ips,

@@ -83,6 +83,7 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
         ),
         "bench-page",
         &key,
+        None,
     );
     let profile = tempfile::tempdir()?;
     println!("browser: {} {page}", args.chromium.display());

@@ -260,9 +260,12 @@ impl Household {
 
 /// The link that pairs a browser: the page at `page` (an `http://…/` URL)
 /// with the device's id and code in the fragment (a fragment never leaves
-/// the browser; the page keeps it in its local storage).
-pub fn page_link(page: &str, id: &str, key: &DeviceKey) -> String {
-    format!("{page}#device={id}&key={}", key.code())
+/// the browser; the page keeps it in its local storage), and the
+/// household's public signing key if it has one (`trust`: components it
+/// signed may replace the tab's training code).
+pub fn page_link(page: &str, id: &str, key: &DeviceKey, trust: Option<&str>) -> String {
+    let trust = trust.map(|t| format!("&trust={t}")).unwrap_or_default();
+    format!("{page}#device={id}&key={}{trust}", key.code())
 }
 
 fn default_home() -> Result<PathBuf> {

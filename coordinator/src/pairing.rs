@@ -45,7 +45,13 @@ pub fn pair(args: PairArgs) -> Result<()> {
     } else {
         "http"
     };
-    let page = household::page_link(&format!("{scheme}://{}/", args.address), &args.name, &key);
+    let trust = crate::components::household_public_key(household.home()).ok();
+    let page = household::page_link(
+        &format!("{scheme}://{}/", args.address),
+        &args.name,
+        &key,
+        trust.as_deref(),
+    );
     println!(
         "paired {} (registry: {})",
         args.name,

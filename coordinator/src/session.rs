@@ -209,8 +209,10 @@ fn refuse(hello: &proto::Hello, admission: &Admission) -> Option<String> {
                 ));
             }
         }
+        // A tab runs the module this coordinator serves, or a component it
+        // swapped to without a reload (admitted as a host's would be).
         proto::WorkerKind::Browser => {
-            if digest != &admission.browser_digest {
+            if digest != &admission.browser_digest && !admission.catalog.admits(digest) {
                 return Some(format!(
                     "component {} is not the browser module this coordinator serves ({})",
                     shown(digest),

@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, env = "HEARTH_TRIAL_CALL_TIMEOUT", default_value_t = 30.0)]
     trial_call_timeout: f64,
     /// Memory a component instance may use, in MiB.
-    #[arg(long, env = "HEARTH_MEMORY_MIB", default_value_t = 256)]
+    #[arg(long, env = "HEARTH_MEMORY_MIB", default_value_t = hearth_session::DEFAULT_MEMORY_MIB)]
     memory_mib: usize,
     /// Stop when the process that started this one ends (the coordinator's
     /// `--local-workers` hosts: none outlives a coordinator that was killed).

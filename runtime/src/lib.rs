@@ -30,21 +30,7 @@ pub use runtime::{LoadedComponent, Runtime, signature_path, verify_file};
 pub const BUILTIN_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hearth_trainer.wasm"));
 
-/// The WIT package this host implements (`wit/trainer.wit`).
-pub const WIT_PACKAGE: &str = "hearth:trainer@0.1.0";
-
-/// The WIT world a training component must implement.
-pub const WIT_WORLD: &str = "trainer-component";
-
-/// What this host accepts: components of its package and world signed by
-/// one of `trusted` (hex Ed25519 public keys).
-pub fn policy(trusted: Vec<String>) -> hearth_signing::Policy {
-    hearth_signing::Policy {
-        trusted,
-        package: WIT_PACKAGE.into(),
-        world: WIT_WORLD.into(),
-    }
-}
+pub use hearth_signing::{WIT_PACKAGE, WIT_WORLD, trainer_policy as policy};
 
 /// Hex SHA-256 of component bytes: how hosts and coordinators name a
 /// component (the protocol's definition, re-exported).

@@ -12,6 +12,10 @@ mod watch;
 mod worker;
 
 pub use round::run_round;
+
+/// Memory one component instance may use unless a device says otherwise,
+/// in MiB (a host's `--memory-mib`, a tab's cap).
+pub const DEFAULT_MEMORY_MIB: usize = 256;
 pub use trainer::Trainer;
 pub use watch::WATCH_ROUNDS;
 pub use worker::{Identity, Phase, SessionStats, WorkerSession};

@@ -183,6 +183,11 @@ impl<T: Trainer> WorkerSession<T> {
         &self.trainer
     }
 
+    /// The trainer, to change it between frames.
+    pub fn trainer_mut(&mut self) -> &mut T {
+        &mut self.trainer
+    }
+
     /// Digest of the code it runs now.
     pub fn running(&self) -> &str {
         &self.running
@@ -262,7 +267,7 @@ impl<T: Trainer> WorkerSession<T> {
                 self.trainer.commit();
                 self.note = format!(
                     "component {} passed its watched rounds",
-                    short(&a.component)
+                    short(&self.running)
                 );
             }
         }

@@ -137,6 +137,22 @@ impl SigningKey {
     }
 }
 
+/// The WIT package a training component implements (`wit/trainer.wit`).
+pub const WIT_PACKAGE: &str = "hearth:trainer@0.1.0";
+
+/// The WIT world a training component must implement.
+pub const WIT_WORLD: &str = "trainer-component";
+
+/// What a Hearth device accepts: training components (of [`WIT_PACKAGE`]
+/// and [`WIT_WORLD`]) signed by one of `trusted` (hex Ed25519 public keys).
+pub fn trainer_policy(trusted: Vec<String>) -> Policy {
+    Policy {
+        trusted,
+        package: WIT_PACKAGE.into(),
+        world: WIT_WORLD.into(),
+    }
+}
+
 /// What a device accepts: keys it trusts, the package and world it runs.
 #[derive(Debug, Clone)]
 pub struct Policy {

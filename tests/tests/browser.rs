@@ -262,3 +262,204 @@ fn a_browser_tab_reconnects_to_a_restarted_coordinator() {
         "the new coordinator credits {name} with {credited} rounds"
     );
 }
+
+/// `tests/browser/swap.mjs` driving one paired tab.
+struct SwapScript {
+    node: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl SwapScript {
+    /// Opens `page`, joins, and waits until the tab has trained a round.
+    fn start(page: &str, digest: &str) -> Self {
+        use std::io::BufRead;
+        let mut node = Command::new("node")
+            .arg(browser_dir().join("swap.mjs"))
+            .arg(page)
+            .arg(digest)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start node");
+        let stdin = node.stdin.take();
+        let mut lines = std::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+        let joined = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        assert_eq!(joined, "JOINED", "the tab never trained");
+        Self { node, stdin, lines }
+    }
+
+    /// Tells the script to go on; what the tab showed once it trained on.
+    fn report(mut self) -> serde_json::Value {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take() {
+            writeln!(stdin, "go on").expect("tell node");
+        }
+        let report = self.lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let status = self.node.wait().expect("node");
+        assert!(status.success(), "swap.mjs failed: {report}");
+        let seen: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+        eprintln!("{seen:#}");
+        assert_eq!(seen["loadedOnce"], true, "the page was loaded again");
+        assert_eq!(seen["navigations"], 1);
+        seen
+    }
+}
+
+/// A coordinator in `household` training a long run with `local` hosts and
+/// one tab, and the tab's paired page (trusting the household's key; with
+/// `?trial=SECONDS` if given).
+fn tab_household(
+    household: &hearth_e2e::household::TestHousehold,
+    out: &Path,
+    local: usize,
+    trial: Option<u32>,
+) -> (hearth_e2e::Reaped, String, String) {
+    let (local, min) = (local.to_string(), (local + 1).to_string());
+    let (coordinator, url) = household.serve(
+        &[
+            "--local-workers",
+            &local,
+            "--min-workers",
+            &min,
+            "--keep-serving",
+            "--epochs",
+            "100",
+            "--train-limit",
+            "3200",
+            "--test-limit",
+            "500",
+            "--local-steps",
+            "1",
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    let http = url.trim_end_matches("ws").replacen("ws://", "http://", 1);
+    let http = match trial {
+        Some(s) => format!("{http}?trial={s}"),
+        None => http,
+    };
+    let page = format!(
+        "{}&trust={}",
+        hearth_e2e::paired_page(&http, "tab-1"),
+        household.public_key
+    );
+    (coordinator, url, page)
+}
+
+/// Hot-reload in a tab: a component pushed while the tab trains reaches it
+/// (after the host canary proved it), is verified with the household key
+/// from the pairing link, run by the browser's own engine, and trained on
+/// without a page reload; the ledger credits the tab's rounds on it.
+#[test]
+fn a_browser_tab_swaps_to_a_pushed_component_without_a_reload() {
+    if !browser_available() {
+        return;
+    }
+    let household = hearth_e2e::household::TestHousehold::new();
+    let files = tempfile::tempdir().expect("temp dir");
+    let v2 = household.signed(files.path(), "v2.wasm", hearth_test_components::V2, "2");
+    let v2_digest = hearth_protocol::digest(hearth_test_components::V2);
+    let out = tempfile::tempdir().expect("temp dir");
+    let (coordinator, url, page) = tab_household(&household, out.path(), 1, None);
+    let tab = SwapScript::start(&page, &v2_digest);
+    let pushed = household.push(&url, &v2);
+    assert!(pushed.status.success(), "push failed: {}", text(&pushed));
+    let seen = tab.report();
+    assert_eq!(seen["restarts"], 0, "the tab's worker was restarted");
+    assert_eq!(seen["tab"]["component_label"], "hearth-trainer 2");
+    assert!(
+        seen["shown"]
+            .as_str()
+            .is_some_and(|s| s.contains("hearth-trainer 2")),
+        "{seen}"
+    );
+    // The ledger: the tab's rounds before the swap on its own module, then
+    // on v2, never back; the host swapped first (it is the canary).
+    let ledger = hearth_e2e::household::ledger_components(out.path());
+    let tab: Vec<&(String, u64, String)> = ledger.iter().filter(|(w, _, _)| w == "tab-1").collect();
+    let first = tab
+        .iter()
+        .position(|(_, _, c)| *c == v2_digest)
+        .unwrap_or_else(|| panic!("the ledger credits no round of the tab on v2: {tab:?}"));
+    assert!(first > 0, "the tab ran v2 from its first round");
+    assert!(
+        tab[first..].iter().all(|(_, _, c)| *c == v2_digest),
+        "{tab:?}"
+    );
+    assert!(tab.len() - first >= 3, "{} rounds on v2", tab.len() - first);
+    let host_first = ledger
+        .iter()
+        .filter(|(w, _, c)| w == "local-1" && *c == v2_digest)
+        .map(|(_, r, _)| *r)
+        .min()
+        .expect("the host ran v2");
+    assert!(host_first < tab[first].1, "the host canary swaps first");
+    let events = hearth_e2e::household::component_events(&url);
+    assert!(
+        events
+            .iter()
+            .any(|(e, d, w)| e == "swapped" && *d == v2_digest && w == "tab-1"),
+        "{events:?}"
+    );
+    drop(coordinator);
+}
+
+/// Hostile components in a tab (the tab is the canary: no host): NaN
+/// parameters fail the self-test, a memory bomb hits the tab's cap and
+/// traps, an endless loop is stopped by the page's watchdog (the Web
+/// Worker is replaced, not the page). Each is rolled back or refused, the
+/// rollout halts, and the tab trains on with its own code.
+#[test]
+fn hostile_components_cannot_take_a_browser_tab_down() {
+    if !browser_available() {
+        return;
+    }
+    use hearth_e2e::household::{component_events, wait_for};
+    let household = hearth_e2e::household::TestHousehold::new();
+    let files = tempfile::tempdir().expect("temp dir");
+    let out = tempfile::tempdir().expect("temp dir");
+    let (coordinator, url, page) = tab_household(&household, out.path(), 0, Some(3));
+    let tab = SwapScript::start(&page, "-");
+    for (name, bytes, outcome) in [
+        ("nan", hearth_test_components::NAN, "refused"),
+        ("memory", hearth_test_components::MEMORY, "rolled back"),
+        ("loop", hearth_test_components::LOOP, "rolled back"),
+    ] {
+        let file = household.signed(files.path(), &format!("{name}.wasm"), bytes, name);
+        let pushed = household.push(&url, &file);
+        assert!(pushed.status.success(), "push failed: {}", text(&pushed));
+        let d = hearth_protocol::digest(bytes);
+        wait_for(120, &format!("the rollout of {name} to halt"), || {
+            component_events(&url)
+                .iter()
+                .any(|(e, dd, _)| e == "rollout halted" && *dd == d)
+        });
+        let events = component_events(&url);
+        assert!(
+            events
+                .iter()
+                .any(|(e, dd, w)| e == outcome && *dd == d && w == "tab-1"),
+            "{name}: {events:?}"
+        );
+    }
+    let seen = tab.report();
+    assert_eq!(seen["restarts"], 1, "only the loop needed the watchdog");
+    assert_eq!(seen["tab"]["component_label"], "built in");
+    assert_eq!(seen["tab"]["phase"], "training");
+    // The loop and the bomb behave for one call (so they pass the
+    // self-test): at most that round of each is credited; NaN never runs.
+    let ledger = hearth_e2e::household::ledger_components(out.path());
+    for (bytes, most) in [
+        (hearth_test_components::NAN, 0),
+        (hearth_test_components::MEMORY, 1),
+        (hearth_test_components::LOOP, 1),
+    ] {
+        let d = hearth_protocol::digest(bytes);
+        let credited = ledger.iter().filter(|(_, _, c)| *c == d).count();
+        assert!(credited <= most, "{credited} rounds of {d} credited");
+    }
+    drop(coordinator);
+}

@@ -27,6 +27,15 @@ $('key').value = paired ? paired.key : '';
 hearth.api = api;
 
 let worker = null;
+// Components that hung this tab's worker while on trial: never run again
+// (kept across reloads); `report` until the coordinator has been told.
+const failedKey = 'hearth-failed-components';
+const failedComponents = () => JSON.parse(localStorage.getItem(failedKey) || '[]');
+// Longest a call may run while a component is on trial (?trial=SECONDS).
+const trialMs = 1000 * (Number(params.get('trial')) || 30);
+let trialSince = null;
+let trialDigest = null;
+
 function join() {
   name = $('name').value.trim();
   remember(name, $('key').value.trim());
@@ -35,9 +44,12 @@ function join() {
     worker = new Worker('worker.js', { type: 'module' });
     worker.onmessage = onWorkerMessage;
   }
+  const trust = (credentials() || {}).trust || '';
+  const failed = failedComponents();
+  localStorage.setItem(failedKey, JSON.stringify(failed.map((f) => ({ ...f, report: false }))));
   // ?throttle=MS makes this tab a slow device (each reply held back MS ms),
   // for trying out stragglers and for the reload test.
-  worker.postMessage({ type: 'join', name, key: $('key').value.trim(), throttleMs: params.get('throttle') });
+  worker.postMessage({ type: 'join', name, key: $('key').value.trim(), throttleMs: params.get('throttle'), trust, failed });
   hearth.joined = true;
   $('join').textContent = 'Leave';
   $('tab-phase').textContent = 'joining';
@@ -50,10 +62,29 @@ function leave() {
 }
 $('join').onclick = () => (hearth.joined ? leave() : join());
 
+// The tab's watchdog: a component on trial whose call runs past the budget
+// (an endless loop) gets its worker stopped; a new worker starts on the
+// page's own code and reports the rollback.
+setInterval(() => {
+  if (!worker || trialSince == null || performance.now() - trialSince < trialMs) return;
+  const reason = `a call ran past the tab's trial budget of ${trialMs / 1000} s`;
+  const failed = failedComponents().filter((f) => f.digest !== trialDigest);
+  failed.push({ digest: trialDigest, reason, report: true });
+  localStorage.setItem(failedKey, JSON.stringify(failed));
+  worker.terminate();
+  worker = null;
+  trialSince = null;
+  hearth.restarts = (hearth.restarts || 0) + 1;
+  if (hearth.joined) join();
+}, 500);
+
 function onWorkerMessage(event) {
   const m = event.data;
   if (m.type === 'busy') {
     hearth.busy = m.busy;
+    if (m.trial && trialSince == null) trialSince = performance.now();
+    if (!m.busy || !m.trial) trialSince = null;
+    trialDigest = m.trial || trialDigest;
   } else if (m.type === 'status') {
     hearth.tab = m;
     $('tab-phase').textContent = m.connected === false && m.phase === 'training' ? 'reconnecting' : (m.phase || 'idle');
@@ -63,6 +94,7 @@ function onWorkerMessage(event) {
     $('tab-loss').textContent = m.last_loss == null ? '–' : m.last_loss.toFixed(4);
     $('tab-bytes').textContent = m.bytes_in == null ? '–' : `${fmt.mb(m.bytes_in)} in, ${fmt.mb(m.bytes_out)} out`;
     $('tab-message').textContent = m.message || '';
+    if (m.component) $('tab-component').textContent = `${m.component_label} (${m.component.slice(0, 12)})`;
     // The coordinator now serves a different module (it was updated): load
     // the page again to get it, and rejoin (at most once a minute).
     const last = Number(sessionStorage.getItem('hearth-reloaded-at') || 0);

@@ -1,6 +1,8 @@
 // The page's credential: the device id and pairing code of this browser,
-// from the pairing link's fragment (#device=ID&key=CODE, which never leaves
-// the browser) or typed in, kept in local storage. API requests carry the
+// from the pairing link's fragment (#device=ID&key=CODE&trust=KEY, which
+// never leaves the browser) or typed in, kept in local storage; `trust` is
+// the household's public signing key (components it signed may replace the
+// training code without a reload). API requests carry the
 // HTTP credential the Rust module derives from them; the key itself is only
 // used for the WebSocket's challenge-response.
 import init, { http_token } from './pkg/hearth_worker.js';
@@ -11,12 +13,14 @@ export function credentials() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get('device') && fragment.get('key')) {
     remember(fragment.get('device'), fragment.get('key'));
+    localStorage.setItem('hearth-trust', fragment.get('trust') || '');
     // The code leaves the address bar (and the history), not the browser.
     history.replaceState(null, '', location.pathname + location.search);
   }
   const device = localStorage.getItem('hearth-device');
   const key = localStorage.getItem('hearth-key');
-  return device && key ? { device, key } : null;
+  const trust = localStorage.getItem('hearth-trust') || '';
+  return device && key ? { device, key, trust } : null;
 }
 
 export function remember(device, key) {

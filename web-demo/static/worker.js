@@ -9,6 +9,27 @@ let session = null;
 let stopped = true;
 let backoff = 250;
 let config = null;
+let poller = null;
+
+// Tells the page whether a call is under way, and which component it is
+// trying if one is on trial (the page stops this worker if that call never
+// returns: a component cannot hang the tab).
+function busy(on) {
+  postMessage({ type: 'busy', busy: on, trial: on && session ? (session.pending() || null) : null });
+}
+
+// Sends what the session has to say on its own (an offered component is
+// verified, compiled and tested in poll()).
+function flush(ws, worker) {
+  for (;;) {
+    busy(true);
+    const frame = worker.poll();
+    busy(false);
+    if (!frame) return;
+    if (ws.readyState === WebSocket.OPEN) ws.send(frame);
+    report({ connected: true });
+  }
+}
 
 function load() {
   if (!ready) {
@@ -33,7 +54,10 @@ function connect(moduleDigest) {
   ws.binaryType = 'arraybuffer';
   let worker;
   try {
-    worker = new BrowserWorker(config.name, config.key, moduleDigest);
+    worker = new BrowserWorker(config.name, config.key, moduleDigest, config.trust);
+    for (const f of config.failed) worker.failed_before(f.digest, f.reason, f.report);
+    // Reported once: a later connection only refuses it.
+    config.failed = config.failed.map((f) => ({ ...f, report: false }));
   } catch (error) {
     postMessage({ type: 'status', phase: 'rejected', message: `not paired: ${error}` });
     return;
@@ -44,10 +68,12 @@ function connect(moduleDigest) {
     backoff = 250;
     ws.send(worker.hello(crypto.getRandomValues(new Uint8Array(16))));
     report({ connected: true });
+    clearInterval(poller);
+    poller = setInterval(() => { if (socket === ws) flush(ws, worker); }, 200);
   };
   ws.onmessage = (event) => {
     if (typeof event.data === 'string') return;
-    postMessage({ type: 'busy', busy: true });
+    busy(true);
     const reply = worker.handle(new Uint8Array(event.data));
     if (reply && config.throttleMs > 0) {
       // Simulated slow device (page URL ?throttle=MS): hold the reply back.
@@ -55,13 +81,17 @@ function connect(moduleDigest) {
       while (performance.now() < until) { /* a slow device is busy */ }
     }
     if (reply) ws.send(reply);
-    postMessage({ type: 'busy', busy: false });
+    busy(false);
     report({ connected: true });
+    flush(ws, worker);
     if (worker.done()) ws.close();
   };
   ws.onclose = () => {
     report({ connected: false });
-    if (socket === ws) socket = null;
+    if (socket === ws) {
+      socket = null;
+      clearInterval(poller);
+    }
     if (!stopped && !worker.done()) {
       setTimeout(() => { if (!stopped) connect(moduleDigest); }, backoff);
       backoff = Math.min(backoff * 2, 30000);
@@ -105,7 +135,10 @@ onmessage = async (event) => {
   const msg = event.data;
   try {
     if (msg.type === 'join') {
-      config = { name: msg.name, key: msg.key, throttleMs: Number(msg.throttleMs) || 0 };
+      config = {
+        name: msg.name, key: msg.key, throttleMs: Number(msg.throttleMs) || 0,
+        trust: msg.trust || '', failed: msg.failed || [],
+      };
       stopped = false;
       const moduleDigest = await load();
       if (!socket) connect(moduleDigest);

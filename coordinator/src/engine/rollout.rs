@@ -132,9 +132,10 @@ impl Engine {
             return;
         };
         let target = r.target.digest.clone();
-        let eligible = |w: &super::state::WorkerSlot| {
-            w.kind == WorkerKind::Host && !w.missed && w.component != target
-        };
+        // Hosts and tabs alike (a tab runs a component in its browser's
+        // engine); one that said it cannot take components is left alone.
+        let eligible =
+            |w: &super::state::WorkerSlot| !w.unable && !w.missed && w.component != target;
         match r.stage {
             Stage::Canary => {
                 let canary_here = r
@@ -173,7 +174,8 @@ impl Engine {
                             && !suspects.contains_key(&w.name)
                             && w.offered.as_deref() != Some(&target)
                     })
-                    .min_by(|a, b| a.1.name.cmp(&b.1.name))
+                    // A host first: a tab's engine is not the devices'.
+                    .min_by_key(|(_, w)| (w.kind != WorkerKind::Host, w.name.clone()))
                     .map(|(&c, w)| (c, w.name.clone()));
                 if let Some((conn, name)) = pick
                     && let Some(r) = self.state.rollout.as_mut()
@@ -195,13 +197,9 @@ impl Engine {
                 for conn in conns {
                     self.offer(conn, &target);
                 }
-                let hosts = self
-                    .state
-                    .workers
-                    .values()
-                    .filter(|w| w.kind == WorkerKind::Host);
-                let mut hosts = hosts.peekable();
-                if !done && hosts.peek().is_some() && hosts.all(|w| w.component == target) {
+                let able = self.state.workers.values().filter(|w| !w.unable);
+                let mut able = able.peekable();
+                if !done && able.peek().is_some() && able.all(|w| w.component == target) {
                     if let Some(r) = self.state.rollout.as_mut() {
                         r.stage = Stage::Done;
                     }
@@ -254,7 +252,7 @@ impl Engine {
         };
         let swapped = w.component != digest;
         if swapped {
-            w.component = digest.to_string();
+            w.previous_component = std::mem::replace(&mut w.component, digest.to_string());
             w.swapped_round = Some(round);
         }
         let worker = w.name.clone();
@@ -316,6 +314,7 @@ impl Engine {
                 self.component_notice(Some(worker), &s.digest, ComponentEvent::Ready, reason);
             }
             ComponentState::Unable => {
+                w.unable = true;
                 w.component_note = format!("cannot take components: {reason}");
                 self.component_notice(
                     Some(worker.clone()),
@@ -351,13 +350,17 @@ impl Engine {
                 w.ready = None;
                 w.component_note = format!("rolled back: {reason}");
                 if w.component == s.digest {
-                    // Its last credited round was on it; it runs the previous one now.
-                    let previous = self
-                        .state
-                        .rollout
-                        .as_ref()
-                        .map(|r| r.previous.clone())
-                        .unwrap_or_default();
+                    // Its last credited round was on it; it runs what it ran
+                    // before now (on a new connection: what its hello said).
+                    let previous = if w.previous_component.is_empty() {
+                        self.state
+                            .rollout
+                            .as_ref()
+                            .map(|r| r.previous.clone())
+                            .unwrap_or_default()
+                    } else {
+                        w.previous_component.clone()
+                    };
                     if let Some(w) = self.state.workers.get_mut(&conn) {
                         w.component = previous;
                     }

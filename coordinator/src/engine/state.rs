@@ -114,6 +114,10 @@ pub struct WorkerSlot {
     pub rollbacks: u32,
     /// The last refusal or rollback it reported, for people.
     pub component_note: String,
+    /// What it ran before its last swap (what a rollback returns it to).
+    pub previous_component: String,
+    /// It said it cannot take components at all (it trusts no key).
+    pub unable: bool,
 }
 
 impl WorkerSlot {
@@ -140,6 +144,8 @@ impl WorkerSlot {
             swapped_round: None,
             rollbacks: 0,
             component_note: String::new(),
+            previous_component: String::new(),
+            unable: false,
         }
     }
 

@@ -177,12 +177,21 @@ pub(super) fn hello(w: &mut WorkerSession<FakeTrainer>) {
     ));
 }
 
+/// A worker whose name holds "tab" is a browser tab, any other a host.
+pub(super) fn kind_of(name: &str) -> proto::WorkerKind {
+    if name.contains("tab") {
+        proto::WorkerKind::Browser
+    } else {
+        proto::WorkerKind::Host
+    }
+}
+
 pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
     let identity = Identity {
         worker_id: name.into(),
         key: key(name),
         component_digest: String::new(),
-        kind: proto::WorkerKind::Host,
+        kind: kind_of(name),
         threads: 1,
         memory_mib: 0,
     };
@@ -278,7 +287,7 @@ impl Harness {
     pub(super) fn join(&mut self, conn: ConnId, name: &str) {
         let worker = Admitted {
             name: name.into(),
-            kind: proto::WorkerKind::Host,
+            kind: kind_of(name),
             component: "c".repeat(64),
             proof: key(name).coordinator_proof(&NONCE, &CHALLENGE),
         };

@@ -264,3 +264,27 @@ fn a_device_that_joins_after_the_rollout_is_offered_the_component_too() {
     );
     assert_eq!(ws[3].running(), v2);
 }
+
+#[test]
+fn tabs_are_offered_after_a_host_canary_and_one_that_cannot_take_it_holds_nothing_up() {
+    // "a-tab" sorts first, but a host is the canary.
+    let (mut h, mut ws) = running_as(&["a-tab", "b", "c-tab-no-trust"]);
+    let v2 = push(&mut h, b"v2 trainer", "2");
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, SAMPLES as u32, 2);
+    let offered: Vec<_> = events(&h, &v2)
+        .into_iter()
+        .filter(|(_, e)| *e == ComponentEvent::Offered)
+        .map(|(w, _)| w.unwrap_or_default())
+        .collect();
+    assert_eq!(offered[0], "b", "the host first: {offered:?}");
+    let canary = first_round_on(&h, "b", &v2).expect("the canary swapped");
+    let tab = first_round_on(&h, "a-tab", &v2).expect("the tab swapped");
+    assert!(tab >= canary + CANARY_ROUNDS);
+    assert!(first_round_on(&h, "c-tab-no-trust", &v2).is_none());
+    assert_eq!(ws[0].running(), v2);
+    assert!(
+        events(&h, &v2).contains(&(None, ComponentEvent::Done)),
+        "a device that cannot take components does not keep the rollout open"
+    );
+}
