@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::options::RunOptions;
 use crate::run::{self, Mode};
-use crate::{bench, bench_browser, chaos, components, pairing};
+use crate::{bench, bench_browser, chaos, components, export, pairing};
 
 /// Hearth coordinator: rounds, ledger and aggregation over WebSockets.
 #[derive(Parser)]
@@ -69,6 +69,8 @@ pub enum Action {
     /// Roll a signed component out to a running coordinator's devices.
     #[command(subcommand)]
     Component(components::ComponentAction),
+    /// Write a trained model as ONNX, for appliances.
+    Export(export::ExportArgs),
     /// Measure aggregation, framing, round overhead and bytes per epoch.
     Bench {
         #[command(flatten)]
@@ -109,6 +111,7 @@ pub fn main() -> Result<()> {
         Action::Sign(args) => components::sign(args),
         Action::Component(action) => components::component(action),
         Action::Pair(args) => pairing::pair(args),
+        Action::Export(args) => export::export(args),
         Action::Devices(args) => pairing::list(args),
         Action::Revoke { id, args } => pairing::revoke(&id, args),
         Action::Bench { bench, run } => bench::run(bench, run.resolve(sub)?),

@@ -24,6 +24,7 @@ pub mod components;
 pub mod dashboard;
 pub mod driver;
 pub mod engine;
+pub mod export;
 pub mod figures;
 pub mod household;
 pub mod ledger;

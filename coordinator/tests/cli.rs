@@ -86,3 +86,49 @@ fn the_lan_is_refused_with_the_development_secret_and_pairing_lists_and_revokes(
     assert!(revoke.status.success());
     assert!(list(home.path()).contains("revoked"));
 }
+
+#[test]
+fn export_writes_a_checkpoint_as_onnx_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = hearth_worker::Model::new(&hearth_worker::ModelConfig {
+        arch: "lenet5".into(),
+        seed: 5,
+        optimizer: Default::default(),
+    })
+    .unwrap();
+    let checkpoint = dir.path().join("model.safetensors");
+    hearth_runtime::checkpoint::save(
+        &checkpoint,
+        &model.describe(),
+        model.params(),
+        Default::default(),
+    )
+    .unwrap();
+    let onnx = dir.path().join("lenet5.onnx");
+    let out = coordinator()
+        .args(["export", "--model"])
+        .arg(&checkpoint)
+        .arg("--onnx")
+        .arg(&onnx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = hearth_onnx::export(&model.describe(), model.params()).unwrap();
+    assert_eq!(std::fs::read(&onnx).unwrap(), expected);
+    // A truncated checkpoint is an error that names the file.
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, &bytes[..bytes.len() / 2]).unwrap();
+    let out = coordinator()
+        .args(["export", "--model"])
+        .arg(&checkpoint)
+        .arg("--onnx")
+        .arg(dir.path().join("bad.onnx"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.safetensors"));
+}
