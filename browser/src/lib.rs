@@ -17,6 +17,7 @@ use wasm_bindgen::prelude::*;
 
 pub mod component;
 pub mod core_module;
+pub mod parallel;
 pub mod tab_trainer;
 
 use tab_trainer::TabTrainer;
@@ -57,6 +58,17 @@ pub fn architectures() -> String {
     ARCHITECTURES.join(",")
 }
 
+/// The helpers' buffers of a JavaScript array.
+fn shared_buffers(array: &js_sys::Array) -> Result<Vec<js_sys::SharedArrayBuffer>, JsError> {
+    array
+        .iter()
+        .map(|b| {
+            b.dyn_into()
+                .map_err(|_| JsError::new("a helper's buffer is not shared memory"))
+        })
+        .collect()
+}
+
 fn js_error(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
@@ -65,6 +77,7 @@ fn js_error(e: impl std::fmt::Display) -> JsError {
 #[wasm_bindgen]
 pub struct WebModel {
     model: Model,
+    helpers: Option<parallel::Helpers>,
 }
 
 #[wasm_bindgen]
@@ -88,7 +101,18 @@ impl WebModel {
             },
         })
         .map_err(js_error)?;
-        Ok(WebModel { model })
+        Ok(WebModel {
+            model,
+            helpers: None,
+        })
+    }
+
+    /// Shares each training step with the helper workers of `buffers`
+    /// (their `SharedArrayBuffer`s; empty: this worker alone).
+    pub fn use_helpers(&mut self, buffers: js_sys::Array) -> Result<(), JsError> {
+        let buffers = shared_buffers(&buffers)?;
+        self.helpers = (!buffers.is_empty()).then(|| parallel::Helpers::new(&buffers));
+        Ok(())
     }
 
     /// Number of parameters.
@@ -108,11 +132,11 @@ impl WebModel {
 
     /// One SGD step on `labels.len()` images; returns the mean loss before it.
     pub fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<f32, JsError> {
-        Ok(self
-            .model
-            .train_batch(pixels, labels)
-            .map_err(js_error)?
-            .loss)
+        let stats = match &self.helpers {
+            Some(h) => h.train_batch(&mut self.model, pixels, labels).map_err(js_error)?,
+            None => self.model.train_batch(pixels, labels).map_err(js_error)?,
+        };
+        Ok(stats.loss)
     }
 
     /// Class probabilities (`count × 10`) for `count` 28×28 images.
@@ -135,16 +159,22 @@ pub struct BrowserWorker {
 #[wasm_bindgen]
 impl BrowserWorker {
     /// A session for paired device `name` with pairing code `key`,
-    /// presenting the module's `digest` (an invalid code is an error), and
+    /// presenting the module's `digest` (an invalid code is an error),
     /// taking components signed by one of `trust` (comma-separated hex
-    /// public keys from the pairing link; empty: none).
+    /// public keys from the pairing link; empty: none), and sharing each
+    /// step with the helper workers of `helpers` (their
+    /// `SharedArrayBuffer`s; empty: this worker alone).
     #[wasm_bindgen(constructor)]
     pub fn new(
         name: String,
         key: &str,
         digest: String,
         trust: &str,
+        helpers: js_sys::Array,
     ) -> Result<BrowserWorker, JsError> {
+        let buffers = shared_buffers(&helpers)?;
+        let helpers = (!buffers.is_empty()).then(|| parallel::Helpers::new(&buffers));
+        let threads = helpers.as_ref().map_or(1, |h| h.threads()) as u32;
         let trusted = trust
             .split(',')
             .map(str::trim)
@@ -156,10 +186,15 @@ impl BrowserWorker {
             key: DeviceKey::from_code(key).map_err(js_error)?,
             component_digest: digest.clone(),
             kind: proto::WorkerKind::Browser,
-            threads: 1,
+            threads,
             memory_mib: DEFAULT_MEMORY_MIB as u32,
         };
-        let trainer = TabTrainer::new(digest, trusted, (DEFAULT_MEMORY_MIB as u64) << 20);
+        let trainer = TabTrainer::new(
+            digest,
+            trusted,
+            (DEFAULT_MEMORY_MIB as u64) << 20,
+            helpers,
+        );
         Ok(BrowserWorker {
             session: WorkerSession::new(identity, trainer),
             busy_ms: 0.0,
@@ -229,11 +264,12 @@ impl BrowserWorker {
             _ => "null".into(),
         };
         format!(
-            r#"{{"phase":"{}","message":{},"component":{},"component_label":{},"rounds":{},"images":{},"images_per_second":{:.1},"last_loss":{},"bytes_in":{},"bytes_out":{}}}"#,
+            r#"{{"phase":"{}","message":{},"component":{},"component_label":{},"threads":{},"rounds":{},"images":{},"images_per_second":{:.1},"last_loss":{},"bytes_in":{},"bytes_out":{}}}"#,
             self.session.phase().name(),
             json_string(self.session.note()),
             json_string(self.session.running()),
             json_string(self.session.trainer().label()),
+            self.session.trainer().threads(),
             stats.rounds,
             stats.images,
             ips,

@@ -20,6 +20,7 @@ use hearth_signing::Policy;
 use hearth_worker::{ARCHITECTURES, ArchInfo, Model, ModelConfig};
 
 use crate::component::{CallError, CompiledComponent, ComponentModel};
+use crate::parallel::Helpers;
 
 /// The model a tab trains: its own code, or a component's.
 enum TabModel {
@@ -129,12 +130,19 @@ pub struct TabTrainer {
     pending_rollback: Option<(String, String)>,
     /// The first batch this tab trained on (the self-test's batch).
     canned: Option<(Vec<u8>, Vec<u8>)>,
+    /// Helper Web Workers sharing each step of the page's own code.
+    helpers: Option<Helpers>,
 }
 
 impl TabTrainer {
     /// A trainer on the page's own code (`digest`), taking components
     /// signed by `trusted` with memory capped at `memory_bytes`.
-    pub fn new(digest: String, trusted: Vec<String>, memory_bytes: u64) -> Self {
+    pub fn new(
+        digest: String,
+        trusted: Vec<String>,
+        memory_bytes: u64,
+        helpers: Option<Helpers>,
+    ) -> Self {
         Self {
             policy: hearth_signing::trainer_policy(trusted),
             memory_bytes,
@@ -152,6 +160,7 @@ impl TabTrainer {
             failed: HashMap::new(),
             pending_rollback: None,
             canned: None,
+            helpers,
         }
     }
 
@@ -174,6 +183,11 @@ impl TabTrainer {
         self.offered
             .as_ref()
             .map(|o| hearth_protocol::digest(&o.component))
+    }
+
+    /// Cores a step of the page's own code uses.
+    pub fn threads(&self) -> usize {
+        self.helpers.as_ref().map_or(1, Helpers::threads)
     }
 
     /// "name version" of the code it runs.
@@ -262,7 +276,18 @@ impl Trainer for TabTrainer {
         if self.canned.is_none() {
             self.canned = Some((pixels.to_vec(), labels.to_vec()));
         }
-        self.model()?.train_batch(pixels, labels)
+        // The helpers share the page's own code's steps; a component runs
+        // in this worker alone.
+        let helpers = self.helpers.take();
+        let outcome = match (self.model(), &helpers) {
+            (Ok(TabModel::BuiltIn(m)), Some(h)) => h
+                .train_batch(m, pixels, labels)
+                .map(|s| (s.loss, s.correct)),
+            (Ok(m), _) => m.train_batch(pixels, labels),
+            (Err(e), _) => Err(e),
+        };
+        self.helpers = helpers;
+        outcome
     }
 
     fn prepare(&mut self, offer: Offer) -> Result<(), String> {

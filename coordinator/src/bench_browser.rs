@@ -36,6 +36,11 @@ pub struct Args {
     /// Longest wait for the browser's report, in seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Web Workers the tab trains with, one browser run each (a tab shares
+    /// each step between that many; more than 1 needs cross-origin
+    /// isolation, which the coordinator's pages have).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
 }
 
 /// Images the benchmark trains on, in batches of 64.
@@ -74,19 +79,20 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             bench_reports: Some(tx),
         },
     )?;
-    let page = household::page_link(
-        &format!(
-            "{}bench.html?report=1&seconds={}&repeats={}",
-            url.trim_end_matches("ws").replacen("ws://", "http://", 1),
-            args.seconds,
-            args.repeats.max(1)
-        ),
-        "bench-page",
-        &key,
-        None,
-    );
-    let profile = tempfile::tempdir()?;
-    println!("browser: {} {page}", args.chromium.display());
+    let page = |workers: usize| {
+        household::page_link(
+            &format!(
+                "{}bench.html?report=1&seconds={}&repeats={}&workers={workers}",
+                url.trim_end_matches("ws").replacen("ws://", "http://", 1),
+                args.seconds,
+                args.repeats.max(1)
+            ),
+            "bench-page",
+            &key,
+            None,
+        )
+    };
+    println!("browser: {} {}", args.chromium.display(), page(1));
     // wasmtime first, so nothing of the browser is left running while it is timed.
     let mut host = Vec::new();
     for (label, limits) in [
@@ -106,33 +112,46 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
         );
         host.push((label, rate));
     }
-    let report = browser_report(&args, &page, profile.path(), &rt, &mut rx)?;
-    let browser_rate = report["median"]
-        .as_f64()
-        .context("the browser's report has no median")?;
-    let runs: Vec<String> = report["rates"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|x| x.as_f64())
-                .map(|x| format!("{x:.0}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    println!(
-        "  {:<42} {browser_rate:>7.0} img/s  (runs: {})",
-        "browser (Web Worker, wasm-bindgen)",
-        runs.join(", ")
-    );
-    println!(
-        "  {}",
-        report["user_agent"].as_str().unwrap_or("unknown browser")
-    );
-    for (label, rate) in host {
-        println!(
-            "  browser / {label} = {:.3}",
-            browser_rate / rate.max(f64::MIN_POSITIVE)
-        );
+    let mut browser = Vec::new();
+    for &workers in &args.workers {
+        let profile = tempfile::tempdir()?;
+        let report = browser_report(&args, &page(workers), profile.path(), &rt, &mut rx)?;
+        let rate = report["median"]
+            .as_f64()
+            .context("the browser's report has no median")?;
+        let runs: Vec<String> = report["rates"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| format!("{x:.0}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let used = report["workers"].as_u64().unwrap_or(1);
+        let label = format!("browser ({used} Web Worker(s), wasm-bindgen)");
+        println!("  {label:<42} {rate:>7.0} img/s  (runs: {})", runs.join(", "));
+        if browser.is_empty() {
+            println!(
+                "  {}",
+                report["user_agent"].as_str().unwrap_or("unknown browser")
+            );
+        }
+        browser.push((workers, rate));
+    }
+    if let Some(&(one, browser_rate)) = browser.first() {
+        for (label, rate) in &host {
+            println!(
+                "  browser ({one} worker) / {label} = {:.3}",
+                browser_rate / rate.max(f64::MIN_POSITIVE)
+            );
+        }
+        for &(workers, rate) in &browser[1..] {
+            println!(
+                "  browser {workers} workers / {one} = {:.3}",
+                rate / browser_rate.max(f64::MIN_POSITIVE)
+            );
+        }
     }
 
     Ok(())

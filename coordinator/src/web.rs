@@ -270,10 +270,26 @@ async fn asset(uri: Uri) -> Response {
                 HeaderValue::from_static(a.content_type),
             );
             no_store(&mut r);
+            isolate(&mut r);
             r
         }
         None => (StatusCode::NOT_FOUND, format!("{} not found", uri.path())).into_response(),
     }
+}
+
+/// Cross-origin isolation for the page and its workers, so a tab may share
+/// memory between its Web Workers (`SharedArrayBuffer`: a tab trains on
+/// several cores). Everything the page loads is this server's.
+fn isolate(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-embedder-policy",
+        HeaderValue::from_static("require-corp"),
+    );
 }
 
 /// The page must always see the files of the binary it talks to.

@@ -1,16 +1,16 @@
 // The tab swaps its training code to a pushed component without a reload
 // (driven by tests/tests/browser.rs, which pushes the component).
 //
-// usage: node swap.mjs <paired page url> <digest of the pushed component | ->
+// usage: node swap.mjs <paired page url> <digest of the pushed component | -> [rounds, 8]
 // Protocol with the Rust test, one line each on stdout/stdin:
 //   prints "JOINED" once the tab has trained a round; waits for a line on
 //   stdin (the component was pushed, or with "-": the test saw what it
 //   waited for); waits until the tab runs that digest (unless "-") and has
-//   trained more rounds since; prints a JSON line with what it saw.
+//   trained [rounds] more rounds since; prints a JSON line with what it saw.
 import { launchChromium } from './launch.mjs';
 import { createInterface } from 'node:readline';
 
-const [url, digest] = process.argv.slice(2);
+const [url, digest, more = '8'] = process.argv.slice(2);
 const browser = await launchChromium();
 const input = createInterface({ input: process.stdin });
 const lines = input[Symbol.asyncIterator]();
@@ -31,7 +31,7 @@ try {
   }
   const atSwap = await page.evaluate(() => window.hearth.tab.rounds);
   // It keeps training on the new code.
-  await page.waitForFunction((r) => window.hearth.tab.rounds >= r + 8, atSwap, { timeout: 120000 });
+  await page.waitForFunction(([r, m]) => window.hearth.tab.rounds >= r + m, [atSwap, Number(more)], { timeout: 120000 });
   const seen = await page.evaluate(() => ({
     tab: window.hearth.tab,
     loadedOnce: window.loadedOnce === true,

@@ -271,13 +271,15 @@ struct SwapScript {
 }
 
 impl SwapScript {
-    /// Opens `page`, joins, and waits until the tab has trained a round.
-    fn start(page: &str, digest: &str) -> Self {
+    /// Opens `page`, joins, and waits until the tab has trained a round;
+    /// its report comes after `rounds` more (8 if `None`).
+    fn start(page: &str, digest: &str, rounds: Option<u32>) -> Self {
         use std::io::BufRead;
         let mut node = Command::new("node")
             .arg(browser_dir().join("swap.mjs"))
             .arg(page)
             .arg(digest)
+            .arg(rounds.unwrap_or(8).to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -364,7 +366,7 @@ fn a_browser_tab_swaps_to_a_pushed_component_without_a_reload() {
     let v2_digest = hearth_protocol::digest(hearth_test_components::V2);
     let out = tempfile::tempdir().expect("temp dir");
     let (coordinator, url, page) = tab_household(&household, out.path(), 1, None);
-    let tab = SwapScript::start(&page, &v2_digest);
+    let tab = SwapScript::start(&page, &v2_digest, None);
     let pushed = household.push(&url, &v2);
     assert!(pushed.status.success(), "push failed: {}", text(&pushed));
     let seen = tab.report();
@@ -422,7 +424,7 @@ fn hostile_components_cannot_take_a_browser_tab_down() {
     let files = tempfile::tempdir().expect("temp dir");
     let out = tempfile::tempdir().expect("temp dir");
     let (coordinator, url, page) = tab_household(&household, out.path(), 0, Some(3));
-    let tab = SwapScript::start(&page, "-");
+    let tab = SwapScript::start(&page, "-", None);
     for (name, bytes, outcome) in [
         ("nan", hearth_test_components::NAN, "refused"),
         ("memory", hearth_test_components::MEMORY, "rolled back"),
@@ -462,4 +464,44 @@ fn hostile_components_cannot_take_a_browser_tab_down() {
         assert!(credited <= most, "{credited} rounds of {d} credited");
     }
     drop(coordinator);
+}
+
+/// A tab on two cores: a helper Web Worker computes half of each step's
+/// gradient (shared memory; the coordinator's pages are cross-origin
+/// isolated), the coordinator still sees one device, and the model learns.
+#[test]
+fn a_browser_tab_trains_with_two_web_workers() {
+    if !browser_available() {
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let (_coordinator, url) = serve_lingering(&[
+        "--min-workers",
+        "1",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "6400",
+        "--test-limit",
+        "1000",
+        "--out",
+        out.path().to_str().expect("utf-8 path"),
+    ]);
+    let http = url.trim_end_matches("ws").replacen("ws://", "http://", 1);
+    let page = hearth_e2e::paired_page(&format!("{http}?workers=2"), "tab-1");
+    // The tab trains the whole run, then reports.
+    let tab = SwapScript::start(&page, "-", Some(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !out.path().join("summary.json").exists() {
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seen = tab.report();
+    assert_eq!(seen["tab"]["threads"], 2, "{seen}");
+    assert_each_sample_once(out.path(), 6400, 2);
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).expect("summary"))
+            .expect("JSON");
+    let accuracy = s["final_test_accuracy"].as_f64().unwrap_or(0.0);
+    assert!(accuracy > 0.9, "test accuracy {accuracy} after 2 epochs on two workers");
 }

@@ -40,6 +40,7 @@ pub const ASSETS: &[Asset] = &[
     static_file!("auth.js", "text/javascript; charset=utf-8"),
     static_file!("bench.js", "text/javascript; charset=utf-8"),
     static_file!("worker.js", "text/javascript; charset=utf-8"),
+    static_file!("helper.js", "text/javascript; charset=utf-8"),
     static_file!("digit.js", "text/javascript; charset=utf-8"),
     static_file!("style.css", "text/css; charset=utf-8"),
     static_file!("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),

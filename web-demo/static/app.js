@@ -49,7 +49,9 @@ function join() {
   localStorage.setItem(failedKey, JSON.stringify(failed.map((f) => ({ ...f, report: false }))));
   // ?throttle=MS makes this tab a slow device (each reply held back MS ms),
   // for trying out stragglers and for the reload test.
-  worker.postMessage({ type: 'join', name, key: $('key').value.trim(), throttleMs: params.get('throttle'), trust, failed });
+  // Cores to train on: ?workers=N, else every core the browser reports (at most 8).
+  const workers = Number(params.get('workers')) || Math.min(navigator.hardwareConcurrency || 1, 8);
+  worker.postMessage({ type: 'join', name, key: $('key').value.trim(), throttleMs: params.get('throttle'), trust, failed, workers });
   hearth.joined = true;
   $('join').textContent = 'Leave';
   $('tab-phase').textContent = 'joining';

@@ -18,14 +18,15 @@ function run() {
       out.textContent = m.message;
     } else if (m.type === 'bench') {
       const report = { ...m, user_agent: navigator.userAgent };
-      out.textContent = `${Math.round(m.median)} img/s (median of ${m.rates.length}: ${m.rates.map(Math.round).join(', ')})`;
+      out.textContent = `${Math.round(m.median)} img/s with ${m.workers} Web Worker(s) (median of ${m.rates.length}: ${m.rates.map(Math.round).join(', ')})`;
       if (params.get('report') === '1') {
         await api('./api/bench', { method: 'POST', body: JSON.stringify(report) });
       }
       worker.terminate();
     }
   };
-  worker.postMessage({ type: 'bench', seconds, repeats, name: paired?.device, key: paired?.key });
+  const workers = Number(params.get('workers') || 1);
+  worker.postMessage({ type: 'bench', seconds, repeats, workers, name: paired?.device, key: paired?.key });
 }
 document.getElementById('run').onclick = run;
 if (params.get('report') === '1') run();

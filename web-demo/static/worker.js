@@ -1,7 +1,7 @@
 // Web Worker: the tab's training worker. Glue only: it moves bytes between the
 // WebSocket and the Rust BrowserWorker (protocol, training and replies are all
 // in the wasm module) and reports the worker's status to the page.
-import init, { BrowserWorker, WebModel, digest, http_token } from './pkg/hearth_worker.js';
+import init, { BrowserWorker, WebModel, digest, helper_buffer_bytes, http_token } from './pkg/hearth_worker.js';
 
 let ready = null;     // Promise of the module's digest
 let socket = null;
@@ -10,6 +10,24 @@ let stopped = true;
 let backoff = 250;
 let config = null;
 let poller = null;
+let helperBuffers = []; // one SharedArrayBuffer per helper Web Worker
+
+// Starts helper Web Workers so that each training step uses `workers` cores
+// (they need shared memory: a cross-origin isolated page, which the
+// coordinator serves; otherwise this worker trains alone). Started once.
+async function startHelpers(workers) {
+  if (workers <= 1 || helperBuffers.length || !self.crossOriginIsolated) return;
+  const bytes = helper_buffer_bytes();
+  const ready = [];
+  for (let i = 1; i < workers; i++) {
+    const buffer = new SharedArrayBuffer(bytes);
+    const helper = new Worker('helper.js', { type: 'module' });
+    ready.push(new Promise((resolve) => { helper.onmessage = resolve; }));
+    helper.postMessage({ buffer });
+    helperBuffers.push(buffer);
+  }
+  await Promise.all(ready);
+}
 
 // Tells the page whether a call is under way, and which component it is
 // trying if one is on trial (the page stops this worker if that call never
@@ -54,7 +72,7 @@ function connect(moduleDigest) {
   ws.binaryType = 'arraybuffer';
   let worker;
   try {
-    worker = new BrowserWorker(config.name, config.key, moduleDigest, config.trust);
+    worker = new BrowserWorker(config.name, config.key, moduleDigest, config.trust, helperBuffers);
     for (const f of config.failed) worker.failed_before(f.digest, f.reason, f.report);
     // Reported once: a later connection only refuses it.
     config.failed = config.failed.map((f) => ({ ...f, report: false }));
@@ -102,14 +120,16 @@ function connect(moduleDigest) {
 // Benchmark: training steps at batch 64 on real MNIST test images 0..639 from
 // the coordinator, for `seconds` per repeat after one second of warm-up (the
 // same method as the wasmtime side of `hearth-coordinator bench-browser`).
-async function bench({ seconds, repeats, name, key }) {
+async function bench({ seconds, repeats, name, key, workers }) {
   await load();
+  await startHelpers(Number(workers) || 1);
   const count = 640;
   const headers = { Authorization: `Bearer ${http_token(name, key)}` };
   const data = new Uint8Array(await (await fetch(`./api/samples?start=0&count=${count}`, { headers })).arrayBuffer());
   const pixels = data.subarray(0, count * 784);
   const labels = data.subarray(count * 784);
   const model = new WebModel('lenet5', 1, 0.05, 0.9, 1e-4);
+  model.use_helpers(helperBuffers);
   const batches = count / 64;
   let step = 0;
   const measure = (ms) => {
@@ -128,7 +148,7 @@ async function bench({ seconds, repeats, name, key }) {
   for (let r = 0; r < repeats; r++) rates.push(measure(seconds * 1000));
   rates.sort((a, b) => a - b);
   model.free();
-  postMessage({ type: 'bench', median: rates[Math.floor(rates.length / 2)], rates, seconds, batch: 64 });
+  postMessage({ type: 'bench', median: rates[Math.floor(rates.length / 2)], rates, seconds, batch: 64, workers: helperBuffers.length + 1 });
 }
 
 onmessage = async (event) => {
@@ -141,6 +161,7 @@ onmessage = async (event) => {
       };
       stopped = false;
       const moduleDigest = await load();
+      await startHelpers(Number(msg.workers) || 1);
       if (!socket) connect(moduleDigest);
     } else if (msg.type === 'throttle') {
       if (config) config.throttleMs = Number(msg.ms) || 0;

@@ -239,6 +239,21 @@ impl Model {
     /// Forward, backward and one SGD step on a batch of MNIST-shaped images.
     pub fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<TrainStats> {
         let stats = self.compute_gradient(pixels, labels)?;
+        let grads = std::mem::take(&mut self.grads);
+        self.step(&grads);
+        self.grads = grads;
+        Ok(stats)
+    }
+
+    /// One SGD step with a gradient computed elsewhere (e.g. the mean of
+    /// several workers' [`Model::compute_gradient`] over shares of a batch).
+    pub fn apply_gradient(&mut self, grads: &[f32]) -> Result<()> {
+        self.check_vector("gradient", grads)?;
+        self.step(grads);
+        Ok(())
+    }
+
+    fn step(&mut self, grads: &[f32]) {
         for (range, wd_mult) in &self.decay {
             let r = range.clone();
             sgd_step(
@@ -246,10 +261,9 @@ impl Model {
                 *wd_mult,
                 &mut self.params[r.clone()],
                 &mut self.velocity[r.clone()],
-                &self.grads[r],
+                &grads[r],
             );
         }
-        Ok(stats)
     }
 
     /// Forward and backward only: fills [`Model::gradient`] with the gradient

@@ -200,3 +200,38 @@ fn describe_lays_out_the_flat_vector() {
     assert_eq!(d.tensors[0].name, "conv1.weight");
     assert_eq!(d.layers.last().unwrap().output_shape, vec![10]);
 }
+
+/// What a tab's helper workers do: gradients of shares of a batch, averaged
+/// by share size and applied once, equal one step on the whole batch (to
+/// float tolerance); a wrong or non-finite gradient is refused.
+#[test]
+fn a_step_from_share_gradients_equals_a_step_on_the_whole_batch() {
+    let (px, lb) = batch(10, 3);
+    let mut whole = Model::new(&config("lenet5")).unwrap();
+    let mut shared = Model::new(&config("lenet5")).unwrap();
+    let mut helper = Model::new(&config("lenet5")).unwrap();
+    for _ in 0..3 {
+        let full = whole.train_batch(&px, &lb).unwrap();
+        helper.set_params(shared.params()).unwrap();
+        let split = 6;
+        let a = shared.compute_gradient(&px[..split * IMAGE_LEN], &lb[..split]).unwrap();
+        let b = helper.compute_gradient(&px[split * IMAGE_LEN..], &lb[split..]).unwrap();
+        let (wa, wb) = (split as f32 / 10.0, (10 - split) as f32 / 10.0);
+        let mean: Vec<f32> = shared
+            .gradient()
+            .iter()
+            .zip(helper.gradient())
+            .map(|(x, y)| wa * x + wb * y)
+            .collect();
+        shared.apply_gradient(&mean).unwrap();
+        assert_eq!(a.correct + b.correct, full.correct);
+        assert!((wa * a.loss + wb * b.loss - full.loss).abs() < 1e-5);
+    }
+    for (x, y) in whole.params().iter().zip(shared.params()) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    assert!(shared.apply_gradient(&[0.0; 3]).is_err());
+    let mut nan = vec![0.0; shared.params().len()];
+    nan[9] = f32::NAN;
+    assert!(shared.apply_gradient(&nan).is_err());
+}
