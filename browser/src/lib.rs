@@ -133,7 +133,9 @@ impl WebModel {
     /// One SGD step on `labels.len()` images; returns the mean loss before it.
     pub fn train_batch(&mut self, pixels: &[u8], labels: &[u8]) -> Result<f32, JsError> {
         let stats = match &self.helpers {
-            Some(h) => h.train_batch(&mut self.model, pixels, labels).map_err(js_error)?,
+            Some(h) => h
+                .train_batch(&mut self.model, pixels, labels)
+                .map_err(js_error)?,
             None => self.model.train_batch(pixels, labels).map_err(js_error)?,
         };
         Ok(stats.loss)
@@ -189,12 +191,7 @@ impl BrowserWorker {
             threads,
             memory_mib: DEFAULT_MEMORY_MIB as u32,
         };
-        let trainer = TabTrainer::new(
-            digest,
-            trusted,
-            (DEFAULT_MEMORY_MIB as u64) << 20,
-            helpers,
-        );
+        let trainer = TabTrainer::new(digest, trusted, (DEFAULT_MEMORY_MIB as u64) << 20, helpers);
         Ok(BrowserWorker {
             session: WorkerSession::new(identity, trainer),
             busy_ms: 0.0,

@@ -78,7 +78,8 @@ impl Link {
         let images = (MAX_TRAIN_BATCH * IMAGE_LEN) as u32;
         let pixels = Uint8Array::new_with_byte_offset_and_length(buffer, at, images);
         at += images;
-        let labels = Uint8Array::new_with_byte_offset_and_length(buffer, at, MAX_TRAIN_BATCH as u32);
+        let labels =
+            Uint8Array::new_with_byte_offset_and_length(buffer, at, MAX_TRAIN_BATCH as u32);
         Self {
             control,
             params,
@@ -137,11 +138,15 @@ impl Helpers {
         // Post every helper's job first, then compute this worker's share.
         for (link, w) in self.links.iter().zip(bounds.windows(2).skip(1)) {
             let (lo, hi) = (w[0], w[1]);
-            link.params.subarray(0, params.len() as u32).copy_from(&params);
+            link.params
+                .subarray(0, params.len() as u32)
+                .copy_from(&params);
             link.pixels
                 .subarray(0, ((hi - lo) * IMAGE_LEN) as u32)
                 .copy_from(&pixels[lo * IMAGE_LEN..hi * IMAGE_LEN]);
-            link.labels.subarray(0, (hi - lo) as u32).copy_from(&labels[lo..hi]);
+            link.labels
+                .subarray(0, (hi - lo) as u32)
+                .copy_from(&labels[lo..hi]);
             link.set(COUNT, (hi - lo) as i32);
             link.set(ARCH, arch);
             link.set(PARAMS, params.len() as i32);
@@ -165,7 +170,9 @@ impl Helpers {
                 failed = Some("a helper worker failed its share");
                 continue;
             }
-            link.grads.subarray(0, params.len() as u32).copy_to(&mut theirs);
+            link.grads
+                .subarray(0, params.len() as u32)
+                .copy_to(&mut theirs);
             let wi = weight(w[0], w[1]);
             for (g, t) in grads.iter_mut().zip(&theirs) {
                 *g += wi * t;
@@ -243,14 +250,24 @@ impl ShareWorker {
             return Err("no model".into());
         };
         self.params.resize(n, 0.0);
-        self.link.params.subarray(0, n as u32).copy_to(&mut self.params);
+        self.link
+            .params
+            .subarray(0, n as u32)
+            .copy_to(&mut self.params);
         model.set_params(&self.params).map_err(|e| e.to_string())?;
-        let pixels = self.link.pixels.subarray(0, (count * IMAGE_LEN) as u32).to_vec();
+        let pixels = self
+            .link
+            .pixels
+            .subarray(0, (count * IMAGE_LEN) as u32)
+            .to_vec();
         let labels = self.link.labels.subarray(0, count as u32).to_vec();
         let stats = model
             .compute_gradient(&pixels, &labels)
             .map_err(|e| e.to_string())?;
-        self.link.grads.subarray(0, n as u32).copy_from(model.gradient());
+        self.link
+            .grads
+            .subarray(0, n as u32)
+            .copy_from(model.gradient());
         Ok(stats)
     }
 }

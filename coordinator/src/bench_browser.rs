@@ -130,7 +130,10 @@ pub fn run(args: Args, base: RunOptions) -> Result<()> {
             .unwrap_or_default();
         let used = report["workers"].as_u64().unwrap_or(1);
         let label = format!("browser ({used} Web Worker(s), wasm-bindgen)");
-        println!("  {label:<42} {rate:>7.0} img/s  (runs: {})", runs.join(", "));
+        println!(
+            "  {label:<42} {rate:>7.0} img/s  (runs: {})",
+            runs.join(", ")
+        );
         if browser.is_empty() {
             println!(
                 "  {}",

@@ -503,5 +503,8 @@ fn a_browser_tab_trains_with_two_web_workers() {
         serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).expect("summary"))
             .expect("JSON");
     let accuracy = s["final_test_accuracy"].as_f64().unwrap_or(0.0);
-    assert!(accuracy > 0.9, "test accuracy {accuracy} after 2 epochs on two workers");
+    assert!(
+        accuracy > 0.9,
+        "test accuracy {accuracy} after 2 epochs on two workers"
+    );
 }

@@ -214,8 +214,12 @@ fn a_step_from_share_gradients_equals_a_step_on_the_whole_batch() {
         let full = whole.train_batch(&px, &lb).unwrap();
         helper.set_params(shared.params()).unwrap();
         let split = 6;
-        let a = shared.compute_gradient(&px[..split * IMAGE_LEN], &lb[..split]).unwrap();
-        let b = helper.compute_gradient(&px[split * IMAGE_LEN..], &lb[split..]).unwrap();
+        let a = shared
+            .compute_gradient(&px[..split * IMAGE_LEN], &lb[..split])
+            .unwrap();
+        let b = helper
+            .compute_gradient(&px[split * IMAGE_LEN..], &lb[split..])
+            .unwrap();
         let (wa, wb) = (split as f32 / 10.0, (10 - split) as f32 / 10.0);
         let mean: Vec<f32> = shared
             .gradient()
