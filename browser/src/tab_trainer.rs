@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use hearth_protocol::Offer;
-use hearth_session::Trainer;
+use hearth_session::{Trainer, self_test};
 use hearth_signing::Policy;
 use hearth_worker::{ARCHITECTURES, ArchInfo, Model, ModelConfig};
 
@@ -221,25 +221,14 @@ impl TabTrainer {
         let (arch, params) = (current.describe()?, current.params()?);
         let mut candidate = ComponentModel::new(&compiled, &config)
             .map_err(|e| format!("cannot build {}: {e}", config.arch))?;
-        let theirs = candidate.describe().map_err(shown)?;
-        if theirs.param_count != arch.param_count || theirs.tensors != arch.tensors {
-            return Err(format!(
-                "its {} has {} parameters in another layout than the {} the run trains",
-                theirs.name, theirs.param_count, arch.param_count
-            ));
-        }
+        self_test::same_layout(&arch, &candidate.describe().map_err(shown)?)?;
         let test = (|| -> Result<(f32, Vec<f32>), CallError> {
             candidate.set_params(&params)?;
             let stats = candidate.train_batch(&pixels, &labels)?;
             Ok((stats.loss, candidate.params()?))
         })();
         let (loss, after) = test.map_err(|e| format!("its self-test failed: {e}"))?;
-        if !loss.is_finite() {
-            return Err(format!("its self-test loss is {loss}"));
-        }
-        if let Some(i) = after.iter().position(|v| !v.is_finite()) {
-            return Err(format!("its self-test left parameter {i} at {}", after[i]));
-        }
+        self_test::sound_step(loss, &after)?;
         Ok(Code {
             digest: manifest.sha256,
             label: format!("{} {}", manifest.name, manifest.version),

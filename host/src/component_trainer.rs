@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hearth_protocol::Offer;
 use hearth_runtime::{ComponentModel, ComponentStore, LoadedComponent, Replicas, Runtime};
-use hearth_session::Trainer;
+use hearth_session::{Trainer, self_test};
 use hearth_signing::Policy;
 use hearth_worker::{ArchInfo, ModelConfig};
 
@@ -141,25 +141,14 @@ pub fn prepare(
     let mut model = ComponentModel::new(runtime, &component, &r.config)
         .map_err(|e| format!("cannot build {}: {e}", r.config.arch))?;
     model.set_call_timeout(trial_timeout);
-    let arch = model.describe();
-    if arch.param_count != r.arch.param_count || arch.tensors != r.arch.tensors {
-        return Err(format!(
-            "its {} has {} parameters in another layout than the {} the run trains",
-            arch.name, arch.param_count, r.arch.param_count
-        ));
-    }
+    self_test::same_layout(&r.arch, model.describe())?;
     let test = (|| -> hearth_runtime::Result<(f32, Vec<f32>)> {
         model.set_params(&r.params)?;
         let stats = model.train_batch(&r.batch.0, &r.batch.1)?;
         Ok((stats.loss, model.params()?))
     })();
     let (loss, after) = test.map_err(|e| format!("its self-test failed: {e}"))?;
-    if !loss.is_finite() {
-        return Err(format!("its self-test loss is {loss}"));
-    }
-    if let Some(i) = after.iter().position(|v| !v.is_finite()) {
-        return Err(format!("its self-test left parameter {i} at {}", after[i]));
-    }
+    self_test::sound_step(loss, &after)?;
     tracing::info!(
         component = %label,
         compile_ms = compiled.as_millis() as u64,

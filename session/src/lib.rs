@@ -13,6 +13,8 @@ mod worker;
 
 pub use round::run_round;
 
+pub mod self_test;
+
 /// Memory one component instance may use unless a device says otherwise,
 /// in MiB (a host's `--memory-mib`, a tab's cap).
 pub const DEFAULT_MEMORY_MIB: usize = 256;

@@ -78,9 +78,10 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
     let mut s = connect(&url);
     let answer = join_as(&mut s, "mallory", &dev_key("mallory"), &"0".repeat(64));
     assert!(matches!(answer, Some(Message::Reject(r)) if r.reason.contains("component")));
-    // A "browser" must run the module the coordinator serves, not a host's component.
+    // A "browser" must run the module the coordinator serves or a component
+    // the household accepted (one it swapped to), nothing else.
     let mut s = connect(&url);
-    let Message::Hello(mut h) = hello(&digest) else {
+    let Message::Hello(mut h) = hello(&"f".repeat(64)) else {
         unreachable!()
     };
     h.capabilities.kind = proto::WorkerKind::Browser;
