@@ -1,0 +1,106 @@
+//! `hearth-lab cluster` for real: namespaces, shaped links, CPU quotas, the
+//! real coordinator and hosts; afterwards nothing of the lab is left.
+//!
+//! Needs root (`ip netns`, `tc`, cgroup v1 at `/sys/fs/cgroup/cpu`); without
+//! it the test says so and passes, unless `HEARTH_LAB_TESTS=1` (set by
+//! `scripts/test.sh` when it runs as root) makes that a failure.
+
+use std::process::Command;
+
+/// Namespaces, cgroups and processes whose names hold `id`.
+fn leftovers(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    for line in String::from_utf8_lossy(&netns.stdout).lines() {
+        if line.contains(id) {
+            left.push(format!("namespace {line}"));
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/cgroup/cpu") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.contains(id) {
+                left.push(format!("cgroup {name}"));
+            }
+        }
+    }
+    left
+}
+
+/// Processes whose command line holds `text`.
+fn processes_with(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(text) && !cmd.contains("cargo") {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_two_device_household_trains_and_leaves_nothing_behind() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var("HEARTH_LAB_TESTS").as_deref() != Ok("1"),
+            "HEARTH_LAB_TESTS=1 but this is not root"
+        );
+        eprintln!("SKIPPED: the lab test needs root (namespaces, tc, cgroups)");
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_hearth-lab"))
+        .args(["cluster", "--devices", "2", "--out"])
+        .arg(out.path())
+        .args([
+            "--",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "1280",
+            "--test-limit",
+            "500",
+        ])
+        .output()
+        .expect("start hearth-lab");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("torn down: namespaces, cgroups and processes of "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the lab names what it tore down")
+        .to_string();
+    assert!(
+        leftovers(&id).is_empty(),
+        "left behind: {:?}",
+        leftovers(&id)
+    );
+    let out_text = out.path().display().to_string();
+    assert!(
+        processes_with(&out_text).is_empty(),
+        "{:?}",
+        processes_with(&out_text)
+    );
+    // Both emulated devices trained, each sample once.
+    hearth_e2e::assert_each_sample_once(&out.path().join("run"), 1280, 1);
+    let ledger = std::fs::read_to_string(out.path().join("run/ledger.jsonl")).expect("ledger");
+    for device in ["device-1", "device-2"] {
+        assert!(
+            ledger.contains(&format!("\"worker\":\"{device}\"")),
+            "{device} never trained"
+        );
+    }
+}
