@@ -24,13 +24,15 @@ command -v npm >/dev/null || missing+=(npm)
 # The Raspberry Pi (aarch64) host, cross-built and run under qemu-user.
 command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+# The emulated household (hearth-lab): namespaces and qdiscs.
+{ command -v ip >/dev/null && command -v tc >/dev/null; } || missing+=(iproute2)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
   fi
   if [ "$sudo" = none ] || ! command -v apt-get >/dev/null; then
-    echo "warning: cannot install ${missing[*]} here (needs apt and root); the browser and aarch64 tests will be skipped" >&2
+    echo "warning: cannot install ${missing[*]} here (needs apt and root); the browser, aarch64 and lab tests will be skipped" >&2
   else
     echo "== installing ${missing[*]}"
     $sudo apt-get update -qq

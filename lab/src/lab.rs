@@ -50,8 +50,11 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             bail!("hearth-lab needs root (network namespaces, tc, cgroups): run it with sudo");
         }
+        // Unique among this machine's labs: the pid, and a count within it.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
-            id: format!("hl{}", std::process::id() % 100_000),
+            id: format!("hl{}x{n}", std::process::id() % 100_000),
             namespaces: Vec::new(),
             cgroups: Vec::new(),
             processes: Vec::new(),
