@@ -74,6 +74,15 @@ fn events(h: &Harness, digest: &str) -> Vec<(Option<String>, ComponentEvent)> {
         .collect()
 }
 
+/// The workers offered `digest`, in order.
+fn offered(h: &Harness, digest: &str) -> Vec<String> {
+    events(h, digest)
+        .into_iter()
+        .filter(|(_, e)| *e == ComponentEvent::Offered)
+        .map(|(w, _)| w.unwrap_or_default())
+        .collect()
+}
+
 /// The first round `worker` trained on `digest`, from the ledger.
 fn first_round_on(h: &Harness, worker: &str, digest: &str) -> Option<u64> {
     h.notices
@@ -95,11 +104,7 @@ fn a_pushed_component_reaches_one_canary_then_everyone_at_round_boundaries() {
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, SAMPLES as u32, 2);
 
-    let offered: Vec<_> = events(&h, &v2)
-        .into_iter()
-        .filter(|(_, e)| *e == ComponentEvent::Offered)
-        .map(|(w, _)| w.unwrap_or_default())
-        .collect();
+    let offered = offered(&h, &v2);
     assert_eq!(offered, ["a", "b", "c"], "the canary first, once each");
     let canary = first_round_on(&h, "a", &v2).expect("the canary swapped");
     for w in ["b", "c"] {
@@ -272,11 +277,7 @@ fn tabs_are_offered_after_a_host_canary_and_one_that_cannot_take_it_holds_nothin
     let v2 = push(&mut h, b"v2 trainer", "2");
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, SAMPLES as u32, 2);
-    let offered: Vec<_> = events(&h, &v2)
-        .into_iter()
-        .filter(|(_, e)| *e == ComponentEvent::Offered)
-        .map(|(w, _)| w.unwrap_or_default())
-        .collect();
+    let offered = offered(&h, &v2);
     assert_eq!(offered[0], "b", "the host first: {offered:?}");
     let canary = first_round_on(&h, "b", &v2).expect("the canary swapped");
     let tab = first_round_on(&h, "a-tab", &v2).expect("the tab swapped");
