@@ -134,13 +134,13 @@ impl Helpers {
             .position(|a| *a == model.arch())
             .ok_or("an architecture helpers cannot build")? as i32;
         let bounds: Vec<usize> = (0..=parts).map(|i| n * i / parts).collect();
-        let params = model.params().to_vec();
+        let n_params = model.params().len();
         // Post every helper's job first, then compute this worker's share.
         for (link, w) in self.links.iter().zip(bounds.windows(2).skip(1)) {
             let (lo, hi) = (w[0], w[1]);
             link.params
-                .subarray(0, params.len() as u32)
-                .copy_from(&params);
+                .subarray(0, n_params as u32)
+                .copy_from(model.params());
             link.pixels
                 .subarray(0, ((hi - lo) * IMAGE_LEN) as u32)
                 .copy_from(&pixels[lo * IMAGE_LEN..hi * IMAGE_LEN]);
@@ -149,7 +149,7 @@ impl Helpers {
                 .copy_from(&labels[lo..hi]);
             link.set(COUNT, (hi - lo) as i32);
             link.set(ARCH, arch);
-            link.set(PARAMS, params.len() as i32);
+            link.set(PARAMS, n_params as i32);
             link.set(STATE, JOB);
             let _ = Atomics::notify(&link.control, STATE);
         }
@@ -160,7 +160,7 @@ impl Helpers {
         let w0 = weight(bounds[0], bounds[1]);
         let mut grads: Vec<f32> = model.gradient().iter().map(|g| w0 * g).collect();
         let (mut loss, mut correct) = (w0 * own.loss, own.correct);
-        let mut theirs = vec![0.0f32; params.len()];
+        let mut theirs = vec![0.0f32; n_params];
         let mut failed = None;
         for (link, w) in self.links.iter().zip(bounds.windows(2).skip(1)) {
             while link.get(STATE) == JOB {
@@ -170,9 +170,7 @@ impl Helpers {
                 failed = Some("a helper worker failed its share");
                 continue;
             }
-            link.grads
-                .subarray(0, params.len() as u32)
-                .copy_to(&mut theirs);
+            link.grads.subarray(0, n_params as u32).copy_to(&mut theirs);
             let wi = weight(w[0], w[1]);
             for (g, t) in grads.iter_mut().zip(&theirs) {
                 *g += wi * t;
