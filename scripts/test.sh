@@ -26,6 +26,8 @@ command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu l
 command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
 # The emulated household (hearth-lab): namespaces and qdiscs.
 { command -v ip >/dev/null && command -v tc >/dev/null; } || missing+=(iproute2)
+# The lab's quotas: this machine's sysbench score against the Pis' public ones.
+command -v sysbench >/dev/null || missing+=(sysbench)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" != 0 ]; then
@@ -60,10 +62,10 @@ fi
 
 # The emulated household (hearth-lab) needs root: namespaces, tc, cgroups.
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v tc >/dev/null \
-  && [ -d /sys/fs/cgroup/cpu ]; then
+  && command -v sysbench >/dev/null && [ -d /sys/fs/cgroup/cpu ]; then
   export HEARTH_LAB_TESTS=1
 else
-  echo "warning: not root, or no ip/tc/cgroup v1 cpu controller; the lab test will be skipped" >&2
+  echo "warning: not root, or no ip/tc/sysbench/cgroup v1 cpu controller; the lab test will be skipped" >&2
 fi
 
 cargo test --release --workspace

@@ -99,15 +99,19 @@ pub fn accuracy(path: &Path, runs: &[Curves]) -> Result<()> {
     Ok(())
 }
 
-/// Mean time per epoch against the number of workers.
-pub fn epoch_time(path: &Path, points: &[(usize, f64)]) -> Result<()> {
+/// Mean time per epoch against the number of workers (`what`: "workers",
+/// "devices"), with ideal linear scaling from the first point drawn dashed.
+pub fn epoch_time(path: &Path, points: &[(usize, f64)], what: &str) -> Result<()> {
     register_font()?;
     let max_n = points.iter().map(|p| p.0).max().unwrap_or(1).max(2);
     let max_t = points.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-3) * 1.15;
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Time per epoch vs number of workers", ("sans-serif", 24))
+        .caption(
+            format!("Time per epoch vs number of {what}"),
+            ("sans-serif", 24),
+        )
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(60)
@@ -115,7 +119,7 @@ pub fn epoch_time(path: &Path, points: &[(usize, f64)]) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
-        .x_desc("workers")
+        .x_desc(what)
         .x_labels(max_n + 1)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("seconds per epoch")
@@ -128,6 +132,29 @@ pub fn epoch_time(path: &Path, points: &[(usize, f64)]) -> Result<()> {
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .draw_series(xy.iter().map(|&p| Circle::new(p, 5, BLUE.filled())))
+        .map_err(|e| anyhow!("{e}"))?
+        .label("measured")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    if let Some(&(n0, t0)) = points.first() {
+        let ideal: Vec<(f64, f64)> = (n0..=max_n)
+            .map(|n| (n as f64, t0 * n0 as f64 / n as f64))
+            .collect();
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(DashedLineSeries::new(ideal, 6, 4, grey.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("ideal linear scaling")
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
         .map_err(|e| anyhow!("{e}"))?;
     root.present()
         .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
@@ -152,7 +179,12 @@ mod tests {
             test: vec![0.95, 0.98, 0.985],
         }];
         accuracy(&dir.join("a.png"), &runs).unwrap();
-        epoch_time(&dir.join("t.png"), &[(1, 20.0), (2, 11.0), (4, 9.0)]).unwrap();
+        epoch_time(
+            &dir.join("t.png"),
+            &[(1, 20.0), (2, 11.0), (4, 9.0)],
+            "devices",
+        )
+        .unwrap();
         assert!(is_png(&dir.join("a.png")) && is_png(&dir.join("t.png")));
         std::fs::remove_dir_all(dir).unwrap();
     }

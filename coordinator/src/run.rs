@@ -304,7 +304,7 @@ pub fn sweep(opts: RunOptions, counts: &[usize]) -> Result<()> {
     }
     std::fs::create_dir_all(&opts.out)?;
     figures::accuracy(&opts.out.join("accuracy.png"), &curves)?;
-    figures::epoch_time(&opts.out.join("epoch_time.png"), &times)?;
+    figures::epoch_time(&opts.out.join("epoch_time.png"), &times, "workers")?;
     println!(
         "{:>8} {:>16} {:>16}",
         "workers", "s per epoch", "final test acc"

@@ -9,12 +9,28 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::profile::{DeviceProfile, LinkProfile};
+/// A device's CPU cgroup.
+#[derive(Debug, Clone)]
+pub struct CpuCgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its quota per [`PERIOD_US`], microseconds.
+    pub quota_us: u64,
+}
+
+/// A link's shape, at one end: `tc tbf` rate and burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// kbit/s.
+    pub rate_kbit: u64,
+    /// Bytes.
+    pub burst_bytes: u64,
+}
 
 /// cgroup v1 CPU controller.
 const CPU_CGROUPS: &str = "/sys/fs/cgroup/cpu";
 /// CFS period of every device's quota, in microseconds.
-const PERIOD_US: u32 = 100_000;
+pub const PERIOD_US: u64 = 100_000;
 /// The lab's subnet; the coordinator is .1, device i is .(10 + i).
 const SUBNET: &str = "10.77.0";
 
@@ -91,13 +107,7 @@ impl Lab {
 
     /// A node: its namespace with `eth0` at `address`, plugged into the
     /// switch port `k`, both ends shaped as `link` says.
-    pub fn add_node(
-        &mut self,
-        ns: &str,
-        address: &str,
-        k: usize,
-        link: &LinkProfile,
-    ) -> Result<()> {
+    pub fn add_node(&mut self, ns: &str, address: &str, k: usize, link: Shape) -> Result<()> {
         self.add_namespace(ns)?;
         let sw = self.switch();
         let (a, b) = (format!("{}a{k}", self.id), format!("{}b{k}", self.id));
@@ -123,27 +133,47 @@ impl Lab {
         run("ip", &["link", "set", &b, "netns", &sw])?;
         run("ip", &["-n", &sw, "link", "set", &b, "master", "br0"])?;
         run("ip", &["-n", &sw, "link", "set", &b, "up"])?;
+        let (rate, burst) = (
+            format!("{}kbit", link.rate_kbit),
+            link.burst_bytes.to_string(),
+        );
         for (n, dev) in [(ns, "eth0"), (sw.as_str(), b.as_str())] {
             run(
                 "tc",
                 &[
-                    "-n", n, "qdisc", "add", "dev", dev, "root", "tbf", "rate", link.rate, "burst",
-                    link.burst, "latency", "50ms",
+                    "-n", n, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst",
+                    &burst, "latency", "50ms",
                 ],
             )?;
         }
         Ok(())
     }
 
-    /// A CPU cgroup for device `i` at its profile's quota.
-    pub fn add_cgroup(&mut self, i: usize, profile: &DeviceProfile) -> Result<PathBuf> {
-        let dir = Path::new(CPU_CGROUPS).join(format!("hearth-lab-{}-d{i}", self.id));
+    /// A CPU cgroup called `name` (within the lab's) with a quota of
+    /// `cores` of a core.
+    pub fn add_cgroup(&mut self, name: &str, cores: f64) -> Result<CpuCgroup> {
+        let dir = Path::new(CPU_CGROUPS).join(format!("hearth-lab-{}-{name}", self.id));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self.cgroups.push(dir.clone());
+        // A quota is at least 1 ms per period (the kernel's minimum).
+        let quota_us = ((cores * PERIOD_US as f64).round() as u64).max(1_000);
         std::fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
-        let quota = PERIOD_US / 100 * profile.cpu_percent;
-        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
-        Ok(dir)
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
+        Ok(CpuCgroup { dir, quota_us })
+    }
+
+    /// CPU seconds (user and system, all threads) the process `pid` has
+    /// used, while it runs.
+    pub fn cpu_seconds(pid: u32) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime): (f64, f64) =
+            (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks > 0.0).then(|| (utime + stime) / ticks)
     }
 
     /// Starts `program args` in namespace `ns` (and cgroup `cgroup`): the
@@ -152,12 +182,12 @@ impl Lab {
     pub fn start(
         &mut self,
         ns: &str,
-        cgroup: Option<&Path>,
+        cgroup: Option<&CpuCgroup>,
         program: &Path,
         args: &[String],
         log: &Path,
     ) -> Result<u32> {
-        let tasks = cgroup.map(|c| c.join("tasks"));
+        let tasks = cgroup.map(|c| c.dir.join("tasks"));
         let script = match &tasks {
             Some(t) => format!(
                 "echo $$ > '{}' && exec ip netns exec \"$0\" \"$@\"",

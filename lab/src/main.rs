@@ -1,16 +1,18 @@
 //! `hearth-lab`: an emulated household on one machine (see the crate README).
 
+mod calibrate;
+mod cluster;
 mod lab;
 mod profile;
+mod report;
+mod reproduce;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use hearth_coordinator::household::{Household, HouseholdOptions};
-use hearth_protocol::auth::PairingLink;
+
+use crate::cluster::{Binaries, Setup};
 
 /// Emulated Raspberry Pi households: namespaces, shaped links, CPU quotas.
 #[derive(Parser)]
@@ -25,19 +27,72 @@ enum Action {
     /// Build a household of emulated devices, train in it with the real
     /// coordinator and hosts, tear it down (also on Ctrl-C and on failure).
     Cluster(ClusterArgs),
+    /// The study's experiment: time per epoch and accuracy against the
+    /// number of devices, with the two figures and a table.
+    Reproduce(ReproduceArgs),
+    /// List the device and link profiles, with this machine's quotas.
+    Profiles(MachineArgs),
+}
+
+/// How the emulation fits this machine.
+#[derive(clap::Args, Debug)]
+struct MachineArgs {
+    /// This machine's single-thread `sysbench cpu` score (events/s); measured
+    /// (10 s) when not given.
+    #[arg(long)]
+    host_sysbench: Option<f64>,
+    /// Time scale: every quota and link rate times this, and every reported
+    /// time times it too (auto: 1, or what fits the household on this
+    /// machine with room for the coordinator).
+    #[arg(long, default_value = "auto")]
+    scale: String,
+}
+
+impl MachineArgs {
+    fn host_sysbench(&self, needed: bool) -> Result<f64> {
+        match self.host_sysbench {
+            Some(s) if s > 0.0 && s.is_finite() => Ok(s),
+            Some(s) => bail!("--host-sysbench {s} is not a score"),
+            // Profiles with a fixed quota do not use it.
+            None if !needed => Ok(1.0),
+            None => {
+                let score = calibrate::host_sysbench(10)?;
+                println!("this machine: sysbench cpu, 1 thread: {score:.0} events/s");
+                Ok(score)
+            }
+        }
+    }
+
+    fn scale(&self) -> Result<Option<f64>> {
+        if self.scale == "auto" {
+            return Ok(None);
+        }
+        match self.scale.parse::<f64>() {
+            Ok(s) if s > 0.0 && s <= 1.0 => Ok(Some(s)),
+            _ => bail!("--scale must be auto or a number in (0, 1]"),
+        }
+    }
+}
+
+fn needs_sysbench(devices: &[&profile::DeviceProfile]) -> bool {
+    devices
+        .iter()
+        .any(|d| matches!(d.cpu, profile::Cpu::Sysbench(_)))
 }
 
 #[derive(clap::Args, Debug)]
 struct ClusterArgs {
-    /// Emulated devices.
-    #[arg(long, default_value_t = 2)]
-    devices: usize,
-    /// Device profile (CPU quota of each device).
+    /// Devices: a count (of --profile) or PROFILE:COUNT,... (pi3:6,pi4:3,laptop:2).
+    #[arg(long, default_value = "2")]
+    devices: String,
+    /// Device profile of a plain count.
     #[arg(long, default_value = "pi3")]
     profile: String,
     /// Link profile (both ends of every link).
     #[arg(long, default_value = "100mbit")]
     link: String,
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Where the run's files and the processes' logs go.
     #[arg(long, default_value = "runs/lab")]
     out: PathBuf,
@@ -46,145 +101,153 @@ struct ClusterArgs {
     run_args: Vec<String>,
 }
 
-/// Set by SIGINT or SIGTERM: tear down and stop.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// The binary `name` next to this one (the same build).
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("finding this program")?;
-    let path = exe.with_file_name(name);
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build the workspace (cargo build --release)",
-            path.display()
-        );
-    }
-    Ok(path)
+#[derive(clap::Args, Debug)]
+struct ReproduceArgs {
+    /// Household sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,11")]
+    sizes: Vec<usize>,
+    /// Device profile.
+    #[arg(long, default_value = "pi3")]
+    profile: String,
+    /// Link profile.
+    #[arg(long, default_value = "100mbit")]
+    link: String,
+    /// Epochs of each run.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// A smoke run: households of 1 and 2, 2 epochs of 1,280 training and
+    /// 500 test images (sizes and epochs unless given otherwise).
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    machine: MachineArgs,
+    /// Output directory: OUT/table.md, OUT/epoch_time.png,
+    /// OUT/accuracy.png, OUT/nN/ per household.
+    #[arg(long, default_value = "runs/reproduce")]
+    out: PathBuf,
+    /// More training flags for every run (after `--`).
+    #[arg(last = true)]
+    run_args: Vec<String>,
 }
 
 fn cluster(args: ClusterArgs) -> Result<()> {
-    let device = profile::device(&args.profile).map_err(anyhow::Error::msg)?;
+    let default = profile::device(&args.profile).map_err(anyhow::Error::msg)?;
+    let devices = profile::household(&args.devices, default).map_err(anyhow::Error::msg)?;
     let link = profile::link(&args.link).map_err(anyhow::Error::msg)?;
-    if args.devices == 0 {
-        bail!("--devices must be at least 1");
-    }
-    let (coordinator_bin, host_bin) = (sibling("hearth-coordinator")?, sibling("hearth-host")?);
-    let mut lab = lab::Lab::new()?;
-    // SAFETY: on_signal only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    std::fs::create_dir_all(&args.out)?;
-    let logs = args.out.join("logs");
-    std::fs::create_dir_all(&logs)?;
-    let home = tempfile::tempdir()?;
-    let household = Household::open(&HouseholdOptions {
-        home: Some(home.path().to_path_buf()),
-        secret: None,
-    })?
-    .ensure_secret()?;
-
-    lab.build_switch()?;
-    let (c_ns, c_addr) = lab.coordinator();
-    lab.add_node(&c_ns, &c_addr, 0, link)?;
-    for i in 1..=args.devices {
-        let (ns, addr) = lab.device(i);
-        lab.add_node(&ns, &addr, i, link)?;
-    }
-    let listen = format!("{c_addr}:7070");
-    let mut serve: Vec<String> = ["serve", "--listen", &listen, "--min-workers"]
-        .map(String::from)
-        .into();
-    serve.push(args.devices.to_string());
-    serve.push("--home".into());
-    serve.push(home.path().display().to_string());
-    serve.push("--out".into());
-    serve.push(args.out.join("run").display().to_string());
-    serve.extend(args.run_args.iter().cloned());
-    let coordinator = lab.start(
-        &c_ns,
-        None,
-        &coordinator_bin,
-        &serve,
-        &logs.join("coordinator.log"),
-    )?;
-    println!(
-        "{} devices ({}: {} % of a core each, {}), links {} both ways; coordinator at {listen}",
-        args.devices, device.name, device.cpu_percent, device.about, link.name
-    );
-    for i in 1..=args.devices {
-        let name = format!("device-{i}");
-        let key = household.pair(&name)?;
-        let pairing = PairingLink {
-            address: listen.clone(),
-            device: name.clone(),
-            key,
-            tls: None,
-        };
-        let cgroup = lab.add_cgroup(i, device)?;
-        let (ns, _) = lab.device(i);
-        let work = vec![
-            "work".to_string(),
-            "--pair".into(),
-            pairing.to_string(),
-            "--threads".into(),
-            "1".into(),
-            "--state-dir".into(),
-            home.path().join(&name).display().to_string(),
-            "--exit-with-parent".into(),
-        ];
-        lab.start(
-            &ns,
-            Some(&cgroup),
-            &host_bin,
-            &work,
-            &logs.join(format!("{name}.log")),
-        )?;
-    }
-    let outcome = loop {
-        if STOP.load(Ordering::SeqCst) {
-            break Err(anyhow::anyhow!("stopped by a signal"));
-        }
-        if let Some(code) = lab.ended(coordinator) {
-            break match code {
-                Some(0) => Ok(()),
-                other => Err(anyhow::anyhow!(
-                    "the coordinator ended with {other:?} (see {})",
-                    logs.join("coordinator.log").display()
-                )),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let host_sysbench = args.machine.host_sysbench(needs_sysbench(&devices))?;
+    let cores: f64 = devices.iter().map(|d| d.cores(host_sysbench)).sum();
+    let scale = match args.machine.scale()? {
+        Some(s) => s,
+        None => reproduce::fitting_scale(cores, reproduce::machine_cores()),
     };
-    let left = lab.tear_down();
-    if !left.is_empty() {
-        bail!("could not remove: {}", left.join("; "));
-    }
+    let binaries = Binaries::next_to_me()?;
+    cluster::catch_signals();
+    println!(
+        "{} devices ({:.2} cores of quota), links {} both ways, time scale {scale:.2}",
+        devices.len(),
+        cores,
+        link.name
+    );
+    let outcome = cluster::run(&Setup {
+        devices: &devices,
+        link,
+        host_sysbench,
+        scale,
+        out: &args.out,
+        run_args: &args.run_args,
+        binaries: &binaries,
+    })?;
     println!(
         "torn down: namespaces, cgroups and processes of {} removed",
-        lab.id
+        outcome.lab_id
     );
-    outcome?;
-    summary(&args.out.join("run"))
+    println!("epoch  seconds  test accuracy");
+    for (i, e) in report::read_epochs(&outcome.run_dir)?.iter().enumerate() {
+        println!(
+            "{:>5}  {:>7.2}  {:>12.2} %",
+            i + 1,
+            e.seconds * scale,
+            100.0 * e.test
+        );
+    }
+    println!("device      profile    quota  CPU used of its quota");
+    for d in &outcome.devices {
+        println!(
+            "{:<11} {:<9} {:>5.1} %  {:>6.1} %",
+            d.name,
+            d.profile,
+            100.0 * d.cores / scale,
+            100.0 * d.utilisation()
+        );
+    }
+    Ok(())
 }
 
-/// Prints the run's epochs from its `metrics.jsonl`.
-fn summary(run: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .with_context(|| format!("reading {}", run.join("metrics.jsonl").display()))?;
-    println!("epoch  seconds  test accuracy");
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
+fn reproduce(args: ReproduceArgs) -> Result<()> {
+    let profile = profile::device(&args.profile).map_err(anyhow::Error::msg)?;
+    let link = profile::link(&args.link).map_err(anyhow::Error::msg)?;
+    let host_sysbench = args.machine.host_sysbench(needs_sysbench(&[profile]))?;
+    let sizes_given = args.sizes != [1, 2, 4, 8, 11];
+    let (sizes, epochs) = if args.quick {
+        (
+            if sizes_given {
+                args.sizes.clone()
+            } else {
+                vec![1, 2]
+            },
+            if args.epochs != 10 { args.epochs } else { 2 },
+        )
+    } else {
+        (args.sizes.clone(), args.epochs)
+    };
+    if sizes.is_empty() || sizes.contains(&0) {
+        bail!("--sizes must be household sizes of at least 1");
+    }
+    let mut run_args = vec!["--epochs".to_string(), epochs.to_string()];
+    if args.quick {
+        run_args.extend(["--train-limit", "1280", "--test-limit", "500"].map(String::from));
+    }
+    run_args.extend(args.run_args.iter().cloned());
+    cluster::catch_signals();
+    let points = reproduce::run(&reproduce::Sweep {
+        sizes: &sizes,
+        profile,
+        link,
+        host_sysbench,
+        scale: args.machine.scale()?,
+        out: &args.out,
+        run_args: &run_args,
+        calibration_seconds: if args.quick { 2 } else { 8 },
+    })?;
+    println!("\n{}", report::table(&points));
+    println!(
+        "written: {} and {}, {}",
+        args.out.join("table.md").display(),
+        args.out.join("epoch_time.png").display(),
+        args.out.join("accuracy.png").display()
+    );
+    Ok(())
+}
+
+fn profiles(args: MachineArgs) -> Result<()> {
+    let host = args.host_sysbench(true)?;
+    let machine = reproduce::machine_cores();
+    println!("device profiles ({machine} cores here, sysbench {host:.0} events/s per core):");
+    for d in profile::DEVICES {
+        let cores = d.cores(host);
+        let fit = ((machine - reproduce::COORDINATOR_RESERVE) / cores).floor();
         println!(
-            "{:>5}  {:>7.1}  {:>12.2} %",
-            v["epoch"],
-            v["wall_seconds"].as_f64().unwrap_or(f64::NAN),
-            100.0 * v["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+            "  {:<10} {:>6.1} % of a core; {fit:>3} fit in real time. {}",
+            d.name,
+            100.0 * cores,
+            d.about
+        );
+    }
+    println!("link profiles:");
+    for l in profile::LINKS {
+        println!(
+            "  {:<10} {:>6} kbit/s each way. {}",
+            l.name, l.rate_kbit, l.about
         );
     }
     Ok(())
@@ -193,5 +256,7 @@ fn summary(run: &Path) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Action::Cluster(args) => cluster(args),
+        Action::Reproduce(args) => reproduce(args),
+        Action::Profiles(args) => profiles(args),
     }
 }

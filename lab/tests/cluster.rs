@@ -44,8 +44,9 @@ fn processes_with(text: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn a_two_device_household_trains_and_leaves_nothing_behind() {
+/// Whether this test can run (root); a skip is a failure when
+/// `HEARTH_LAB_TESTS=1`.
+fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
@@ -54,6 +55,66 @@ fn a_two_device_household_trains_and_leaves_nothing_behind() {
             "HEARTH_LAB_TESTS=1 but this is not root"
         );
         eprintln!("SKIPPED: the lab test needs root (namespaces, tc, cgroups)");
+    }
+    root
+}
+
+#[test]
+fn reproduce_quick_writes_the_table_and_both_figures_and_leaves_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(env!("CARGO_BIN_EXE_hearth-lab"))
+        .args(["reproduce", "--quick", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hearth-lab");
+    // Every lab of this process is named hl{pid % 100000}x{n}.
+    let prefix = format!("hl{}x", child.id() % 100_000);
+    let run = child.wait_with_output().expect("hearth-lab");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        leftovers(&prefix).is_empty(),
+        "left behind: {:?}",
+        leftovers(&prefix)
+    );
+    let out_text = out.path().display().to_string();
+    assert!(
+        processes_with(&out_text).is_empty(),
+        "{:?}",
+        processes_with(&out_text)
+    );
+    let table = std::fs::read_to_string(out.path().join("table.md")).expect("table.md");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| devices"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(
+        rows[0].starts_with("| 1 | ") && rows[1].starts_with("| 2 | "),
+        "{table}"
+    );
+    for png in ["epoch_time.png", "accuracy.png"] {
+        let bytes = std::fs::read(out.path().join(png)).expect(png);
+        assert!(bytes.starts_with(b"\x89PNG"), "{png} is not a PNG");
+    }
+    // Each household trained every sample once per epoch.
+    for n in [1, 2] {
+        hearth_e2e::assert_each_sample_once(&out.path().join(format!("n{n}/run")), 1280, 2);
+    }
+}
+
+#[test]
+fn a_two_device_household_trains_and_leaves_nothing_behind() {
+    if !can_run() {
         return;
     }
     let out = tempfile::tempdir().expect("temp dir");
