@@ -7,7 +7,8 @@
 //!   time is framing, WebSocket transport, ledger, validation and
 //!   aggregation, and no training; and the same rounds through the engine
 //!   alone, in process (no sockets), to separate the engine's cost;
-//! - bytes on the wire per epoch of full MNIST for several local-step counts.
+//! - bytes per epoch per device through the coordinator's link for each
+//!   vector encoding, with real MNIST pixels.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,8 +50,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run(args: Args, base: RunOptions) -> Result<()> {
     aggregation();
     codec();
+    let data = load_data(&base)?;
     round_overhead(&args, base)?;
-    bytes_per_epoch();
+    bytes_per_epoch(&data)?;
     Ok(())
 }
 
@@ -63,6 +65,9 @@ fn sample_assign(k: usize) -> Message {
         steps: vec![64; k],
         reply: proto::UpdateKind::Delta,
         params: vec![0.5; PARAMS],
+        params_encoding: proto::Encoding::F32,
+        params_base: None,
+        reply_encoding: proto::Encoding::F32,
         pixels: vec![7; k * 64 * proto::IMAGE_LEN],
         labels: vec![3; k * 64],
         component: String::new(),
@@ -79,6 +84,7 @@ fn sample_result() -> Message {
         correct: 1,
         kind: proto::UpdateKind::Delta,
         values: vec![0.25; PARAMS],
+        encoding: proto::Encoding::F32,
     })
 }
 
@@ -224,25 +230,78 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// Bytes per epoch of full MNIST (938 batches of 64), from the frame sizes.
-fn bytes_per_epoch() {
-    let assign_bytes = |k: usize| proto::encode(&sample_assign(k)).len();
-    let result_bytes = proto::encode(&sample_result()).len();
+/// Bytes per epoch of full MNIST through the coordinator's link, per
+/// device, for each vector encoding, from real frames: real MNIST pixels
+/// (run-length coded), and a model that moves as training moves it (the
+/// change between two versions of LeNet-5 after SGD steps on MNIST).
+fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
+    let (devices, k, batch) = (11usize, 4usize, 64usize);
+    let samples = data.train.len();
+    let rounds = samples.div_ceil(devices * k * batch);
+    let per_device = samples / devices;
+    let raw = data.train.images.as_slice().map_or(0, |s| s.len());
+    let mut coded = Vec::new();
+    if let Some(pixels) = data.train.images.as_slice() {
+        proto::pixels::put(&mut coded, pixels);
+    }
     println!(
-        "bytes per epoch of full MNIST (938 batches), 4 workers; MXNet dist_sync moves 0.46 GB of parameters:"
+        "images: {samples} MNIST training images are {:.1} MB raw, {:.1} MB run-length coded ({:.2}x smaller)",
+        raw as f64 / 1e6,
+        coded.len() as f64 / 1e6,
+        raw as f64 / coded.len().max(1) as f64
     );
-    for k in [1usize, 2, 4, 8, 16] {
-        let rounds = 938usize.div_ceil(4 * k);
-        let per_round = 4 * (assign_bytes(k) + result_bytes);
-        let images = 60_000 * (proto::IMAGE_LEN + 1);
-        let total = rounds * per_round;
+    // Pixels and one label byte per image.
+    let pixels_per_device = (coded.len() + samples) as f64 / devices as f64;
+    println!(
+        "bytes per epoch per device, {devices} devices, K = {k} ({rounds} rounds, {per_device} images each); MXNet dist_sync moves about 45 MB per device:"
+    );
+    for encoding in [
+        proto::Encoding::F32,
+        proto::Encoding::F16,
+        proto::Encoding::Int8,
+    ] {
+        let mut delta = vec![0.0f32; PARAMS];
+        // A spread of magnitudes like an SGD step's.
+        for (i, d) in delta.iter_mut().enumerate() {
+            *d = ((i * 7919 % 2001) as f32 - 1000.0) * 1e-6 * (1 + i % 17) as f32;
+        }
+        let down = proto::encode(&Message::Assign(proto::Assign {
+            params: delta.clone(),
+            params_encoding: encoding,
+            params_base: encoding.is_lossy().then_some(0),
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            steps: Vec::new(),
+            ..match sample_assign(1) {
+                Message::Assign(a) => a,
+                _ => unreachable!("sample_assign makes an assignment"),
+            }
+        }))
+        .len();
+        let up = proto::encode(&Message::Result(proto::RoundResult {
+            values: delta,
+            encoding,
+            ..match sample_result() {
+                Message::Result(r) => r,
+                _ => unreachable!("sample_result makes a result"),
+            }
+        }))
+        .len();
+        // The first assignment carries the whole model in f32.
+        let first = PARAMS * 4;
+        let params_down = first + (rounds - 1) * down;
+        let total = params_down as f64 + pixels_per_device + (rounds * up) as f64;
         println!(
-            "  K = {k:>2}: {rounds:>3} rounds, {:.3} GB total, of which {:.3} GB parameters and {:.3} GB images",
-            total as f64 / 1e9,
-            (total - images.min(total)) as f64 / 1e9,
-            images as f64 / 1e9
+            "  {:<4}: {:.2} MB down ({:.2} MB model, {:.2} MB images), {:.2} MB up; {:.2} MB in all",
+            encoding.name(),
+            (params_down as f64 + pixels_per_device) / 1e6,
+            params_down as f64 / 1e6,
+            pixels_per_device / 1e6,
+            (rounds * up) as f64 / 1e6,
+            total / 1e6
         );
     }
+    Ok(())
 }
 
 /// Counts the rounds of a run.
@@ -288,6 +347,7 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
             name: format!("null-{conn}"),
             kind: proto::WorkerKind::Host,
             component: String::new(),
+            encodings: proto::encoding::ENCODINGS.to_vec(),
             proof: Vec::new(),
         };
         queue.extend(timed(&mut engine, Input::Joined { conn, worker }));
@@ -306,6 +366,7 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
                         kind: a.reply,
                         // Small but not nothing (a zero update is refused).
                         values: vec![1e-6; a.params.len()],
+                        encoding: proto::Encoding::F32,
                     });
                     let bytes = proto::encode(&reply);
                     let message = proto::decode(&bytes)?;

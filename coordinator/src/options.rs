@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::ArgMatches;
 use clap::parser::ValueSource;
+use hearth_protocol::Encoding;
 use hearth_worker::{LrSchedule, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::UpdateGuard;
 use crate::household::HouseholdOptions;
 use crate::listener::ConnectionLimits;
-use crate::strategy::Aggregate;
+use crate::strategy::{Aggregate, LrScaling};
 use crate::tls::TlsOptions;
 
 /// How a run trains: what the round engine and the strategy need (and what
@@ -87,6 +88,21 @@ pub struct TrainingOptions {
     /// that suspects a device.
     #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
     pub aggregate: Aggregate,
+    /// How the server step grows with the devices of a round (their
+    /// samples over the largest share), so that more devices come closer
+    /// to one device's accuracy in the same epochs: sqrt, linear (the
+    /// linear scaling rule; LeNet-5 diverges with it at 11 devices), or none.
+    #[arg(long, value_enum, default_value_t = LrScaling::Sqrt)]
+    pub lr_scaling: LrScaling,
+    /// Epochs over which the server step's scaling ramps up from 1.
+    #[arg(long, default_value_t = 0.5)]
+    pub warmup_epochs: f32,
+    /// How parameter vectors travel, both ways, to every device that can
+    /// read and write it (others get f32): int8 (about a quarter of f32's
+    /// bytes), f16 or f32. Lossy encodings keep error feedback, and the
+    /// model goes down as the change from the device's own copy.
+    #[arg(long, default_value_t = Encoding::Int8)]
+    pub encoding: Encoding,
     /// Save the run state (atomically, in OUT/run-state.bin) at a round
     /// boundary at least this often, in seconds, and after every epoch; 0:
     /// only after every epoch. `--resume OUT` continues from it.
@@ -119,6 +135,10 @@ impl TrainingOptions {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
         anyhow::ensure!(self.local_steps >= 1, "--local-steps must be at least 1");
+        anyhow::ensure!(
+            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+            "--warmup-epochs must be a number of epochs, 0 or more"
+        );
         anyhow::ensure!(
             self.norm_factor.is_finite() && self.norm_factor > 1.0,
             "--norm-factor must be a number above 1"

@@ -133,7 +133,14 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     let fingerprint = tls.as_ref().map(|(_, fp)| fp.as_str());
     let workers = LocalWorkers::spawn(local, &url, &household, fingerprint, component.as_ref())?;
     let start = Instant::now();
-    let strategy = Box::new(FedAvgM::new(t.local_steps, t.momentum).with_aggregate(t.aggregate));
+    let strategy = Box::new(
+        FedAvgM::new(t.local_steps, t.momentum)
+            .with_aggregate(t.aggregate)
+            .with_scaling(
+                t.lr_scaling,
+                f64::from(t.warmup_epochs) * data.train.len() as f64,
+            ),
+    );
     let train = Arc::new(data.train);
     let (mut files, mut engine) = open_run(
         &opts,

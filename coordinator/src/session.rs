@@ -303,6 +303,7 @@ async fn join(socket: &mut Socket, admission: &Admission) -> Option<Admitted> {
         name: hello.worker_id,
         kind: hello.capabilities.kind,
         component: hello.component_digest,
+        encodings: hello.capabilities.encodings,
         proof: key.coordinator_proof(&hello.nonce, &nonce),
     })
 }

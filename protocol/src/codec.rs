@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::ProtocolError;
 use crate::messages::*;
-use crate::{IMAGE_LEN, MAX_FRAME, VERSION};
+use crate::{IMAGE_LEN, MAX_FRAME, VERSION, pixels};
 
 /// Bytes before the header: version, kind, header length.
 const PREFIX: usize = 6;
@@ -19,7 +19,12 @@ struct AssignHeader {
     reply: UpdateKind,
     /// Number of parameters in the payload.
     params_len: u32,
+    params_encoding: Encoding,
+    params_base: Option<u64>,
+    reply_encoding: Encoding,
     samples: u32,
+    /// Bytes of the coded pixels.
+    pixels_len: u32,
     component: String,
 }
 
@@ -40,6 +45,7 @@ struct ResultHeader {
     correct: u32,
     kind: UpdateKind,
     len: u32,
+    encoding: Encoding,
 }
 
 fn frame(kind: u8, header: &impl Serialize, payload_len: usize) -> Vec<u8> {
@@ -51,24 +57,6 @@ fn frame(kind: u8, header: &impl Serialize, payload_len: usize) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
     out
-}
-
-/// Appends `values` as little-endian bytes (sized once, then filled: the
-/// compiler turns the loop into wide copies).
-fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
-    let start = out.len();
-    out.resize(start + values.len() * 4, 0);
-    for (dst, v) in out[start..].chunks_exact_mut(4).zip(values) {
-        dst.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn get_f32s(bytes: &[u8]) -> Vec<f32> {
-    let mut values = vec![0.0f32; bytes.len() / 4];
-    for (v, src) in values.iter_mut().zip(bytes.chunks_exact(4)) {
-        *v = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-    }
-    values
 }
 
 /// Encodes a message as one binary frame.
@@ -93,6 +81,8 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out
         }
         Message::Assign(m) => {
+            let mut coded = Vec::with_capacity(m.pixels.len() / 3);
+            pixels::put(&mut coded, &m.pixels);
             let header = AssignHeader {
                 round: m.round,
                 params_version: m.params_version,
@@ -100,16 +90,20 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 steps: m.steps.clone(),
                 reply: m.reply,
                 params_len: m.params.len() as u32,
+                params_encoding: m.params_encoding,
+                params_base: m.params_base,
+                reply_encoding: m.reply_encoding,
                 samples: m.labels.len() as u32,
+                pixels_len: coded.len() as u32,
                 component: m.component.clone(),
             };
             let mut out = frame(
                 kind,
                 &header,
-                m.params.len() * 4 + m.pixels.len() + m.labels.len(),
+                m.params_encoding.bytes(m.params.len()) + coded.len() + m.labels.len(),
             );
-            put_f32s(&mut out, &m.params);
-            out.extend_from_slice(&m.pixels);
+            m.params_encoding.put(&mut out, &m.params);
+            out.extend_from_slice(&coded);
             out.extend_from_slice(&m.labels);
             out
         }
@@ -122,9 +116,10 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 correct: m.correct,
                 kind: m.kind,
                 len: m.values.len() as u32,
+                encoding: m.encoding,
             };
-            let mut out = frame(kind, &header, m.values.len() * 4);
-            put_f32s(&mut out, &m.values);
+            let mut out = frame(kind, &header, m.encoding.bytes(m.values.len()));
+            m.encoding.put(&mut out, &m.values);
             out
         }
     }
@@ -197,9 +192,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         }
         4 => {
             let h: AssignHeader = parse(name, header)?;
-            let params_bytes = (h.params_len as usize)
-                .checked_mul(4)
-                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+            if h.params_len as usize > MAX_FRAME {
+                return Err(ProtocolError::TooLarge(h.params_len as usize));
+            }
+            let params_bytes = h.params_encoding.bytes(h.params_len as usize);
             let samples = h.samples as usize;
             let stepped: u64 = h.steps.iter().map(|&n| u64::from(n)).sum();
             if stepped != samples as u64 || h.steps.contains(&0) {
@@ -211,12 +207,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                     ),
                 });
             }
+            let pixels_len = samples
+                .checked_mul(IMAGE_LEN)
+                .filter(|&n| n <= MAX_FRAME)
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             let expected = params_bytes
-                .checked_add(
-                    samples
-                        .checked_mul(IMAGE_LEN + 1)
-                        .ok_or(ProtocolError::TooLarge(usize::MAX))?,
-                )
+                .checked_add(h.pixels_len as usize)
+                .and_then(|n| n.checked_add(samples))
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             if payload.len() != expected {
                 return Err(ProtocolError::PayloadLength {
@@ -226,7 +223,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 });
             }
             let (params, rest) = payload.split_at(params_bytes);
-            let (pixels, labels) = rest.split_at(samples * IMAGE_LEN);
+            let (coded, labels) = rest.split_at(h.pixels_len as usize);
+            let pixels = pixels::get(coded, pixels_len)
+                .map_err(|reason| ProtocolError::Header { kind: name, reason })?;
             if let Some(index) = labels.iter().position(|&l| l > 9) {
                 return Err(ProtocolError::BadLabel {
                     index,
@@ -239,15 +238,21 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 learning_rate: h.learning_rate,
                 steps: h.steps,
                 reply: h.reply,
-                params: get_f32s(params),
-                pixels: pixels.to_vec(),
+                params: h.params_encoding.get(params, h.params_len as usize),
+                params_encoding: h.params_encoding,
+                params_base: h.params_base,
+                reply_encoding: h.reply_encoding,
+                pixels,
                 labels: labels.to_vec(),
                 component: h.component,
             }))
         }
         5 => {
             let h: ResultHeader = parse(name, header)?;
-            let expected = h.len as usize * 4;
+            if h.len as usize > MAX_FRAME {
+                return Err(ProtocolError::TooLarge(h.len as usize));
+            }
+            let expected = h.encoding.bytes(h.len as usize);
             if payload.len() != expected {
                 return Err(ProtocolError::PayloadLength {
                     kind: name,
@@ -262,7 +267,8 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 loss_sum: h.loss_sum,
                 correct: h.correct,
                 kind: h.kind,
-                values: get_f32s(payload),
+                values: h.encoding.get(payload, h.len as usize),
+                encoding: h.encoding,
             }))
         }
         other => Err(ProtocolError::UnknownKind(other)),

@@ -41,6 +41,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         threads: 1,
         memory_mib: 64,
         images_per_second: 0.0,
+        encodings: crate::encoding::ENCODINGS.to_vec(),
     };
     let messages = [
         Message::Hello(Hello {
@@ -68,7 +69,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
             steps: vec![1, 1],
             reply: UpdateKind::Delta,
             params: vec![0.5; 8],
-            pixels: vec![7; 2 * IMAGE_LEN],
+            params_encoding: Encoding::Int8,
+            params_base: Some(0),
+            reply_encoding: Encoding::F16,
+            pixels: (0..2 * IMAGE_LEN)
+                .map(|i| if i % 5 < 3 { 0 } else { 7 })
+                .collect(),
             labels: vec![1, 9],
             component: String::new(),
         }),
@@ -80,6 +86,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             correct: 1,
             kind: UpdateKind::Delta,
             values: vec![0.25; 8],
+            encoding: Encoding::F16,
         }),
         Message::Error(ErrorReport {
             round: Some(1),

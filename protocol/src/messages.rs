@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::encoding::Encoding;
 pub use hearth_worker::OptimizerConfig;
 
 /// What kind of device a worker is (`host` or `browser` in JSON reports;
@@ -38,6 +39,8 @@ pub struct Capabilities {
     pub memory_mib: u32,
     /// Its own estimate of training throughput (0 if unknown).
     pub images_per_second: f32,
+    /// Vector encodings it can read and write (f32 always).
+    pub encodings: Vec<Encoding>,
 }
 
 /// Worker → coordinator: the first message of a session.
@@ -109,8 +112,18 @@ pub struct Assign {
     pub steps: Vec<u32>,
     /// What the result must carry.
     pub reply: UpdateKind,
-    /// The global parameters of `params_version`.
+    /// The global parameters of `params_version` as the worker must hold
+    /// them: these values, or, when `params_base` names a version, these
+    /// values added to its copy of that version.
     pub params: Vec<f32>,
+    /// How `params` travel (a lossy encoding's values are exact: the sender
+    /// rounds them, [`Encoding::round_trip`]).
+    pub params_encoding: Encoding,
+    /// `Some(v)`: `params` is the change from the copy of version `v` the
+    /// worker holds (the one its last assignment gave it); `None`: the model.
+    pub params_base: Option<u64>,
+    /// How the result's vector must travel.
+    pub reply_encoding: Encoding,
     /// `samples × 784` pixels.
     pub pixels: Vec<u8>,
     /// One label per sample, 0..=9.
@@ -148,6 +161,8 @@ pub struct RoundResult {
     pub kind: UpdateKind,
     /// The vector itself.
     pub values: Vec<f32>,
+    /// How it travels (the assignment's `reply_encoding`).
+    pub encoding: Encoding,
 }
 
 /// Either side: a problem with one message; the session continues.

@@ -6,6 +6,7 @@
 //! frame from the coordinator to [`WorkerSession::handle`] and sends back
 //! what it returns. [`WorkerSession::phase`] says when to stop.
 
+mod compact;
 mod round;
 mod trainer;
 mod watch;

@@ -4,14 +4,19 @@ use hearth_protocol::{Assign, IMAGE_LEN, RoundResult, UpdateKind};
 
 use crate::Trainer;
 
-/// Starts from the round's global parameters, runs one local SGD step per
+/// Starts from the round's global parameters `params` (what `a` stands
+/// for, see [`crate::compact`]), runs one local SGD step per
 /// entry of `a.steps` at the round's learning rate, and returns the result:
 /// the change of the parameters over the round (or the parameters after it,
 /// if the round asks for them), with the loss and correct count of every
 /// sample before its step. Errors are the trainer's, as text.
-pub fn run_round<T: Trainer>(trainer: &mut T, a: &Assign) -> Result<RoundResult, String> {
+pub fn run_round<T: Trainer>(
+    trainer: &mut T,
+    a: &Assign,
+    params: &[f32],
+) -> Result<RoundResult, String> {
     let fail = |e: T::Error| e.to_string();
-    trainer.set_params(&a.params).map_err(fail)?;
+    trainer.set_params(params).map_err(fail)?;
     trainer.set_learning_rate(a.learning_rate).map_err(fail)?;
     let (mut loss_sum, mut correct, mut start) = (0.0f64, 0u32, 0usize);
     for &n in &a.steps {
@@ -34,7 +39,7 @@ pub fn run_round<T: Trainer>(trainer: &mut T, a: &Assign) -> Result<RoundResult,
     let after = trainer.params().map_err(fail)?;
     let values = match a.reply {
         UpdateKind::Params => after,
-        UpdateKind::Delta => after.iter().zip(&a.params).map(|(x, y)| x - y).collect(),
+        UpdateKind::Delta => after.iter().zip(params).map(|(x, y)| x - y).collect(),
     };
     Ok(RoundResult {
         round: a.round,
@@ -44,5 +49,6 @@ pub fn run_round<T: Trainer>(trainer: &mut T, a: &Assign) -> Result<RoundResult,
         correct,
         kind: a.reply,
         values,
+        encoding: hearth_protocol::Encoding::F32,
     })
 }

@@ -6,6 +6,7 @@ use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
 
+use crate::compact::Compact;
 use crate::watch::{WATCH_ROUNDS, Watch, watched_problem};
 use crate::{Trainer, run_round};
 
@@ -95,6 +96,8 @@ pub struct WorkerSession<T> {
     watch: Option<Watch>,
     /// Frames to send when the driver next calls [`WorkerSession::poll`].
     outbox: VecDeque<Vec<u8>>,
+    /// This connection's copy of the model and update residual.
+    compact: Compact,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -104,6 +107,7 @@ impl<T: Trainer> WorkerSession<T> {
             running: identity.component_digest.clone(),
             watch: None,
             outbox: VecDeque::new(),
+            compact: Compact::default(),
             identity,
             trainer,
             phase: Phase::Joining,
@@ -120,6 +124,7 @@ impl<T: Trainer> WorkerSession<T> {
     pub fn hello(&mut self, nonce: [u8; NONCE_LEN]) -> Result<Vec<u8>, T::Error> {
         let architectures = self.trainer.architectures()?;
         self.phase = Phase::Joining;
+        self.compact.reset();
         let id = &self.identity;
         let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
@@ -131,6 +136,7 @@ impl<T: Trainer> WorkerSession<T> {
                 threads: id.threads,
                 memory_mib: id.memory_mib,
                 images_per_second: 0.0,
+                encodings: proto::encoding::ENCODINGS.to_vec(),
             },
         }));
         self.joining = Some((nonce, frame.clone()));
@@ -236,7 +242,17 @@ impl<T: Trainer> WorkerSession<T> {
                 baseline: self.stats.last_loss,
             });
         }
-        let outcome = run_round(&mut self.trainer, &a);
+        let params = match self.compact.params(&a) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.stats.failed_rounds += 1;
+                return Some(self.error(Some(a.round), reason));
+            }
+        };
+        let outcome = run_round(&mut self.trainer, &a, &params).map(|mut r| {
+            self.compact.pack(&mut r, a.reply_encoding);
+            r
+        });
         if let Some(watch) = self.watch.as_mut() {
             let problem = match &outcome {
                 Ok(result) => watched_problem(result, watch.baseline),

@@ -42,6 +42,8 @@ pub fn hello_as(name: &str, digest: &str) -> Message {
             threads: 1,
             memory_mib: 64,
             images_per_second: 0.0,
+            // f32 only: every assignment carries the whole model.
+            encodings: Vec::new(),
         },
     })
 }
@@ -87,5 +89,6 @@ pub fn result_for(a: &proto::Assign, values: Vec<f32>, loss_sum: f64, correct: u
         correct,
         kind: a.reply,
         values,
+        encoding: proto::Encoding::F32,
     })
 }

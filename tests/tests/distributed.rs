@@ -60,9 +60,12 @@ fn three_hosts_train_one_epoch_using_every_sample_once() {
     }
     let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
     let epoch: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    // The images are 47 MB raw and 12.0 MB run-length coded; the model
+    // goes down in int8 after the first assignment.
+    let sent = epoch["bytes_sent"].as_u64().unwrap();
     assert!(
-        epoch["bytes_sent"].as_u64().unwrap() > 47_000_000,
-        "the images alone are 47 MB: {epoch}"
+        (12_000_000..47_000_000).contains(&sent),
+        "every image, coded: {epoch}"
     );
     assert!(out.path().join("model.safetensors").is_file());
 }

@@ -40,6 +40,7 @@ fn result(a: &proto::Assign, round: u64, kind: proto::UpdateKind, values: Vec<f3
         correct: 0,
         kind,
         values,
+        encoding: proto::Encoding::F32,
     })
 }
 

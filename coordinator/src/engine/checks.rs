@@ -77,6 +77,7 @@ mod tests {
             correct: 3,
             kind: UpdateKind::Delta,
             values: vec![0.0, 1.0],
+            encoding: hearth_protocol::Encoding::F32,
         }
     }
 

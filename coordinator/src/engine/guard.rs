@@ -182,6 +182,7 @@ mod tests {
             correct: 6,
             kind: UpdateKind::Delta,
             values,
+            encoding: hearth_protocol::Encoding::F32,
         }
     }
 

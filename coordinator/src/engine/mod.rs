@@ -46,6 +46,8 @@ pub struct Admitted {
     pub kind: WorkerKind,
     /// Digest of the code it runs.
     pub component: String,
+    /// Vector encodings it can read and write (its hello's).
+    pub encodings: Vec<proto::Encoding>,
     /// The coordinator's proof of the device key, for the welcome (the
     /// session computed it at admission).
     pub proof: Vec<u8>,

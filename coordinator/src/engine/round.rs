@@ -152,6 +152,9 @@ impl Engine {
             self.train.gather(&idx, &mut pixels, &mut labels);
         }
         let samples = labels.len();
+        let (params, params_encoding, params_base) =
+            w.downlink(&self.state.global, self.state.version);
+        let reply_encoding = w.encoding;
         let speed = match (w.images_per_second(), slowest) {
             (s, _) if s > 0.0 => s,
             (_, Some(slowest)) => slowest / NEWCOMER_SLOWDOWN,
@@ -174,7 +177,10 @@ impl Engine {
             learning_rate: fit.learning_rate,
             steps,
             reply: fit.reply,
-            params: self.state.global.clone(),
+            params,
+            params_encoding,
+            params_base,
+            reply_encoding,
             pixels,
             labels,
             component: swap_to,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hearth_protocol::{UpdateKind, WorkerKind};
+use hearth_protocol::{Encoding, UpdateKind, WorkerKind};
 use serde::{Deserialize, Serialize};
 
 use super::guard::GuardState;
@@ -118,11 +118,19 @@ pub struct WorkerSlot {
     pub previous_component: String,
     /// It said it cannot take components at all (it trusts no key).
     pub unable: bool,
+    /// How vectors travel to and from it (the run's `--encoding` if it can
+    /// read and write it, else f32).
+    pub encoding: Encoding,
+    /// Its copy of the model as of the last assignment, and that version:
+    /// the next one sends the change from it. Never saved: a resumed run's
+    /// workers reconnect and get the whole model first.
+    #[serde(skip)]
+    pub mirror: Option<(u64, Vec<f32>)>,
 }
 
 impl WorkerSlot {
     /// A worker that just joined.
-    pub fn new(name: String, kind: WorkerKind, component: String) -> Self {
+    pub fn new(name: String, kind: WorkerKind, component: String, encoding: Encoding) -> Self {
         Self {
             name,
             kind,
@@ -146,6 +154,35 @@ impl WorkerSlot {
             component_note: String::new(),
             previous_component: String::new(),
             unable: false,
+            encoding,
+            mirror: None,
+        }
+    }
+
+    /// The parameters to send it for `global` at `version`, their encoding
+    /// and the version they change: the whole model in f32 the first time
+    /// (or with f32 vectors), then the change from its copy, rounded as the
+    /// encoding will carry it, and its copy (the mirror) moved by exactly
+    /// that, so it stays equal to the worker's to the bit.
+    pub fn downlink(&mut self, global: &[f32], version: u64) -> (Vec<f32>, Encoding, Option<u64>) {
+        if !self.encoding.is_lossy() {
+            return (global.to_vec(), Encoding::F32, None);
+        }
+        match self.mirror.as_mut() {
+            Some((held, copy)) if copy.len() == global.len() => {
+                let mut change: Vec<f32> =
+                    global.iter().zip(copy.iter()).map(|(g, c)| g - c).collect();
+                self.encoding.round_trip(&mut change);
+                for (c, d) in copy.iter_mut().zip(&change) {
+                    *c += d;
+                }
+                let base = std::mem::replace(held, version);
+                (change, self.encoding, Some(base))
+            }
+            _ => {
+                self.mirror = Some((version, global.to_vec()));
+                (global.to_vec(), Encoding::F32, None)
+            }
         }
     }
 

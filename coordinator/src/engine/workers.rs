@@ -22,6 +22,7 @@ impl Engine {
             return;
         }
         let o = &self.state.options;
+        let wanted_encoding = o.encoding;
         let welcome = Message::Welcome(proto::Welcome {
             session: conn,
             arch: o.arch.clone(),
@@ -33,9 +34,16 @@ impl Engine {
             worker: worker.name.clone(),
             kind: worker.kind,
         });
+        // The run's encoding if the device can read and write it.
+        let wanted = wanted_encoding;
+        let encoding = if worker.encodings.contains(&wanted) {
+            wanted
+        } else {
+            proto::Encoding::F32
+        };
         self.state.workers.insert(
             conn,
-            WorkerSlot::new(worker.name, worker.kind, worker.component),
+            WorkerSlot::new(worker.name, worker.kind, worker.component, encoding),
         );
         self.send(conn, &welcome);
         self.publish_workers();
@@ -151,7 +159,11 @@ impl Engine {
             Message::ComponentStatus(s) => self.component_status(conn, s),
             Message::Error(e) if busy_round.is_some() && e.round == busy_round => {
                 // It could not do its round: the batches go back now instead
-                // of at its deadline.
+                // of at its deadline; its copy of the model is in doubt, so
+                // the next assignment sends the whole model.
+                if let Some(w) = self.state.workers.get_mut(&conn) {
+                    w.mirror = None;
+                }
                 self.release(conn, Requeue::Failed(e.reason));
             }
             Message::Error(e) => self.notice(Notice::WorkerError {

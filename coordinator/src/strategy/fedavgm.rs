@@ -11,6 +11,8 @@ use super::{
 
 /// Name of the server-momentum tensor in [`StrategyState`].
 const VELOCITY: &str = "velocity";
+/// Name of the one-value tensor of samples aggregated so far (the warm-up's clock).
+const SEEN: &str = "samples_seen";
 
 /// FedAvg with server momentum (FedAvgM).
 ///
@@ -20,11 +22,65 @@ const VELOCITY: &str = "velocity";
 /// server: `v ← m·v + Δ̄; w ← w + v`. With one local step `Δ̄` is exactly
 /// `−lr·(ḡ + wd·w)` for the mean gradient `ḡ` of all samples of the round, so
 /// the update is synchronous SGD with momentum over the round's global batch.
+///
+/// A round of `n` workers averages `n` times the samples of one worker's
+/// round into one step, so with more devices an epoch has `n` times fewer
+/// steps. [`LrScaling`] makes up for it as large-batch SGD does (Goyal et
+/// al., 2017: a learning rate linear in the batch, reached by a warm-up):
+/// `Δ̄` is scaled by `n_eff` (or its square root), where `n_eff` is the
+/// round's samples over its largest share, ramped from 1 over the first
+/// `warmup_samples` samples of the run.
 pub struct FedAvgM {
     local_steps: usize,
     momentum: f32,
     rule: Aggregate,
     velocity: Vec<f32>,
+    scaling: LrScaling,
+    warmup_samples: f64,
+    seen: f64,
+}
+
+/// How the server step grows with the devices of a round.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrScaling {
+    /// The average as it is (each round one step, whatever the devices).
+    None,
+    /// Times the square root of the round's devices.
+    Sqrt,
+    /// Times the round's devices (the linear scaling rule).
+    Linear,
+}
+
+impl FedAvgM {
+    /// The server step's factor for a round of `samples` samples whose
+    /// largest share is `largest`, after `seen` samples of the run.
+    pub fn scale(&self, samples: f64, largest: f64) -> f64 {
+        let n = (samples / largest.max(1.0)).max(1.0);
+        let target = match self.scaling {
+            LrScaling::None => 1.0,
+            LrScaling::Sqrt => n.sqrt(),
+            LrScaling::Linear => n,
+        };
+        let ramp = if self.warmup_samples > 0.0 {
+            (self.seen / self.warmup_samples).min(1.0)
+        } else {
+            1.0
+        };
+        1.0 + (target - 1.0) * ramp
+    }
+
+    /// The same strategy scaling its steps by `scaling`, warmed up over
+    /// the first `warmup_samples` samples.
+    pub fn with_scaling(self, scaling: LrScaling, warmup_samples: f64) -> Self {
+        Self {
+            scaling,
+            warmup_samples: warmup_samples.max(0.0),
+            ..self
+        }
+    }
 }
 
 impl FedAvgM {
@@ -35,6 +91,9 @@ impl FedAvgM {
             momentum,
             rule: Aggregate::Mean,
             velocity: Vec::new(),
+            scaling: LrScaling::None,
+            warmup_samples: 0.0,
+            seen: 0.0,
         }
     }
 
@@ -84,8 +143,8 @@ impl FedAvgM {
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
-            "fedavgm(local_steps={}, momentum={}, aggregate={:?})",
-            self.local_steps, self.momentum, self.rule
+            "fedavgm(local_steps={}, momentum={}, aggregate={:?}, lr_scaling={:?})",
+            self.local_steps, self.momentum, self.rule, self.scaling
         )
     }
 
@@ -133,8 +192,11 @@ impl Strategy for FedAvgM {
             self.velocity = vec![0.0; global.len()];
         }
         let mean = combine(self.rule, results, global.len());
+        let largest = results.iter().map(|c| c.samples).max().unwrap_or(1) as f64;
+        let scale = self.scale(total, largest) as f32;
+        self.seen += total;
         for ((w, v), d) in global.iter_mut().zip(self.velocity.iter_mut()).zip(&mean) {
-            *v = self.momentum * *v + d;
+            *v = self.momentum * *v + scale * d;
             *w += *v;
         }
         true
@@ -142,7 +204,11 @@ impl Strategy for FedAvgM {
 
     fn state(&self) -> StrategyState {
         StrategyState {
-            tensors: [(VELOCITY.to_string(), self.velocity.clone())].into(),
+            tensors: [
+                (VELOCITY.to_string(), self.velocity.clone()),
+                (SEEN.to_string(), vec![self.seen as f32]),
+            ]
+            .into(),
         }
     }
 
@@ -151,6 +217,11 @@ impl Strategy for FedAvgM {
             .tensors
             .remove(VELOCITY)
             .ok_or_else(|| format!("the saved strategy state has no {VELOCITY:?}"))?;
+        self.seen = state
+            .tensors
+            .remove(SEEN)
+            .and_then(|t| t.first().copied())
+            .map_or(0.0, f64::from);
         Ok(())
     }
 }
@@ -179,6 +250,23 @@ mod tests {
                 .all(|f| f.reply == UpdateKind::Delta && f.learning_rate == 0.05)
         );
         fit.iter().map(|f| f.batches).collect()
+    }
+
+    #[test]
+    fn the_server_step_grows_with_the_round_after_a_warm_up() {
+        let mut s = FedAvgM::new(4, 0.9).with_scaling(LrScaling::Linear, 1000.0);
+        // 11 equal shares of 256: n_eff 11; nothing seen yet: factor 1.
+        assert!((s.scale(11.0 * 256.0, 256.0) - 1.0).abs() < 1e-12);
+        s.seen = 500.0;
+        assert!((s.scale(11.0 * 256.0, 256.0) - 6.0).abs() < 1e-12);
+        s.seen = 5000.0;
+        assert!((s.scale(11.0 * 256.0, 256.0) - 11.0).abs() < 1e-12);
+        // One device: no scaling, whatever the rule.
+        assert!((s.scale(256.0, 256.0) - 1.0).abs() < 1e-12);
+        let s = FedAvgM::new(4, 0.9).with_scaling(LrScaling::Sqrt, 0.0);
+        assert!((s.scale(4.0 * 256.0, 256.0) - 2.0).abs() < 1e-12);
+        let s = FedAvgM::new(4, 0.9);
+        assert!((s.scale(4.0 * 256.0, 256.0) - 1.0).abs() < 1e-12);
     }
 
     #[test]

@@ -10,6 +10,7 @@ fn samples() -> Vec<Message> {
         threads: 1,
         memory_mib: 512,
         images_per_second: 3900.0,
+        encodings: crate::encoding::ENCODINGS.to_vec(),
     };
     vec![
         Message::Hello(Hello {
@@ -41,6 +42,9 @@ fn samples() -> Vec<Message> {
             steps: vec![2],
             reply: UpdateKind::Delta,
             params: vec![0.5, -1.25, f32::MIN_POSITIVE],
+            params_encoding: crate::Encoding::F32,
+            params_base: None,
+            reply_encoding: crate::Encoding::F32,
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(),
             labels: vec![3, 9],
             component: String::new(),
@@ -52,6 +56,9 @@ fn samples() -> Vec<Message> {
             steps: vec![1, 2],
             reply: UpdateKind::Params,
             params: vec![],
+            params_encoding: crate::Encoding::F32,
+            params_base: None,
+            reply_encoding: crate::Encoding::F32,
             pixels: vec![0; 3 * IMAGE_LEN],
             labels: vec![0, 1, 2],
             component: String::new(),
@@ -64,6 +71,7 @@ fn samples() -> Vec<Message> {
             correct: 1,
             kind: UpdateKind::Delta,
             values: vec![1.0, 2.0, -3.5],
+            encoding: crate::Encoding::F32,
         }),
         Message::Error(ErrorReport {
             round: Some(3),
@@ -107,6 +115,7 @@ fn bulk_data_is_raw_little_endian() {
         correct: 0,
         kind: UpdateKind::Params,
         values: values.clone(),
+        encoding: crate::Encoding::F32,
     });
     let bytes = encode(&m);
     let header_len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;

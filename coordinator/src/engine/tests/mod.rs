@@ -58,6 +58,9 @@ pub(super) fn options() -> TrainingOptions {
         strikes: 3,
         aggregate: crate::strategy::Aggregate::Mean,
         checkpoint_every: 1,
+        encoding: proto::Encoding::F32,
+        lr_scaling: crate::strategy::LrScaling::None,
+        warmup_epochs: 0.0,
         train_limit: None,
         test_limit: None,
     }
@@ -289,6 +292,7 @@ impl Harness {
             name: name.into(),
             kind: kind_of(name),
             component: "c".repeat(64),
+            encodings: proto::encoding::ENCODINGS.to_vec(),
             proof: key(name).coordinator_proof(&NONCE, &CHALLENGE),
         };
         self.feed(Input::Joined { conn, worker });
@@ -447,5 +451,6 @@ pub(super) fn result(a: &proto::Assign, values: Vec<f32>) -> proto::RoundResult 
         correct: 0,
         kind: UpdateKind::Delta,
         values,
+        encoding: a.reply_encoding,
     }
 }

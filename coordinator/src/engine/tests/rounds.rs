@@ -225,3 +225,101 @@ fn a_missed_deadline_requeues_and_the_late_result_is_not_averaged() {
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, 50, 2);
 }
+
+#[test]
+fn int8_sends_the_model_once_then_its_changes_and_trains_like_f32() {
+    let mut o = options();
+    o.encoding = proto::Encoding::Int8;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    let mut sent = Vec::new();
+    run_until(&mut h, &mut ws, |h| {
+        h.inbox.get(&1).is_some_and(|frames| !frames.is_empty())
+    });
+    for _ in 0..3 {
+        let frames = h.inbox.get(&1).cloned().unwrap_or_default();
+        for f in &frames {
+            if let Ok(Message::Assign(a)) = proto::decode(f) {
+                sent.push((a.params_encoding, a.params_base, a.reply_encoding));
+            }
+        }
+        h.now += Duration::from_millis(10);
+        for (i, w) in ws.iter_mut().enumerate() {
+            h.exchange(i as ConnId + 1, w);
+        }
+    }
+    assert_eq!(
+        sent.first(),
+        Some(&(proto::Encoding::F32, None, proto::Encoding::Int8)),
+        "the whole model first"
+    );
+    assert!(
+        sent[1..]
+            .iter()
+            .all(|s| s.0 == proto::Encoding::Int8 && s.1.is_some()),
+        "{sent:?}"
+    );
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    let int8 = h.engine.global().to_vec();
+
+    let mut h = Harness::new(options(), 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    let f32 = h.engine.global();
+    let worst = int8
+        .iter()
+        .zip(f32)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 0.02, "int8 and f32 runs differ by {worst}");
+}
+
+#[test]
+fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
+    let mut o = options();
+    o.encoding = proto::Encoding::Int8;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    // A round or two, then worker a forgets its copy (a restarted process
+    // on the same connection would): its next round fails, then it is
+    // sent the whole model and trains on.
+    run_until(&mut h, &mut ws, |h| {
+        h.notices
+            .iter()
+            .filter(|n| matches!(n, Notice::RoundFinished(_)))
+            .count()
+            >= 2
+    });
+    let mut fresh = session("a");
+    hello(&mut fresh);
+    // Only its copy is gone: it is welcomed as the engine welcomed a.
+    let welcome = h
+        .log
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { conn: 1, frame }
+                if matches!(proto::decode(frame), Ok(Message::Welcome(_))) =>
+            {
+                Some(frame.clone())
+            }
+            _ => None,
+        })
+        .expect("a's welcome");
+    assert!(fresh.handle(&welcome).is_none());
+    ws[0] = fresh;
+    let before = h.requeues().len();
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    let failed: Vec<_> = h.requeues()[before..]
+        .iter()
+        .filter(|r| matches!(&r.2, Requeue::Failed(why) if why.contains("holds none")))
+        .cloned()
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one failed round, then the whole model: {failed:?}"
+    );
+}

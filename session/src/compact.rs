@@ -1,0 +1,147 @@
+//! The worker's side of compact vectors: its copy of the model (what an
+//! assignment that sends only the change adds to), and the error feedback
+//! of its lossy updates (what rounding lost this round is sent with the
+//! next one, so nothing is lost for good).
+
+use hearth_protocol::{Assign, Encoding, RoundResult, UpdateKind};
+
+/// One connection's copy of the model and residual.
+#[derive(Debug, Default)]
+pub struct Compact {
+    /// The parameters of the last assignment, and their version.
+    held: Option<(u64, Vec<f32>)>,
+    /// What rounding took from the updates sent so far.
+    residual: Vec<f32>,
+}
+
+impl Compact {
+    /// Forgets everything (a new connection: the coordinator starts afresh too).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The global parameters `a` stands for, kept as the copy the next
+    /// assignment may build on; an error if it builds on a copy this
+    /// worker does not hold.
+    pub fn params(&mut self, a: &Assign) -> Result<Vec<f32>, String> {
+        let params = match (a.params_base, self.held.take()) {
+            (None, _) => a.params.clone(),
+            (Some(base), Some((version, mut held)))
+                if version == base && held.len() == a.params.len() =>
+            {
+                for (h, d) in held.iter_mut().zip(&a.params) {
+                    *h += d;
+                }
+                held
+            }
+            (Some(base), held) => {
+                return Err(format!(
+                    "the assignment changes parameter version {base}, this worker holds {}",
+                    held.map_or("none".to_string(), |(v, _)| format!("version {v}"))
+                ));
+            }
+        };
+        self.held = Some((a.params_version, params.clone()));
+        Ok(params)
+    }
+
+    /// Puts `r`'s vector in `encoding`: a lossy delta carries the residual
+    /// of the rounds before and keeps what this rounding loses.
+    pub fn pack(&mut self, r: &mut RoundResult, encoding: Encoding) {
+        r.encoding = encoding;
+        if !encoding.is_lossy() {
+            return;
+        }
+        if r.kind != UpdateKind::Delta {
+            encoding.round_trip(&mut r.values);
+            return;
+        }
+        if self.residual.len() != r.values.len() {
+            self.residual = vec![0.0; r.values.len()];
+        }
+        for (v, e) in r.values.iter_mut().zip(&self.residual) {
+            *v += e;
+        }
+        let wanted = r.values.clone();
+        encoding.round_trip(&mut r.values);
+        for ((e, w), v) in self.residual.iter_mut().zip(&wanted).zip(&r.values) {
+            *e = w - v;
+            // A non-finite update is refused by the coordinator: carry nothing of it.
+            if !e.is_finite() {
+                *e = 0.0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assign(version: u64, base: Option<u64>, params: Vec<f32>) -> Assign {
+        Assign {
+            round: version,
+            params_version: version,
+            learning_rate: 0.1,
+            steps: vec![],
+            reply: UpdateKind::Delta,
+            params,
+            params_encoding: Encoding::Int8,
+            params_base: base,
+            reply_encoding: Encoding::Int8,
+            pixels: vec![],
+            labels: vec![],
+            component: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_added_to_the_copy_it_names_and_only_to_that() {
+        let mut c = Compact::default();
+        assert!(
+            c.params(&assign(1, Some(0), vec![1.0])).is_err(),
+            "no copy yet"
+        );
+        assert_eq!(
+            c.params(&assign(1, None, vec![1.0, 2.0])),
+            Ok(vec![1.0, 2.0])
+        );
+        assert_eq!(
+            c.params(&assign(2, Some(1), vec![0.5, -1.0])),
+            Ok(vec![1.5, 1.0])
+        );
+        let e = c.params(&assign(4, Some(3), vec![0.0, 0.0])).unwrap_err();
+        assert!(e.contains("holds version 2"), "{e}");
+        // After a refusal nothing is held: only a whole model helps.
+        assert!(c.params(&assign(4, Some(2), vec![0.0, 0.0])).is_err());
+    }
+
+    #[test]
+    fn error_feedback_sends_in_later_rounds_what_rounding_took() {
+        let mut c = Compact::default();
+        // The same small change every round: int8 rounds most of it away in
+        // a block dominated by one large value, but the sum over rounds
+        // arrives.
+        let (rounds, small) = (50, 0.003f32);
+        let mut sent = 0.0f64;
+        for round in 0..rounds {
+            let mut values = vec![small; 64];
+            values[0] = 1.0;
+            let mut r = RoundResult {
+                round,
+                params_version: round,
+                samples: 1,
+                loss_sum: 0.0,
+                correct: 0,
+                kind: UpdateKind::Delta,
+                values,
+                encoding: Encoding::F32,
+            };
+            c.pack(&mut r, Encoding::Int8);
+            assert_eq!(r.encoding, Encoding::Int8);
+            sent += f64::from(r.values[1]);
+        }
+        let wanted = f64::from(small) * f64::from(rounds as u32);
+        assert!((sent - wanted).abs() < 0.01, "sent {sent}, wanted {wanted}");
+    }
+}
