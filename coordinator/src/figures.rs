@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -12,6 +13,28 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 fn register_font() -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| anyhow!("the bundled font is not a valid TrueType font"))
+}
+
+/// A chart of f64 by f64 on a bitmap.
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the legend at `at` and writes the figure to `path`.
+fn legend_and_save<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    root: &DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    at: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .label_font(("sans-serif", 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present()
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
 
 /// One run's curves: label, train accuracy and test accuracy per epoch (0..1).
@@ -86,17 +109,7 @@ pub fn accuracy(path: &Path, runs: &[Curves]) -> Result<()> {
                 .map_err(|e| anyhow!("{e}"))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(())
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::LowerRight, path)
 }
 
 /// Mean time per epoch against the number of workers (`what`: "workers",
@@ -148,17 +161,7 @@ pub fn epoch_time(path: &Path, points: &[(usize, f64)], what: &str) -> Result<()
                 PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
-    Ok(())
+    legend_and_save(&mut chart, &root, SeriesLabelPosition::UpperRight, path)
 }
 
 #[cfg(test)]

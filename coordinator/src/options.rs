@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::UpdateGuard;
 use crate::household::HouseholdOptions;
 use crate::listener::ConnectionLimits;
-use crate::strategy::{Aggregate, LrScaling};
+use crate::strategy::{Aggregate, LrScaling, MomentumOn};
 use crate::tls::TlsOptions;
 
 /// How a run trains: what the round engine and the strategy need (and what
@@ -88,13 +88,18 @@ pub struct TrainingOptions {
     /// that suspects a device.
     #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
     pub aggregate: Aggregate,
-    /// How the server step grows with the devices of a round (their
-    /// samples over the largest share), so that more devices come closer
-    /// to one device's accuracy in the same epochs: sqrt, linear (the
-    /// linear scaling rule; LeNet-5 diverges with it at 11 devices), or none.
+    /// Where momentum is applied: workers (each device keeps its velocity
+    /// across rounds; one device is plain SGD with momentum) or server (on
+    /// the average change, as MXNet's parameter server does).
+    #[arg(long, value_enum, default_value_t = MomentumOn::Workers)]
+    pub momentum_on: MomentumOn,
+    /// How the workers' learning rate grows with the devices of a round
+    /// (its batches over the largest share), so that more devices come
+    /// closer to one device's accuracy in the same epochs: sqrt, linear
+    /// (the linear scaling rule; LeNet-5 diverges with it at 11 devices), or none.
     #[arg(long, value_enum, default_value_t = LrScaling::Sqrt)]
     pub lr_scaling: LrScaling,
-    /// Epochs over which the server step's scaling ramps up from 1.
+    /// Epochs over which that scaling ramps up from 1.
     #[arg(long, default_value_t = 0.5)]
     pub warmup_epochs: f32,
     /// How parameter vectors travel, both ways, to every device that can

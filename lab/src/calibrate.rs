@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::{CpuCgroup, PERIOD_US};
+use crate::lab::CpuCgroup;
 
 /// The number after `label` on a line of `text`, e.g. `events per second:  2254.25`.
 pub fn number_after(text: &str, label: &str) -> Option<f64> {
@@ -69,7 +69,7 @@ pub fn device_rate(host: &Path, cgroup: &CpuCgroup, seconds: u32) -> Result<f64>
         Some(r) if out.status.success() && r > 0.0 => Ok(r),
         _ => bail!(
             "the host bench at {:.1} % of a core printed no rate: {} {}",
-            100.0 * cgroup.quota_us as f64 / PERIOD_US as f64,
+            100.0 * cgroup.quota_us as f64 / cgroup.period_us as f64,
             text.trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         ),

@@ -39,6 +39,8 @@ pub struct Setup<'a> {
     pub host_sysbench: f64,
     /// Time scale: every quota and every link rate times this (1: real time).
     pub scale: f64,
+    /// A CFS period for every device instead of its profile's, µs.
+    pub period_us: Option<u64>,
     /// Where the run's files (`OUT/run`) and logs (`OUT/logs`) go.
     pub out: &'a Path,
     /// Training flags for the coordinator.
@@ -188,7 +190,8 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             tls: None,
         };
         let cores = profile.cores(setup.host_sysbench) * setup.scale;
-        let cgroup = lab.add_cgroup(&format!("d{i}"), cores)?;
+        let period = setup.period_us.unwrap_or(profile.period_us);
+        let cgroup = lab.add_cgroup(&format!("d{i}"), cores, period)?;
         let (ns, _) = lab.device(i);
         let work = vec![
             "work".to_string(),

@@ -14,8 +14,10 @@ use anyhow::{Context, Result, bail};
 pub struct CpuCgroup {
     /// Its directory.
     pub dir: PathBuf,
-    /// Its quota per [`PERIOD_US`], microseconds.
+    /// Its quota per period, microseconds.
     pub quota_us: u64,
+    /// Its CFS period, microseconds.
+    pub period_us: u64,
 }
 
 /// A link's shape, at one end: `tc tbf` rate and burst.
@@ -29,8 +31,8 @@ pub struct Shape {
 
 /// cgroup v1 CPU controller.
 const CPU_CGROUPS: &str = "/sys/fs/cgroup/cpu";
-/// CFS period of every device's quota, in microseconds.
-pub const PERIOD_US: u64 = 100_000;
+/// The kernel's smallest CFS quota, microseconds.
+const MIN_QUOTA_US: u64 = 1_000;
 /// The lab's subnet; the coordinator is .1, device i is .(10 + i).
 const SUBNET: &str = "10.77.0";
 
@@ -150,16 +152,21 @@ impl Lab {
     }
 
     /// A CPU cgroup called `name` (within the lab's) with a quota of
-    /// `cores` of a core.
-    pub fn add_cgroup(&mut self, name: &str, cores: f64) -> Result<CpuCgroup> {
+    /// `cores` of a core per `period_us` (longer if the quota would fall
+    /// under the kernel's 1 ms minimum).
+    pub fn add_cgroup(&mut self, name: &str, cores: f64, period_us: u64) -> Result<CpuCgroup> {
         let dir = Path::new(CPU_CGROUPS).join(format!("hearth-lab-{}-{name}", self.id));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self.cgroups.push(dir.clone());
-        // A quota is at least 1 ms per period (the kernel's minimum).
-        let quota_us = ((cores * PERIOD_US as f64).round() as u64).max(1_000);
-        std::fs::write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+        let period_us = period_us.max((MIN_QUOTA_US as f64 / cores.max(1e-6)).ceil() as u64);
+        let quota_us = ((cores * period_us as f64).round() as u64).max(MIN_QUOTA_US);
+        std::fs::write(dir.join("cpu.cfs_period_us"), period_us.to_string())?;
         std::fs::write(dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
-        Ok(CpuCgroup { dir, quota_us })
+        Ok(CpuCgroup {
+            dir,
+            quota_us,
+            period_us,
+        })
     }
 
     /// CPU seconds (user and system, all threads) the process `pid` has

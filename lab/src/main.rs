@@ -46,6 +46,10 @@ struct MachineArgs {
     /// machine with room for the coordinator).
     #[arg(long, default_value = "auto")]
     scale: String,
+    /// CFS period of every device's quota, µs (default: the profile's:
+    /// 10,000 for the profiles from hardware figures, 100,000 for mxnet-pi3).
+    #[arg(long)]
+    cfs_period_us: Option<u64>,
 }
 
 impl MachineArgs {
@@ -153,6 +157,7 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         link,
         host_sysbench,
         scale,
+        period_us: args.machine.cfs_period_us,
         out: &args.out,
         run_args: &args.run_args,
         binaries: &binaries,
@@ -218,6 +223,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         out: &args.out,
         run_args: &run_args,
         calibration_seconds: if args.quick { 2 } else { 8 },
+        period_us: args.machine.cfs_period_us,
     })?;
     println!("\n{}", report::table(&points));
     println!(

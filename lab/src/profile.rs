@@ -27,6 +27,10 @@ pub struct DeviceProfile {
     pub name: &'static str,
     /// How its CPU quota is set.
     pub cpu: Cpu,
+    /// CFS period of its quota, microseconds: short, so the device runs
+    /// slowly all the time as a real one does, rather than at full speed
+    /// for a slice of every long period.
+    pub period_us: u64,
     /// What it stands for, and where its figure comes from.
     pub about: &'static str,
 }
@@ -49,6 +53,9 @@ const PI3_PLUS_SYSBENCH: f64 = 687.45;
 /// The same page's Raspberry Pi 4 (Cortex-A72 at 1.5 GHz) figure.
 const PI4_SYSBENCH: f64 = 1477.83;
 
+/// CFS period of the profiles derived from hardware figures: 10 ms.
+const SMOOTH_PERIOD_US: u64 = 10_000;
+
 /// The device profiles. Edit here to add one: a name, a figure and what it is.
 pub const DEVICES: &[DeviceProfile] = &[
     DeviceProfile {
@@ -56,22 +63,27 @@ pub const DEVICES: &[DeviceProfile] = &[
         // The study's boards are Pi 3 Model B: the same Cortex-A53 at 1.2 GHz,
         // so the B+ figure scaled by clock (an integer loop scales with it).
         cpu: Cpu::Sysbench(PI3_PLUS_SYSBENCH * 1.2 / 1.4),
+        period_us: SMOOTH_PERIOD_US,
         about: "one Cortex-A53 core of a Raspberry Pi 3 Model B at 1.2 GHz \
                 (sysbench 687.45 events/s for the 1.4 GHz Pi 3 B+, scaled by clock)",
     },
     DeviceProfile {
         name: "pi4",
         cpu: Cpu::Sysbench(PI4_SYSBENCH),
+        period_us: SMOOTH_PERIOD_US,
         about: "one Cortex-A72 core of a Raspberry Pi 4 at 1.5 GHz (sysbench 1,477.83 events/s)",
     },
     DeviceProfile {
         name: "laptop",
         cpu: Cpu::Fixed(1.0),
+        period_us: SMOOTH_PERIOD_US,
         about: "one x86-64 laptop-class core: one core of this machine",
     },
     DeviceProfile {
         name: "mxnet-pi3",
         cpu: Cpu::Fixed(0.15),
+        // As measured: 15,000 µs of every 100,000.
+        period_us: 100_000,
         about: "the emulation the issue's MXNet dist_sync figures were measured on: \
                 15 % of a core of this machine per device",
     },

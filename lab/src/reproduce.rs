@@ -50,22 +50,25 @@ pub struct Sweep<'a> {
     pub run_args: &'a [String],
     /// Seconds of each calibration bench.
     pub calibration_seconds: u32,
+    /// A CFS period instead of the profile's, µs.
+    pub period_us: Option<u64>,
 }
 
 /// The training rate of one device of `profile` at `scale`, measured in a
 /// cgroup of the same quota; cached per quota.
 fn rate_at(
-    cache: &mut BTreeMap<u64, f64>,
+    cache: &mut BTreeMap<(u64, u64), f64>,
     binaries: &Binaries,
     cores: f64,
+    period_us: u64,
     seconds: u32,
 ) -> Result<f64> {
-    let key = (cores * 1e6).round() as u64;
+    let key = ((cores * 1e6).round() as u64, period_us);
     if let Some(&r) = cache.get(&key) {
         return Ok(r);
     }
     let mut lab = Lab::new()?;
-    let cgroup = lab.add_cgroup("calibrate", cores)?;
+    let cgroup = lab.add_cgroup("calibrate", cores, period_us)?;
     let rate = calibrate::device_rate(&binaries.host, &cgroup, seconds);
     let left = lab.tear_down();
     anyhow::ensure!(left.is_empty(), "could not remove: {}", left.join("; "));
@@ -97,6 +100,7 @@ pub fn run(sweep: &Sweep) -> Result<Vec<Point>> {
             &mut rates,
             &binaries,
             one * scale,
+            sweep.period_us.unwrap_or(sweep.profile.period_us),
             sweep.calibration_seconds,
         )?;
         let devices = vec![sweep.profile; n];
@@ -111,6 +115,7 @@ pub fn run(sweep: &Sweep) -> Result<Vec<Point>> {
             link: sweep.link,
             host_sysbench: sweep.host_sysbench,
             scale,
+            period_us: sweep.period_us,
             out: &out,
             run_args: sweep.run_args,
             binaries: &binaries,

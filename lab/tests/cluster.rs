@@ -44,6 +44,13 @@ fn processes_with(text: &str) -> Vec<String> {
     found
 }
 
+/// No namespace or cgroup named with `id`, no process running from `out`.
+fn assert_nothing_left(id: &str, out: &std::path::Path) {
+    assert!(leftovers(id).is_empty(), "left behind: {:?}", leftovers(id));
+    let out = out.display().to_string();
+    assert!(processes_with(&out).is_empty(), "{:?}", processes_with(&out));
+}
+
 /// Whether this test can run (root); a skip is a failure when
 /// `HEARTH_LAB_TESTS=1`.
 fn can_run() -> bool {
@@ -81,17 +88,7 @@ fn reproduce_quick_writes_the_table_and_both_figures_and_leaves_nothing_behind()
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(
-        leftovers(&prefix).is_empty(),
-        "left behind: {:?}",
-        leftovers(&prefix)
-    );
-    let out_text = out.path().display().to_string();
-    assert!(
-        processes_with(&out_text).is_empty(),
-        "{:?}",
-        processes_with(&out_text)
-    );
+    assert_nothing_left(&prefix, out.path());
     let table = std::fs::read_to_string(out.path().join("table.md")).expect("table.md");
     let rows: Vec<&str> = table
         .lines()
@@ -144,17 +141,7 @@ fn a_two_device_household_trains_and_leaves_nothing_behind() {
         .and_then(|l| l.split_whitespace().next())
         .expect("the lab names what it tore down")
         .to_string();
-    assert!(
-        leftovers(&id).is_empty(),
-        "left behind: {:?}",
-        leftovers(&id)
-    );
-    let out_text = out.path().display().to_string();
-    assert!(
-        processes_with(&out_text).is_empty(),
-        "{:?}",
-        processes_with(&out_text)
-    );
+    assert_nothing_left(&id, out.path());
     // Both emulated devices trained, each sample once.
     hearth_e2e::assert_each_sample_once(&out.path().join("run"), 1280, 1);
     let ledger = std::fs::read_to_string(out.path().join("run/ledger.jsonl")).expect("ledger");

@@ -14,22 +14,25 @@ const VELOCITY: &str = "velocity";
 /// Name of the one-value tensor of samples aggregated so far (the warm-up's clock).
 const SEEN: &str = "samples_seen";
 
-/// FedAvg with server momentum (FedAvgM).
+/// FedAvg with momentum on the workers (local SGD) or on the server (FedAvgM).
 ///
-/// Workers run `local_steps` momentum-free SGD steps from the global
-/// parameters and return the change. The server averages the changes
-/// weighted by samples, `Δ̄`, then applies momentum like MXNet's parameter
-/// server: `v ← m·v + Δ̄; w ← w + v`. With one local step `Δ̄` is exactly
-/// `−lr·(ḡ + wd·w)` for the mean gradient `ḡ` of all samples of the round, so
-/// the update is synchronous SGD with momentum over the round's global batch.
+/// Workers run `local_steps` SGD steps from the global parameters and
+/// return the change; the server averages the changes weighted by samples,
+/// `Δ̄`. With [`MomentumOn::Workers`] each worker steps with momentum, its
+/// velocity kept across rounds, and the server adds `Δ̄`: one device is
+/// exactly SGD with momentum. With [`MomentumOn::Server`] workers step
+/// without it and the server applies it like MXNet's parameter server:
+/// `v ← m·v + Δ̄; w ← w + v`; with one local step `Δ̄` is then exactly
+/// `−lr·(ḡ + wd·w)` for the mean gradient `ḡ` of the round, so the update is
+/// synchronous SGD with momentum over the round's global batch.
 ///
 /// A round of `n` workers averages `n` times the samples of one worker's
 /// round into one step, so with more devices an epoch has `n` times fewer
-/// steps. [`LrScaling`] makes up for it as large-batch SGD does (Goyal et
-/// al., 2017: a learning rate linear in the batch, reached by a warm-up):
-/// `Δ̄` is scaled by `n_eff` (or its square root), where `n_eff` is the
-/// round's samples over its largest share, ramped from 1 over the first
-/// `warmup_samples` samples of the run.
+/// steps. [`LrScaling`] makes up for part of it as large-batch SGD does
+/// (Goyal et al., 2017: a learning rate that grows with the batch, reached
+/// by a warm-up): the workers' learning rate is scaled by `√n_eff` (or
+/// `n_eff`), where `n_eff` is the round's batches over its largest share,
+/// ramped from 1 over the first `warmup_samples` samples of the run.
 pub struct FedAvgM {
     local_steps: usize,
     momentum: f32,
@@ -38,15 +41,29 @@ pub struct FedAvgM {
     scaling: LrScaling,
     warmup_samples: f64,
     seen: f64,
+    momentum_on: MomentumOn,
 }
 
-/// How the server step grows with the devices of a round.
+/// Where momentum is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MomentumOn {
+    /// Each worker steps with momentum, its velocity kept from round to
+    /// round; the server adds the average change (one device is then
+    /// exactly SGD with momentum, the study's recipe).
+    Workers,
+    /// Workers step without it; the server applies it to the average
+    /// change, as MXNet's parameter server does.
+    Server,
+}
+
+/// How the workers' learning rate grows with the devices of a round.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum LrScaling {
-    /// The average as it is (each round one step, whatever the devices).
+    /// The run's learning rate, whatever the devices.
     None,
     /// Times the square root of the round's devices.
     Sqrt,
@@ -55,8 +72,9 @@ pub enum LrScaling {
 }
 
 impl FedAvgM {
-    /// The server step's factor for a round of `samples` samples whose
-    /// largest share is `largest`, after `seen` samples of the run.
+    /// The learning rate's factor for a round of `samples` samples (or
+    /// batches) whose largest share is `largest`, after `seen` samples of
+    /// the run.
     pub fn scale(&self, samples: f64, largest: f64) -> f64 {
         let n = (samples / largest.max(1.0)).max(1.0);
         let target = match self.scaling {
@@ -72,8 +90,16 @@ impl FedAvgM {
         1.0 + (target - 1.0) * ramp
     }
 
-    /// The same strategy scaling its steps by `scaling`, warmed up over
-    /// the first `warmup_samples` samples.
+    /// The same strategy with momentum applied `on` the workers or the server.
+    pub fn with_momentum_on(self, on: MomentumOn) -> Self {
+        Self {
+            momentum_on: on,
+            ..self
+        }
+    }
+
+    /// The same strategy scaling its workers' learning rate by `scaling`,
+    /// warmed up over the first `warmup_samples` samples.
     pub fn with_scaling(self, scaling: LrScaling, warmup_samples: f64) -> Self {
         Self {
             scaling,
@@ -94,6 +120,7 @@ impl FedAvgM {
             scaling: LrScaling::None,
             warmup_samples: 0.0,
             seen: 0.0,
+            momentum_on: MomentumOn::Server,
         }
     }
 
@@ -143,8 +170,8 @@ impl FedAvgM {
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
-            "fedavgm(local_steps={}, momentum={}, aggregate={:?}, lr_scaling={:?})",
-            self.local_steps, self.momentum, self.rule, self.scaling
+            "fedavgm(local_steps={}, momentum={} on {:?}, aggregate={:?}, lr_scaling={:?})",
+            self.local_steps, self.momentum, self.momentum_on, self.rule, self.scaling
         )
     }
 
@@ -154,6 +181,12 @@ impl Strategy for FedAvgM {
 
     /// Workers step without momentum: the server applies it to the average.
     fn worker_optimizer(&self, run: OptimizerConfig) -> OptimizerConfig {
+        if self.momentum_on == MomentumOn::Workers {
+            return OptimizerConfig {
+                momentum: self.momentum,
+                ..run
+            };
+        }
         OptimizerConfig {
             momentum: 0.0,
             ..run
@@ -165,11 +198,15 @@ impl Strategy for FedAvgM {
         round: &RoundContext,
         workers: &[WorkerView],
     ) -> Vec<FitInstruction> {
-        self.shares(workers, round.pending)
+        let shares = self.shares(workers, round.pending);
+        let total: usize = shares.iter().sum();
+        let largest = shares.iter().copied().max().unwrap_or(1);
+        let local = self.scale(total as f64, largest as f64) as f32;
+        shares
             .into_iter()
             .map(|batches| FitInstruction {
                 batches,
-                learning_rate: round.learning_rate,
+                learning_rate: round.learning_rate * local,
                 // Results are deltas: averaged, then stepped with momentum.
                 reply: UpdateKind::Delta,
             })
@@ -192,11 +229,13 @@ impl Strategy for FedAvgM {
             self.velocity = vec![0.0; global.len()];
         }
         let mean = combine(self.rule, results, global.len());
-        let largest = results.iter().map(|c| c.samples).max().unwrap_or(1) as f64;
-        let scale = self.scale(total, largest) as f32;
         self.seen += total;
+        let m = match self.momentum_on {
+            MomentumOn::Workers => 0.0,
+            MomentumOn::Server => self.momentum,
+        };
         for ((w, v), d) in global.iter_mut().zip(self.velocity.iter_mut()).zip(&mean) {
-            *v = self.momentum * *v + scale * d;
+            *v = m * *v + d;
             *w += *v;
         }
         true

@@ -13,7 +13,7 @@ use hearth_protocol::UpdateKind;
 use hearth_worker::OptimizerConfig;
 use serde::{Deserialize, Serialize};
 
-pub use fedavgm::{FedAvgM, LrScaling};
+pub use fedavgm::{FedAvgM, LrScaling, MomentumOn};
 
 /// How a round's updates are combined into one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -60,6 +60,7 @@ pub(super) fn options() -> TrainingOptions {
         checkpoint_every: 1,
         encoding: proto::Encoding::F32,
         lr_scaling: crate::strategy::LrScaling::None,
+        momentum_on: crate::strategy::MomentumOn::Server,
         warmup_epochs: 0.0,
         train_limit: None,
         test_limit: None,
