@@ -16,7 +16,8 @@ fn register_font() -> Result<()> {
 }
 
 /// A chart of f64 by f64 on a bitmap.
-type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Draws the legend at `at` and writes the figure to `path`.
 fn legend_and_save<'a, 'b: 'a>(

@@ -88,6 +88,10 @@ pub struct TrainingOptions {
     /// that suspects a device.
     #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
     pub aggregate: Aggregate,
+    /// Largest random shift of a training image, in pixels, drawn afresh
+    /// every round on the device (0: none); the ledger's samples stay the same.
+    #[arg(long, default_value_t = 2)]
+    pub shift: u8,
     /// Where momentum is applied: workers (each device keeps its velocity
     /// across rounds; one device is plain SGD with momentum) or server (on
     /// the average change, as MXNet's parameter server does).
@@ -140,6 +144,7 @@ impl TrainingOptions {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
         anyhow::ensure!(self.local_steps >= 1, "--local-steps must be at least 1");
+        anyhow::ensure!(self.shift <= 8, "--shift must be at most 8 pixels");
         anyhow::ensure!(
             self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
             "--warmup-epochs must be a number of epochs, 0 or more"

@@ -48,7 +48,11 @@ fn processes_with(text: &str) -> Vec<String> {
 fn assert_nothing_left(id: &str, out: &std::path::Path) {
     assert!(leftovers(id).is_empty(), "left behind: {:?}", leftovers(id));
     let out = out.display().to_string();
-    assert!(processes_with(&out).is_empty(), "{:?}", processes_with(&out));
+    assert!(
+        processes_with(&out).is_empty(),
+        "{:?}",
+        processes_with(&out)
+    );
 }
 
 /// Whether this test can run (root); a skip is a failure when

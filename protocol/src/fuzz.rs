@@ -55,6 +55,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             arch: "lenet5".into(),
             seed: 1,
             optimizer: OptimizerConfig::default(),
+            shift: 2,
             proof: vec![2; 32],
         }),
         Message::Reject(Reject {

@@ -67,9 +67,13 @@ pub struct Welcome {
     pub arch: String,
     /// Initialization seed.
     pub seed: u64,
-    /// The optimizer the worker steps with (the strategy decides: FedAvgM
-    /// workers step without momentum; the coordinator applies it).
+    /// The optimizer the worker steps with (the strategy decides whether
+    /// workers or the coordinator apply momentum).
     pub optimizer: OptimizerConfig,
+    /// Largest random shift of a training image, pixels (0: none): the
+    /// worker moves its copy of each round's images
+    /// ([`hearth_worker::augment::shift`], seeded by `seed` and the round).
+    pub shift: u8,
     /// The coordinator's proof that it knows the device's key
     /// ([`crate::auth::DeviceKey::coordinator_proof`]).
     pub proof: Vec<u8>,

@@ -5,7 +5,8 @@ use hearth_protocol::{Assign, IMAGE_LEN, RoundResult, UpdateKind};
 use crate::Trainer;
 
 /// Starts from the round's global parameters `params` (what `a` stands
-/// for, see [`crate::compact`]), runs one local SGD step per
+/// for, see [`crate::compact`]) and trains on `pixels` (`a`'s, or the
+/// device's shifted copy of them), runs one local SGD step per
 /// entry of `a.steps` at the round's learning rate, and returns the result:
 /// the change of the parameters over the round (or the parameters after it,
 /// if the round asks for them), with the loss and correct count of every
@@ -14,6 +15,7 @@ pub fn run_round<T: Trainer>(
     trainer: &mut T,
     a: &Assign,
     params: &[f32],
+    pixels: &[u8],
 ) -> Result<RoundResult, String> {
     let fail = |e: T::Error| e.to_string();
     trainer.set_params(params).map_err(fail)?;
@@ -22,7 +24,7 @@ pub fn run_round<T: Trainer>(
     for &n in &a.steps {
         let end = start + n as usize;
         let (Some(pixels), Some(labels)) = (
-            a.pixels.get(start * IMAGE_LEN..end * IMAGE_LEN),
+            pixels.get(start * IMAGE_LEN..end * IMAGE_LEN),
             a.labels.get(start..end),
         ) else {
             return Err(format!(

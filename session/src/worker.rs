@@ -98,6 +98,8 @@ pub struct WorkerSession<T> {
     outbox: VecDeque<Vec<u8>>,
     /// This connection's copy of the model and update residual.
     compact: Compact,
+    /// The welcome's largest image shift, and its seed.
+    shift: (u8, u64),
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -108,6 +110,7 @@ impl<T: Trainer> WorkerSession<T> {
             watch: None,
             outbox: VecDeque::new(),
             compact: Compact::default(),
+            shift: (0, 0),
             identity,
             trainer,
             phase: Phase::Joining,
@@ -249,7 +252,12 @@ impl<T: Trainer> WorkerSession<T> {
                 return Some(self.error(Some(a.round), reason));
             }
         };
-        let outcome = run_round(&mut self.trainer, &a, &params).map(|mut r| {
+        let mut pixels = std::borrow::Cow::Borrowed(&a.pixels[..]);
+        if self.shift.0 > 0 {
+            let seed = hearth_worker::augment::mix(self.shift.1 ^ a.round.rotate_left(32));
+            hearth_worker::augment::shift(pixels.to_mut(), self.shift.0, seed);
+        }
+        let outcome = run_round(&mut self.trainer, &a, &params, &pixels).map(|mut r| {
             self.compact.pack(&mut r, a.reply_encoding);
             r
         });
@@ -337,6 +345,7 @@ impl<T: Trainer> WorkerSession<T> {
                 match self.trainer.build(&config) {
                     Ok(()) => {
                         self.phase = Phase::Training;
+                        self.shift = (w.shift, w.seed);
                         self.note = format!("joined (session {}): training {}", w.session, w.arch);
                         if let Some((digest, reason)) = self.trainer.pending_rollback() {
                             let status = Message::ComponentStatus(proto::ComponentStatus {

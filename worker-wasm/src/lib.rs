@@ -14,6 +14,7 @@
 //! and multiplies, so every target computes bit-identical results.
 
 pub mod arch;
+pub mod augment;
 pub mod drawing;
 pub mod error;
 pub mod gemm;

@@ -45,7 +45,9 @@ pub struct FedAvgM {
 }
 
 /// Where momentum is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MomentumOn {
     /// Each worker steps with momentum, its velocity kept from round to

@@ -28,6 +28,7 @@ fn samples() -> Vec<Message> {
                 momentum: 0.9,
                 weight_decay: 1e-4,
             },
+            shift: 2,
             proof: vec![1; 32],
         }),
         Message::Challenge(Challenge { nonce: vec![3; 16] }),

@@ -71,6 +71,7 @@ fn welcome_with(arch: &str, proof: Vec<u8>) -> Vec<u8> {
         arch: arch.into(),
         seed: 9,
         optimizer: hearth_worker::OptimizerConfig::default(),
+        shift: 0,
         proof,
     }))
 }

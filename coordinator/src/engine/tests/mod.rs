@@ -61,6 +61,7 @@ pub(super) fn options() -> TrainingOptions {
         encoding: proto::Encoding::F32,
         lr_scaling: crate::strategy::LrScaling::None,
         momentum_on: crate::strategy::MomentumOn::Server,
+        shift: 0,
         warmup_epochs: 0.0,
         train_limit: None,
         test_limit: None,
