@@ -85,6 +85,7 @@ fn sample_result() -> Message {
         kind: proto::UpdateKind::Delta,
         values: vec![0.25; PARAMS],
         encoding: proto::Encoding::F32,
+        compute_seconds: 0.0,
     })
 }
 
@@ -367,6 +368,7 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
                         // Small but not nothing (a zero update is refused).
                         values: vec![1e-6; a.params.len()],
                         encoding: proto::Encoding::F32,
+                        compute_seconds: 0.0,
                     });
                     let bytes = proto::encode(&reply);
                     let message = proto::decode(&bytes)?;

@@ -207,7 +207,7 @@ pub fn run(args: Args) -> Result<()> {
         threads: threads as u32,
         memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
     };
-    let mut session = WorkerSession::new(identity, trainer);
+    let mut session = WorkerSession::new(identity, trainer).with_clock(seconds_since_start);
     let max_backoff = Duration::from_secs(args.max_backoff.max(1));
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -240,6 +240,15 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Ends this process when its parent is gone (checked twice a second).
+/// Seconds since the first call (the session's clock for timing rounds).
+fn seconds_since_start() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+}
+
 fn exit_with_parent() -> Result<()> {
     #[cfg(unix)]
     {

@@ -46,6 +46,7 @@ struct ResultHeader {
     kind: UpdateKind,
     len: u32,
     encoding: Encoding,
+    compute_seconds: f32,
 }
 
 fn frame(kind: u8, header: &impl Serialize, payload_len: usize) -> Vec<u8> {
@@ -117,6 +118,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 kind: m.kind,
                 len: m.values.len() as u32,
                 encoding: m.encoding,
+                compute_seconds: m.compute_seconds,
             };
             let mut out = frame(kind, &header, m.encoding.bytes(m.values.len()));
             m.encoding.put(&mut out, &m.values);
@@ -269,6 +271,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 kind: h.kind,
                 values: h.encoding.get(payload, h.len as usize),
                 encoding: h.encoding,
+                compute_seconds: h.compute_seconds,
             }))
         }
         other => Err(ProtocolError::UnknownKind(other)),

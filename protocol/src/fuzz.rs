@@ -88,6 +88,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             kind: UpdateKind::Delta,
             values: vec![0.25; 8],
             encoding: Encoding::F16,
+            compute_seconds: 0.0,
         }),
         Message::Error(ErrorReport {
             round: Some(1),

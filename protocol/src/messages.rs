@@ -167,6 +167,10 @@ pub struct RoundResult {
     pub values: Vec<f32>,
     /// How it travels (the assignment's `reply_encoding`).
     pub encoding: Encoding,
+    /// Seconds the worker spent training the round, by its own clock (0:
+    /// it has none): the coordinator sizes shares by compute speed, not by
+    /// round trips that include waiting for the link.
+    pub compute_seconds: f32,
 }
 
 /// Either side: a problem with one message; the session continues.

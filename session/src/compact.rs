@@ -136,6 +136,7 @@ mod tests {
                 kind: UpdateKind::Delta,
                 values,
                 encoding: Encoding::F32,
+                compute_seconds: 0.0,
             };
             c.pack(&mut r, Encoding::Int8);
             assert_eq!(r.encoding, Encoding::Int8);

@@ -52,5 +52,6 @@ pub fn run_round<T: Trainer>(
         kind: a.reply,
         values,
         encoding: hearth_protocol::Encoding::F32,
+        compute_seconds: 0.0,
     })
 }

@@ -100,6 +100,8 @@ pub struct WorkerSession<T> {
     compact: Compact,
     /// The welcome's largest image shift, and its seed.
     shift: (u8, u64),
+    /// Seconds since some fixed moment, if the device has a clock.
+    clock: Option<fn() -> f64>,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -111,6 +113,7 @@ impl<T: Trainer> WorkerSession<T> {
             outbox: VecDeque::new(),
             compact: Compact::default(),
             shift: (0, 0),
+            clock: None,
             identity,
             trainer,
             phase: Phase::Joining,
@@ -118,6 +121,15 @@ impl<T: Trainer> WorkerSession<T> {
             stats: SessionStats::default(),
             joining: None,
             challenge: None,
+        }
+    }
+
+    /// The same session timing its rounds with `clock` (seconds since a
+    /// fixed moment): results then say how long training took.
+    pub fn with_clock(self, clock: fn() -> f64) -> Self {
+        Self {
+            clock: Some(clock),
+            ..self
         }
     }
 
@@ -257,7 +269,11 @@ impl<T: Trainer> WorkerSession<T> {
             let seed = hearth_worker::augment::mix(self.shift.1 ^ a.round.rotate_left(32));
             hearth_worker::augment::shift(pixels.to_mut(), self.shift.0, seed);
         }
+        let started = self.clock.map(|c| c());
         let outcome = run_round(&mut self.trainer, &a, &params, &pixels).map(|mut r| {
+            if let (Some(clock), Some(t0)) = (self.clock, started) {
+                r.compute_seconds = (clock() - t0).max(0.0) as f32;
+            }
             self.compact.pack(&mut r, a.reply_encoding);
             r
         });

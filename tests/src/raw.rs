@@ -90,5 +90,6 @@ pub fn result_for(a: &proto::Assign, values: Vec<f32>, loss_sum: f64, correct: u
         kind: a.reply,
         values,
         encoding: proto::Encoding::F32,
+        compute_seconds: 0.0,
     })
 }

@@ -41,6 +41,7 @@ fn result(a: &proto::Assign, round: u64, kind: proto::UpdateKind, values: Vec<f3
         kind,
         values,
         encoding: proto::Encoding::F32,
+        compute_seconds: 0.0,
     })
 }
 

@@ -78,6 +78,7 @@ mod tests {
             kind: UpdateKind::Delta,
             values: vec![0.0, 1.0],
             encoding: hearth_protocol::Encoding::F32,
+            compute_seconds: 0.0,
         }
     }
 

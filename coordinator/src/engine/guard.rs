@@ -183,6 +183,7 @@ mod tests {
             kind: UpdateKind::Delta,
             values,
             encoding: hearth_protocol::Encoding::F32,
+            compute_seconds: 0.0,
         }
     }
 

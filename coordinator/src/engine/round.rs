@@ -275,6 +275,13 @@ impl Engine {
         w.images += u64::from(busy.samples);
         let took = now.saturating_sub(busy.sent).as_secs_f64();
         w.busy_seconds += took;
+        // A reported training time counts if it is possible: positive and
+        // no longer than the round trip (a liar gains nothing but a tight deadline).
+        let computed = f64::from(r.compute_seconds);
+        if computed.is_finite() && computed > 0.0 && computed <= took {
+            w.compute_seconds += computed;
+            w.timed_images += u64::from(busy.samples);
+        }
         let worker = w.name.clone();
         if took > 0.0 {
             self.hurry_newcomers(f64::from(busy.samples) / took);

@@ -89,6 +89,10 @@ pub struct WorkerSlot {
     /// Time from assignment to result, summed over credited rounds: its
     /// speed estimate is `images / busy_seconds`.
     pub busy_seconds: f64,
+    /// Images of the results that said how long they trained.
+    pub timed_images: u64,
+    /// Training seconds those results reported.
+    pub compute_seconds: f64,
     /// Bytes it sent.
     pub bytes_in: u64,
     /// Bytes sent to it.
@@ -140,6 +144,8 @@ impl WorkerSlot {
             rounds: 0,
             images: 0,
             busy_seconds: 0.0,
+            timed_images: 0,
+            compute_seconds: 0.0,
             bytes_in: 0,
             bytes_out: 0,
             rejected: 0,
@@ -186,9 +192,12 @@ impl WorkerSlot {
         }
     }
 
-    /// Measured training throughput (0 until its first credited result).
+    /// Measured training throughput (0 until its first credited result):
+    /// by the training time its results report, or else by round trips.
     pub fn images_per_second(&self) -> f64 {
-        if self.busy_seconds > 0.0 {
+        if self.compute_seconds > 0.0 {
+            self.timed_images as f64 / self.compute_seconds
+        } else if self.busy_seconds > 0.0 {
             self.images as f64 / self.busy_seconds
         } else {
             0.0

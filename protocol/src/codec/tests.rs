@@ -73,6 +73,7 @@ fn samples() -> Vec<Message> {
             kind: UpdateKind::Delta,
             values: vec![1.0, 2.0, -3.5],
             encoding: crate::Encoding::F32,
+            compute_seconds: 0.0,
         }),
         Message::Error(ErrorReport {
             round: Some(3),
@@ -117,6 +118,7 @@ fn bulk_data_is_raw_little_endian() {
         kind: UpdateKind::Params,
         values: values.clone(),
         encoding: crate::Encoding::F32,
+        compute_seconds: 0.0,
     });
     let bytes = encode(&m);
     let header_len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;

@@ -454,5 +454,6 @@ pub(super) fn result(a: &proto::Assign, values: Vec<f32>) -> proto::RoundResult 
         kind: UpdateKind::Delta,
         values,
         encoding: a.reply_encoding,
+        compute_seconds: 0.0,
     }
 }
