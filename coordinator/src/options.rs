@@ -88,6 +88,10 @@ pub struct TrainingOptions {
     /// that suspects a device.
     #[arg(long, value_enum, default_value_t = Aggregate::Mean)]
     pub aggregate: Aggregate,
+    /// Send each device its next round's images while it trains the
+    /// current one (the link and the devices then work at the same time).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefetch: bool,
     /// Largest random shift of a training image, in pixels, drawn afresh
     /// every round on the device (0: none); the ledger's samples stay the same.
     #[arg(long, default_value_t = 2)]

@@ -22,10 +22,19 @@ struct AssignHeader {
     params_encoding: Encoding,
     params_base: Option<u64>,
     reply_encoding: Encoding,
+    prefetched: bool,
     samples: u32,
     /// Bytes of the coded pixels.
     pixels_len: u32,
     component: String,
+}
+
+/// Control fields of [`Prefetch`] (coded pixels, then labels, follow).
+#[derive(Serialize, Deserialize)]
+struct PrefetchHeader {
+    round: u64,
+    samples: u32,
+    pixels_len: u32,
 }
 
 /// Control fields of [`Offer`] (the component's bytes follow as payload).
@@ -94,6 +103,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 params_encoding: m.params_encoding,
                 params_base: m.params_base,
                 reply_encoding: m.reply_encoding,
+                prefetched: m.prefetched,
                 samples: m.labels.len() as u32,
                 pixels_len: coded.len() as u32,
                 component: m.component.clone(),
@@ -104,6 +114,19 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 m.params_encoding.bytes(m.params.len()) + coded.len() + m.labels.len(),
             );
             m.params_encoding.put(&mut out, &m.params);
+            out.extend_from_slice(&coded);
+            out.extend_from_slice(&m.labels);
+            out
+        }
+        Message::Prefetch(m) => {
+            let mut coded = Vec::with_capacity(m.pixels.len() / 3);
+            pixels::put(&mut coded, &m.pixels);
+            let header = PrefetchHeader {
+                round: m.round,
+                samples: m.labels.len() as u32,
+                pixels_len: coded.len() as u32,
+            };
+            let mut out = frame(kind, &header, coded.len() + m.labels.len());
             out.extend_from_slice(&coded);
             out.extend_from_slice(&m.labels);
             out
@@ -200,7 +223,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             let params_bytes = h.params_encoding.bytes(h.params_len as usize);
             let samples = h.samples as usize;
             let stepped: u64 = h.steps.iter().map(|&n| u64::from(n)).sum();
-            if stepped != samples as u64 || h.steps.contains(&0) {
+            // Prefetched samples are counted by the worker, which holds them.
+            let counted = if h.prefetched { stepped } else { samples as u64 };
+            if (h.prefetched && samples != 0) || stepped != counted || h.steps.contains(&0) {
                 return Err(ProtocolError::Header {
                     kind: name,
                     reason: format!(
@@ -228,12 +253,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             let (coded, labels) = rest.split_at(h.pixels_len as usize);
             let pixels = pixels::get(coded, pixels_len)
                 .map_err(|reason| ProtocolError::Header { kind: name, reason })?;
-            if let Some(index) = labels.iter().position(|&l| l > 9) {
-                return Err(ProtocolError::BadLabel {
-                    index,
-                    value: labels[index],
-                });
-            }
+            check_labels(labels)?;
             Ok(Message::Assign(Assign {
                 round: h.round,
                 params_version: h.params_version,
@@ -244,9 +264,37 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 params_encoding: h.params_encoding,
                 params_base: h.params_base,
                 reply_encoding: h.reply_encoding,
+                prefetched: h.prefetched,
                 pixels,
                 labels: labels.to_vec(),
                 component: h.component,
+            }))
+        }
+        13 => {
+            let h: PrefetchHeader = parse(name, header)?;
+            let samples = h.samples as usize;
+            let pixels_len = samples
+                .checked_mul(IMAGE_LEN)
+                .filter(|&n| n <= MAX_FRAME)
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+            let expected = (h.pixels_len as usize)
+                .checked_add(samples)
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+            if payload.len() != expected {
+                return Err(ProtocolError::PayloadLength {
+                    kind: name,
+                    expected,
+                    found: payload.len(),
+                });
+            }
+            let (coded, labels) = payload.split_at(h.pixels_len as usize);
+            let pixels = pixels::get(coded, pixels_len)
+                .map_err(|reason| ProtocolError::Header { kind: name, reason })?;
+            check_labels(labels)?;
+            Ok(Message::Prefetch(Prefetch {
+                round: h.round,
+                pixels,
+                labels: labels.to_vec(),
             }))
         }
         5 => {
@@ -275,6 +323,17 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             }))
         }
         other => Err(ProtocolError::UnknownKind(other)),
+    }
+}
+
+/// An error for a label that is not a digit.
+fn check_labels(labels: &[u8]) -> Result<(), ProtocolError> {
+    match labels.iter().position(|&l| l > 9) {
+        Some(index) => Err(ProtocolError::BadLabel {
+            index,
+            value: labels[index],
+        }),
+        None => Ok(()),
     }
 }
 

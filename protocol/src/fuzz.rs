@@ -73,6 +73,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             params_encoding: Encoding::Int8,
             params_base: Some(0),
             reply_encoding: Encoding::F16,
+            prefetched: false,
             pixels: (0..2 * IMAGE_LEN)
                 .map(|i| if i % 5 < 3 { 0 } else { 7 })
                 .collect(),
@@ -89,6 +90,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
             values: vec![0.25; 8],
             encoding: Encoding::F16,
             compute_seconds: 0.0,
+        }),
+        Message::Prefetch(Prefetch {
+            round: 2,
+            pixels: (0..IMAGE_LEN).map(|i| if i % 3 == 0 { 9 } else { 0 }).collect(),
+            labels: vec![4],
         }),
         Message::Error(ErrorReport {
             round: Some(1),

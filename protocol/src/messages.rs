@@ -128,7 +128,10 @@ pub struct Assign {
     pub params_base: Option<u64>,
     /// How the result's vector must travel.
     pub reply_encoding: Encoding,
-    /// `samples × 784` pixels.
+    /// The round's images came ahead in a [`Prefetch`] for this round
+    /// (`pixels` and `labels` are empty; `steps` split the prefetched samples).
+    pub prefetched: bool,
+    /// `samples × 784` pixels (none when `prefetched`).
     pub pixels: Vec<u8>,
     /// One label per sample, 0..=9.
     pub labels: Vec<u8>,
@@ -171,6 +174,19 @@ pub struct RoundResult {
     /// it has none): the coordinator sizes shares by compute speed, not by
     /// round trips that include waiting for the link.
     pub compute_seconds: f32,
+}
+
+/// Coordinator → worker: the images of the worker's next round, sent
+/// while it trains the current one, so the link and the device work at the
+/// same time; the next [`Assign`] names them (`prefetched`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefetch {
+    /// The round they are for.
+    pub round: u64,
+    /// `samples × 784` pixels.
+    pub pixels: Vec<u8>,
+    /// One label per sample, 0..=9.
+    pub labels: Vec<u8>,
 }
 
 /// Either side: a problem with one message; the session continues.
@@ -253,6 +269,8 @@ pub enum Message {
     Goodbye(Goodbye),
     /// See [`Offer`].
     Offer(Offer),
+    /// Coordinator → worker: the next round's images, ahead.
+    Prefetch(Prefetch),
     /// See [`ComponentStatus`].
     ComponentStatus(ComponentStatus),
 }
@@ -272,6 +290,7 @@ impl Message {
             Message::Proof(_) => 10,
             Message::Offer(_) => 11,
             Message::ComponentStatus(_) => 12,
+            Message::Prefetch(_) => 13,
         }
     }
 
@@ -289,6 +308,7 @@ impl Message {
             10 => "proof",
             11 => "offer",
             12 => "component status",
+            13 => "prefetch",
             _ => "unknown",
         }
     }

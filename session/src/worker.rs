@@ -102,6 +102,8 @@ pub struct WorkerSession<T> {
     shift: (u8, u64),
     /// Seconds since some fixed moment, if the device has a clock.
     clock: Option<fn() -> f64>,
+    /// Images sent ahead for a coming round.
+    ahead: Option<proto::Prefetch>,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -114,6 +116,7 @@ impl<T: Trainer> WorkerSession<T> {
             compact: Compact::default(),
             shift: (0, 0),
             clock: None,
+            ahead: None,
             identity,
             trainer,
             phase: Phase::Joining,
@@ -140,6 +143,7 @@ impl<T: Trainer> WorkerSession<T> {
         let architectures = self.trainer.architectures()?;
         self.phase = Phase::Joining;
         self.compact.reset();
+        self.ahead = None;
         let id = &self.identity;
         let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
@@ -242,7 +246,20 @@ impl<T: Trainer> WorkerSession<T> {
 
     /// One assignment: swap first if it names a ready component, train,
     /// and while a swapped-to component is watched, roll back on a problem.
-    fn round(&mut self, a: proto::Assign) -> Option<Message> {
+    fn round(&mut self, mut a: proto::Assign) -> Option<Message> {
+        if a.prefetched {
+            match self.ahead.take() {
+                Some(p) if p.round == a.round => {
+                    a.pixels = p.pixels;
+                    a.labels = p.labels;
+                }
+                _ => {
+                    self.stats.failed_rounds += 1;
+                    let reason = format!("no images were sent ahead for round {}", a.round);
+                    return Some(self.error(Some(a.round), reason));
+                }
+            }
+        }
         if !a.component.is_empty() && a.component != self.running {
             if let Err(e) = self.trainer.swap(&a.component) {
                 self.stats.failed_rounds += 1;
@@ -405,6 +422,13 @@ impl<T: Trainer> WorkerSession<T> {
                     );
                 }
                 self.round(a)
+            }
+            Message::Prefetch(p) => {
+                if self.phase != Phase::Training {
+                    return Some(self.error(Some(p.round), "images before the welcome".into()));
+                }
+                self.ahead = Some(p);
+                None
             }
             Message::Offer(offer) => {
                 let digest = proto::digest(&offer.component);

@@ -187,6 +187,7 @@ impl Engine {
             global,
             strategy: strategy.state(),
             steps_done: 0,
+            guard_rate: 0.0,
             phase: Phase::Idle,
             current: None,
             round_progress: Default::default(),

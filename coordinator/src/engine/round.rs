@@ -86,6 +86,34 @@ impl Engine {
             .map(|v| self.state.guard.suspects.contains_key(&v.name))
             .collect();
         probation(&mut instructions, &suspects);
+        let next = self.state.round + 1;
+        for (conn, fit) in conns.iter().zip(instructions.iter_mut()) {
+            // A worker holding this round's images trains on them.
+            if self.state.workers[conn]
+                .prefetched
+                .as_ref()
+                .is_some_and(|p| p.0 == next)
+            {
+                fit.batches = fit.batches.max(1);
+            }
+        }
+        // Images sent ahead to a worker that sits this round out go back.
+        let idle: Vec<ConnId> = self
+            .state
+            .workers
+            .iter()
+            .filter(|(c, w)| {
+                w.prefetched.is_some()
+                    && !conns
+                        .iter()
+                        .zip(&instructions)
+                        .any(|(k, f)| k == *c && f.batches > 0)
+            })
+            .map(|(&c, _)| c)
+            .collect();
+        for conn in idle {
+            self.drop_prefetch(conn);
+        }
         if instructions.iter().all(|i| i.batches == 0) {
             return false;
         }
@@ -104,12 +132,79 @@ impl Engine {
             ..Default::default()
         };
         let round = self.state.round;
-        for (conn, fit) in conns.into_iter().zip(instructions) {
+        let peak = instructions
+            .iter()
+            .map(|f| f.learning_rate)
+            .fold(0.0f32, f32::max);
+        let o = &self.state.options;
+        self.state.guard_rate = if o.momentum_on == crate::strategy::MomentumOn::Workers {
+            // A velocity decays by the momentum once per local step.
+            let decay = o.momentum.powi(o.local_steps as i32);
+            peak.max(self.state.guard_rate * decay)
+        } else {
+            peak
+        };
+        for (conn, fit) in conns.iter().zip(&instructions) {
             if fit.batches > 0 {
-                self.assign(now, conn, round, &fit);
+                self.assign(now, *conn, round, fit);
+            }
+        }
+        // Then the next round's images, behind this round's assignments on
+        // each connection: they travel while the devices train.
+        if self.state.options.prefetch {
+            for (conn, fit) in conns.iter().zip(&instructions) {
+                let busy = self.state.workers.get(conn).is_some_and(|w| w.busy.is_some());
+                if fit.batches > 0 && busy {
+                    self.prefetch(*conn, round + 1, fit.batches);
+                }
             }
         }
         true
+    }
+
+    /// Takes `count` batches for `conn`'s round `round` and sends their
+    /// images now.
+    fn prefetch(&mut self, conn: ConnId, round: u64, count: usize) {
+        let (Some(current), Some(w)) = (
+            self.state.current.as_mut(),
+            self.state.workers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        let batches = current.ledger.assign(&w.name, round, count);
+        if batches.is_empty() {
+            return;
+        }
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        for &b in &batches {
+            let idx: Vec<usize> = current
+                .ledger
+                .samples(b)
+                .iter()
+                .map(|&i| i as usize)
+                .collect();
+            self.train.gather(&idx, &mut pixels, &mut labels);
+        }
+        w.prefetched = Some((round, batches));
+        let message = Message::Prefetch(proto::Prefetch {
+            round,
+            pixels,
+            labels,
+        });
+        self.send(conn, &message);
+    }
+
+    /// Puts `conn`'s images sent ahead back in the queue.
+    pub(super) fn drop_prefetch(&mut self, conn: ConnId) {
+        let (Some(current), Some(w)) = (
+            self.state.current.as_mut(),
+            self.state.workers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        if let Some((_, ahead)) = w.prefetched.take() {
+            current.ledger.requeue(&w.name, &ahead);
+        }
     }
 
     /// Takes `fit.batches` batches from the ledger for `conn` and sends them
@@ -130,7 +225,12 @@ impl Engine {
         ) else {
             return;
         };
-        let batches = current.ledger.assign(&w.name, round, fit.batches);
+        let ahead = w.prefetched.take_if(|p| p.0 == round).map(|p| p.1);
+        let prefetched = ahead.is_some();
+        let batches = match ahead {
+            Some(batches) => batches,
+            None => current.ledger.assign(&w.name, round, fit.batches),
+        };
         if batches.is_empty() {
             return;
         }
@@ -149,9 +249,11 @@ impl Engine {
                 .map(|&i| i as usize)
                 .collect();
             steps.push(idx.len() as u32);
-            self.train.gather(&idx, &mut pixels, &mut labels);
+            if !prefetched {
+                self.train.gather(&idx, &mut pixels, &mut labels);
+            }
         }
-        let samples = labels.len();
+        let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
         let (params, params_encoding, params_base) =
             w.downlink(&self.state.global, self.state.version);
         let reply_encoding = w.encoding;
@@ -166,7 +268,7 @@ impl Engine {
             samples: samples as u32,
             version: self.state.version,
             reply: fit.reply,
-            learning_rate: fit.learning_rate,
+            learning_rate: fit.learning_rate.max(self.state.guard_rate),
             sent: now,
             deadline: now + answer_deadline(speed, samples, limit),
             component: runs_on,
@@ -181,6 +283,7 @@ impl Engine {
             params_encoding,
             params_base,
             reply_encoding,
+            prefetched,
             pixels,
             labels,
             component: swap_to,

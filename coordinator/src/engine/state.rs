@@ -60,7 +60,8 @@ pub struct Busy {
     pub reply: UpdateKind,
     /// Digest of the component the round runs on.
     pub component: String,
-    /// The learning rate it trains at (the guard scales its bound by it).
+    /// The learning rate the guard scales its bound by (the round's, or
+    /// more while workers' velocity still carries earlier rounds').
     pub learning_rate: f32,
     /// When the assignment went out.
     pub sent: Now,
@@ -79,6 +80,8 @@ pub struct WorkerSlot {
     pub component: String,
     /// The round it is working on, if any.
     pub busy: Option<Busy>,
+    /// Batches of its next round whose images it was sent ahead: (round, batches).
+    pub prefetched: Option<(u64, Vec<BatchId>)>,
     /// It missed a deadline and has not answered since: no new batches until
     /// it does (a frozen tab or a stopped process would hold up every round).
     pub missed: bool,
@@ -140,6 +143,7 @@ impl WorkerSlot {
             kind,
             component,
             busy: None,
+            prefetched: None,
             missed: false,
             rounds: 0,
             images: 0,
@@ -365,6 +369,10 @@ pub struct RunState {
     pub strategy: StrategyState,
     /// Batches credited in the whole run: the learning-rate schedule's step.
     pub steps_done: u64,
+    /// The learning rate the update guard scales its bound by: the round's,
+    /// or, when workers keep momentum, the decayed memory of earlier rounds'
+    /// (their velocity still moves the model after the rate has fallen).
+    pub guard_rate: f32,
     /// Where the run stands.
     pub phase: Phase,
     /// The epoch in progress, if any.
@@ -450,6 +458,9 @@ impl RunState {
         for (_, w) in std::mem::take(&mut self.workers) {
             if let (Some(busy), Some(current)) = (&w.busy, self.current.as_mut()) {
                 current.ledger.requeue(&w.name, &busy.batches);
+            }
+            if let (Some((_, ahead)), Some(current)) = (&w.prefetched, self.current.as_mut()) {
+                current.ledger.requeue(&w.name, ahead);
             }
             self.depart(&w);
         }

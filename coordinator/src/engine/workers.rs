@@ -72,6 +72,14 @@ impl Engine {
         let Some(w) = self.state.workers.get_mut(&conn) else {
             return 0;
         };
+        // Its images sent ahead go back too: it may not be there to use them.
+        if let (Some((_, ahead)), Some(epoch)) = (w.prefetched.take(), self.state.current.as_mut()) {
+            let n = epoch.ledger.requeue(&w.name, &ahead);
+            self.state.round_progress.totals.requeued += n as u64;
+        }
+        let Some(w) = self.state.workers.get_mut(&conn) else {
+            return 0;
+        };
         let Some(busy) = w.busy.take() else {
             return 0;
         };

@@ -108,6 +108,7 @@ fn assign(round: u64, steps: Vec<u32>, reply: UpdateKind) -> Vec<u8> {
         params_encoding: proto::Encoding::F32,
         params_base: None,
         reply_encoding: proto::Encoding::F32,
+        prefetched: false,
         pixels: vec![0; n as usize * IMAGE_LEN],
         labels: (0..n).map(|i| (i % 2) as u8).collect(),
         component: String::new(),

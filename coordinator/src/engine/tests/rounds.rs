@@ -323,3 +323,52 @@ fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
         "one failed round, then the whole model: {failed:?}"
     );
 }
+
+#[test]
+fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
+    let mut o = options();
+    o.prefetch = true;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    let sent: Vec<Message> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: 1, frame } => proto::decode(frame).ok(),
+            _ => None,
+        })
+        .collect();
+    let ahead = sent
+        .iter()
+        .filter(|m| matches!(m, Message::Prefetch(_)))
+        .count();
+    let used = sent
+        .iter()
+        .filter(|m| matches!(m, Message::Assign(a) if a.prefetched && a.pixels.is_empty()))
+        .count();
+    assert!(ahead >= 2 && used >= 2, "{ahead} prefetches, {used} used");
+    // The same model as without prefetch would be too much to ask (rounds
+    // are cut differently), but the same samples, each once, are.
+}
+
+#[test]
+fn a_worker_leaving_with_images_sent_ahead_gives_them_back() {
+    let mut o = options();
+    o.prefetch = true;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b", "c"]);
+    run_until(&mut h, &mut ws, |h| {
+        h.engine
+            .state()
+            .workers
+            .get(&3)
+            .is_some_and(|w| w.prefetched.is_some())
+    });
+    h.feed(Input::Left { conn: 3 });
+    let mut rest: Vec<_> = ws.drain(..2).collect();
+    run_to_end(&mut h, &mut rest);
+    every_sample_once(&h, 50, 2);
+}
