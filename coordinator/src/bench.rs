@@ -68,6 +68,7 @@ fn sample_assign(k: usize) -> Message {
         params_encoding: proto::Encoding::F32,
         params_base: None,
         reply_encoding: proto::Encoding::F32,
+        shift: 0,
         prefetched: false,
         pixels: vec![7; k * 64 * proto::IMAGE_LEN],
         labels: vec![3; k * 64],

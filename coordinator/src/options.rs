@@ -96,6 +96,10 @@ pub struct TrainingOptions {
     /// every round on the device (0: none); the ledger's samples stay the same.
     #[arg(long, default_value_t = 2)]
     pub shift: u8,
+    /// Epochs at the start trained without shifts (shifts slow the first
+    /// epoch down and only help against overfitting later).
+    #[arg(long, default_value_t = 1)]
+    pub shift_after: usize,
     /// Where momentum is applied: workers (each device keeps its velocity
     /// across rounds; one device is plain SGD with momentum) or server (on
     /// the average change, as MXNet's parameter server does).

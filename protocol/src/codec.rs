@@ -22,6 +22,7 @@ struct AssignHeader {
     params_encoding: Encoding,
     params_base: Option<u64>,
     reply_encoding: Encoding,
+    shift: u8,
     prefetched: bool,
     samples: u32,
     /// Bytes of the coded pixels.
@@ -103,6 +104,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 params_encoding: m.params_encoding,
                 params_base: m.params_base,
                 reply_encoding: m.reply_encoding,
+                shift: m.shift,
                 prefetched: m.prefetched,
                 samples: m.labels.len() as u32,
                 pixels_len: coded.len() as u32,
@@ -264,6 +266,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 params_encoding: h.params_encoding,
                 params_base: h.params_base,
                 reply_encoding: h.reply_encoding,
+                shift: h.shift,
                 prefetched: h.prefetched,
                 pixels,
                 labels: labels.to_vec(),

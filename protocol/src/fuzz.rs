@@ -55,7 +55,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
             arch: "lenet5".into(),
             seed: 1,
             optimizer: OptimizerConfig::default(),
-            shift: 2,
             proof: vec![2; 32],
         }),
         Message::Reject(Reject {
@@ -73,6 +72,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             params_encoding: Encoding::Int8,
             params_base: Some(0),
             reply_encoding: Encoding::F16,
+            shift: 0,
             prefetched: false,
             pixels: (0..2 * IMAGE_LEN)
                 .map(|i| if i % 5 < 3 { 0 } else { 7 })

@@ -70,10 +70,6 @@ pub struct Welcome {
     /// The optimizer the worker steps with (the strategy decides whether
     /// workers or the coordinator apply momentum).
     pub optimizer: OptimizerConfig,
-    /// Largest random shift of a training image, pixels (0: none): the
-    /// worker moves its copy of each round's images
-    /// ([`hearth_worker::augment::shift`], seeded by `seed` and the round).
-    pub shift: u8,
     /// The coordinator's proof that it knows the device's key
     /// ([`crate::auth::DeviceKey::coordinator_proof`]).
     pub proof: Vec<u8>,
@@ -128,6 +124,11 @@ pub struct Assign {
     pub params_base: Option<u64>,
     /// How the result's vector must travel.
     pub reply_encoding: Encoding,
+    /// Largest random shift of a training image, pixels (0: none): the
+    /// worker moves its copy of the round's images
+    /// ([`hearth_worker::augment::shift`], seeded by the welcome's seed and
+    /// the round).
+    pub shift: u8,
     /// The round's images came ahead in a [`Prefetch`] for this round
     /// (`pixels` and `labels` are empty; `steps` split the prefetched samples).
     pub prefetched: bool,

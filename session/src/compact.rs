@@ -89,6 +89,7 @@ mod tests {
             params_encoding: Encoding::Int8,
             params_base: base,
             reply_encoding: Encoding::Int8,
+            shift: 0,
             prefetched: false,
             pixels: vec![],
             labels: vec![],

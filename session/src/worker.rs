@@ -98,8 +98,8 @@ pub struct WorkerSession<T> {
     outbox: VecDeque<Vec<u8>>,
     /// This connection's copy of the model and update residual.
     compact: Compact,
-    /// The welcome's largest image shift, and its seed.
-    shift: (u8, u64),
+    /// The welcome's seed (of the image shifts).
+    seed: u64,
     /// Seconds since some fixed moment, if the device has a clock.
     clock: Option<fn() -> f64>,
     /// Images sent ahead for a coming round.
@@ -114,7 +114,7 @@ impl<T: Trainer> WorkerSession<T> {
             watch: None,
             outbox: VecDeque::new(),
             compact: Compact::default(),
-            shift: (0, 0),
+            seed: 0,
             clock: None,
             ahead: None,
             identity,
@@ -282,9 +282,9 @@ impl<T: Trainer> WorkerSession<T> {
             }
         };
         let mut pixels = std::borrow::Cow::Borrowed(&a.pixels[..]);
-        if self.shift.0 > 0 {
-            let seed = hearth_worker::augment::mix(self.shift.1 ^ a.round.rotate_left(32));
-            hearth_worker::augment::shift(pixels.to_mut(), self.shift.0, seed);
+        if a.shift > 0 {
+            let seed = hearth_worker::augment::mix(self.seed ^ a.round.rotate_left(32));
+            hearth_worker::augment::shift(pixels.to_mut(), a.shift.min(8), seed);
         }
         let started = self.clock.map(|c| c());
         let outcome = run_round(&mut self.trainer, &a, &params, &pixels).map(|mut r| {
@@ -378,7 +378,7 @@ impl<T: Trainer> WorkerSession<T> {
                 match self.trainer.build(&config) {
                     Ok(()) => {
                         self.phase = Phase::Training;
-                        self.shift = (w.shift, w.seed);
+                        self.seed = w.seed;
                         self.note = format!("joined (session {}): training {}", w.session, w.arch);
                         if let Some((digest, reason)) = self.trainer.pending_rollback() {
                             let status = Message::ComponentStatus(proto::ComponentStatus {

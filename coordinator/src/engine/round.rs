@@ -283,6 +283,11 @@ impl Engine {
             params_encoding,
             params_base,
             reply_encoding,
+            shift: if self.state.epoch > self.state.options.shift_after {
+                self.state.options.shift
+            } else {
+                0
+            },
             prefetched,
             pixels,
             labels,

@@ -28,7 +28,6 @@ impl Engine {
             arch: o.arch.clone(),
             seed: o.seed,
             optimizer: self.strategy.worker_optimizer(o.optimizer()),
-            shift: o.shift,
             proof: worker.proof.clone(),
         });
         self.notice(Notice::Joined {

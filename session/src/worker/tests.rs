@@ -71,7 +71,6 @@ fn welcome_with(arch: &str, proof: Vec<u8>) -> Vec<u8> {
         arch: arch.into(),
         seed: 9,
         optimizer: hearth_worker::OptimizerConfig::default(),
-        shift: 0,
         proof,
     }))
 }
@@ -108,6 +107,7 @@ fn assign(round: u64, steps: Vec<u32>, reply: UpdateKind) -> Vec<u8> {
         params_encoding: proto::Encoding::F32,
         params_base: None,
         reply_encoding: proto::Encoding::F32,
+        shift: 0,
         prefetched: false,
         pixels: vec![0; n as usize * IMAGE_LEN],
         labels: (0..n).map(|i| (i % 2) as u8).collect(),

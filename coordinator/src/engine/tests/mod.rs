@@ -62,6 +62,7 @@ pub(super) fn options() -> TrainingOptions {
         lr_scaling: crate::strategy::LrScaling::None,
         momentum_on: crate::strategy::MomentumOn::Server,
         shift: 0,
+        shift_after: 0,
         prefetch: false,
         warmup_epochs: 0.0,
         train_limit: None,
