@@ -58,6 +58,12 @@ pub fn architectures() -> String {
     ARCHITECTURES.join(",")
 }
 
+/// Seconds by the tab's clock (`Date.now()`, in every worker scope): the
+/// session times its rounds with it.
+fn seconds_now() -> f64 {
+    js_sys::Date::now() / 1000.0
+}
+
 /// The helpers' buffers of a JavaScript array.
 fn shared_buffers(array: &js_sys::Array) -> Result<Vec<js_sys::SharedArrayBuffer>, JsError> {
     array
@@ -193,7 +199,7 @@ impl BrowserWorker {
         };
         let trainer = TabTrainer::new(digest, trusted, (DEFAULT_MEMORY_MIB as u64) << 20, helpers);
         Ok(BrowserWorker {
-            session: WorkerSession::new(identity, trainer),
+            session: WorkerSession::new(identity, trainer).with_clock(seconds_now),
             busy_ms: 0.0,
         })
     }

@@ -49,7 +49,7 @@ pub fn device_rate(host: &Path, cgroup: &CpuCgroup, seconds: u32) -> Result<f64>
             tasks.display()
         ))
         .arg(host)
-        .args(["bench", "--only", "epoch", "--repeats", "1", "--seconds"])
+        .args(["bench", "--only", "watchdog", "--repeats", "1", "--seconds"])
         .arg(seconds.to_string())
         .env("HEARTH_CONFIG", "")
         .output()

@@ -123,6 +123,9 @@ struct ReproduceArgs {
     /// 500 test images (sizes and epochs unless given otherwise).
     #[arg(long)]
     quick: bool,
+    /// Only rebuild the table and figures from the runs already in OUT.
+    #[arg(long)]
+    rewrite: bool,
     #[command(flatten)]
     machine: MachineArgs,
     /// Output directory: OUT/table.md, OUT/epoch_time.png,
@@ -191,7 +194,8 @@ fn cluster(args: ClusterArgs) -> Result<()> {
 fn reproduce(args: ReproduceArgs) -> Result<()> {
     let profile = profile::device(&args.profile).map_err(anyhow::Error::msg)?;
     let link = profile::link(&args.link).map_err(anyhow::Error::msg)?;
-    let host_sysbench = args.machine.host_sysbench(needs_sysbench(&[profile]))?;
+    let needed = needs_sysbench(&[profile]);
+    let host_sysbench = args.machine.host_sysbench(needed)?;
     let sizes_given = args.sizes != [1, 2, 4, 8, 11];
     let (sizes, epochs) = if args.quick {
         (
@@ -214,7 +218,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     }
     run_args.extend(args.run_args.iter().cloned());
     cluster::catch_signals();
-    let points = reproduce::run(&reproduce::Sweep {
+    let sweep = reproduce::Sweep {
         sizes: &sizes,
         profile,
         link,
@@ -224,7 +228,12 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
         run_args: &run_args,
         calibration_seconds: if args.quick { 2 } else { 8 },
         period_us: args.machine.cfs_period_us,
-    })?;
+    };
+    let points = if args.rewrite {
+        reproduce::rewrite(&sweep)?
+    } else {
+        reproduce::run(&sweep)?
+    };
     println!("\n{}", report::table(&points));
     println!(
         "written: {} and {}, {}",

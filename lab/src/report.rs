@@ -56,6 +56,25 @@ pub fn samples_per_epoch(run_dir: &Path, epochs: usize) -> Result<f64> {
     Ok(images as f64 / epochs.max(1) as f64)
 }
 
+/// The sum of the devices' training rates (img/s) in the run in
+/// `run_dir`, each by its own clock (the training time its results
+/// reported), from the run's summary.
+pub fn training_rate(run_dir: &Path) -> Result<f64> {
+    let path = run_dir.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(v["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .filter_map(|w| w["images_per_second"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0))
+}
+
 /// One point of the sweep: a household size and what its run measured.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -67,14 +86,35 @@ pub struct Point {
     pub scale: f64,
     /// Training samples per epoch.
     pub samples: f64,
-    /// Σ of the devices' measured training rates under their quotas, img/s
-    /// (in emulated time).
+    /// Σ of the devices' training rates under their quotas, img/s, as they
+    /// measured them during the run (in emulated time).
     pub compute_rate: f64,
     /// The link's rate, bit/s (emulated).
     pub link_bits: f64,
 }
 
 impl Point {
+    /// The point of the run in `dir` (`dir/run`, and `dir/scale`, the time
+    /// scale it ran at) of `devices` devices on a link of `link_bits`.
+    pub fn load(dir: &Path, devices: usize, link_bits: f64) -> Result<Point> {
+        let scale_file = dir.join("scale");
+        let scale: f64 = std::fs::read_to_string(&scale_file)
+            .with_context(|| format!("reading {}", scale_file.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is not a number", scale_file.display()))?;
+        let run = dir.join("run");
+        let epochs = read_epochs(&run)?;
+        Ok(Point {
+            devices,
+            samples: samples_per_epoch(&run, epochs.len())?,
+            compute_rate: training_rate(&run)? / scale,
+            epochs,
+            scale,
+            link_bits,
+        })
+    }
+
     /// Mean seconds per epoch, in emulated time.
     pub fn seconds_per_epoch(&self) -> f64 {
         let n = self.epochs.len().max(1) as f64;

@@ -121,24 +121,34 @@ pub fn run(sweep: &Sweep) -> Result<Vec<Point>> {
             binaries: &binaries,
         })
         .with_context(|| format!("the {n}-device run"))?;
-        let epochs = report::read_epochs(&outcome.run_dir)?;
-        let samples = report::samples_per_epoch(&outcome.run_dir, epochs.len())?;
-        let point = Point {
-            devices: n,
-            epochs,
-            scale,
-            samples,
-            compute_rate: n as f64 * rate / scale,
-            link_bits: sweep.link.rate_kbit as f64 * 1000.0,
-        };
+        std::fs::write(out.join("scale"), scale.to_string())?;
+        let trained = report::training_rate(&outcome.run_dir)?;
+        let point = Point::load(&out, n, sweep.link.rate_kbit as f64 * 1000.0)?;
         println!(
-            "  {:.2} s/epoch, final test accuracy {:.2} %",
+            "  {:.2} s/epoch; the devices trained {:.0} img/s each by their clocks \
+             ({rate:.0} in the bench); final test accuracy {:.2} %",
             point.seconds_per_epoch(),
+            trained / n as f64,
             100.0 * point.epochs.last().map_or(f64::NAN, |e| e.test)
         );
         points.push(point);
         write(sweep, &points)?;
     }
+    Ok(points)
+}
+
+/// Rebuilds the table and both figures from the runs already in `OUT`
+/// (after a change to the report, or an interrupted sweep).
+pub fn rewrite(sweep: &Sweep) -> Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for &n in sweep.sizes {
+        let dir = sweep.out.join(format!("n{n}"));
+        if dir.join("run/metrics.jsonl").is_file() {
+            points.push(Point::load(&dir, n, sweep.link.rate_kbit as f64 * 1000.0)?);
+        }
+    }
+    anyhow::ensure!(!points.is_empty(), "no runs in {}", sweep.out.display());
+    write(sweep, &points)?;
     Ok(points)
 }
 
@@ -151,7 +161,8 @@ fn write(sweep: &Sweep, points: &[Point]) -> Result<()> {
          Profile `{}` ({:.1} % of a core per device; {}), links `{}` ({}), \
          training flags `{}`. Seconds are emulated seconds (measured times the \
          time scale). The compute bound is the epoch's samples over the sum of \
-         the devices' training rates measured under their quotas; the link bound \
+         the devices' training rates under their quotas, as each device timed \
+         its rounds during the run; the link bound \
          is the busier direction's bytes through the coordinator's link over its rate.\n",
         sweep.profile.name,
         100.0 * sweep.profile.cores(sweep.host_sysbench),

@@ -226,7 +226,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             let samples = h.samples as usize;
             let stepped: u64 = h.steps.iter().map(|&n| u64::from(n)).sum();
             // Prefetched samples are counted by the worker, which holds them.
-            let counted = if h.prefetched { stepped } else { samples as u64 };
+            let counted = if h.prefetched {
+                stepped
+            } else {
+                samples as u64
+            };
             if (h.prefetched && samples != 0) || stepped != counted || h.steps.contains(&0) {
                 return Err(ProtocolError::Header {
                     kind: name,

@@ -93,7 +93,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
         }),
         Message::Prefetch(Prefetch {
             round: 2,
-            pixels: (0..IMAGE_LEN).map(|i| if i % 3 == 0 { 9 } else { 0 }).collect(),
+            pixels: (0..IMAGE_LEN)
+                .map(|i| if i % 3 == 0 { 9 } else { 0 })
+                .collect(),
             labels: vec![4],
         }),
         Message::Error(ErrorReport {

@@ -153,7 +153,11 @@ impl Engine {
         // each connection: they travel while the devices train.
         if self.state.options.prefetch {
             for (conn, fit) in conns.iter().zip(&instructions) {
-                let busy = self.state.workers.get(conn).is_some_and(|w| w.busy.is_some());
+                let busy = self
+                    .state
+                    .workers
+                    .get(conn)
+                    .is_some_and(|w| w.busy.is_some());
                 if fit.batches > 0 && busy {
                     self.prefetch(*conn, round + 1, fit.batches);
                 }

@@ -72,7 +72,8 @@ impl Engine {
             return 0;
         };
         // Its images sent ahead go back too: it may not be there to use them.
-        if let (Some((_, ahead)), Some(epoch)) = (w.prefetched.take(), self.state.current.as_mut()) {
+        if let (Some((_, ahead)), Some(epoch)) = (w.prefetched.take(), self.state.current.as_mut())
+        {
             let n = epoch.ledger.requeue(&w.name, &ahead);
             self.state.round_progress.totals.requeued += n as u64;
         }
