@@ -84,7 +84,7 @@ pub fn result_for(a: &proto::Assign, values: Vec<f32>, loss_sum: f64, correct: u
     Message::Result(proto::RoundResult {
         round: a.round,
         params_version: a.params_version,
-        samples: a.labels.len() as u32,
+        samples: a.steps.iter().sum::<u32>(),
         loss_sum,
         correct,
         kind: a.reply,

@@ -35,7 +35,7 @@ fn result(a: &proto::Assign, round: u64, kind: proto::UpdateKind, values: Vec<f3
     Message::Result(proto::RoundResult {
         round,
         params_version: a.params_version,
-        samples: a.labels.len() as u32,
+        samples: a.steps.iter().sum::<u32>(),
         loss_sum: 1.0,
         correct: 0,
         kind,
