@@ -92,8 +92,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out
         }
         Message::Assign(m) => {
-            let mut coded = Vec::with_capacity(m.pixels.len() / 3);
-            pixels::put(&mut coded, &m.pixels);
+            let coded = coded_pixels(&m.pixels);
             let header = AssignHeader {
                 round: m.round,
                 params_version: m.params_version,
@@ -121,8 +120,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out
         }
         Message::Prefetch(m) => {
-            let mut coded = Vec::with_capacity(m.pixels.len() / 3);
-            pixels::put(&mut coded, &m.pixels);
+            let coded = coded_pixels(&m.pixels);
             let header = PrefetchHeader {
                 round: m.round,
                 samples: m.labels.len() as u32,
@@ -240,10 +238,6 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                     ),
                 });
             }
-            let pixels_len = samples
-                .checked_mul(IMAGE_LEN)
-                .filter(|&n| n <= MAX_FRAME)
-                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             let expected = params_bytes
                 .checked_add(h.pixels_len as usize)
                 .and_then(|n| n.checked_add(samples))
@@ -256,10 +250,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 });
             }
             let (params, rest) = payload.split_at(params_bytes);
-            let (coded, labels) = rest.split_at(h.pixels_len as usize);
-            let pixels = pixels::get(coded, pixels_len)
-                .map_err(|reason| ProtocolError::Header { kind: name, reason })?;
-            check_labels(labels)?;
+            let (pixels, labels) = images(name, rest, h.pixels_len as usize, samples)?;
             Ok(Message::Assign(Assign {
                 round: h.round,
                 params_version: h.params_version,
@@ -273,17 +264,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 shift: h.shift,
                 prefetched: h.prefetched,
                 pixels,
-                labels: labels.to_vec(),
+                labels,
                 component: h.component,
             }))
         }
         13 => {
             let h: PrefetchHeader = parse(name, header)?;
             let samples = h.samples as usize;
-            let pixels_len = samples
-                .checked_mul(IMAGE_LEN)
-                .filter(|&n| n <= MAX_FRAME)
-                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
@@ -294,14 +281,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                     found: payload.len(),
                 });
             }
-            let (coded, labels) = payload.split_at(h.pixels_len as usize);
-            let pixels = pixels::get(coded, pixels_len)
-                .map_err(|reason| ProtocolError::Header { kind: name, reason })?;
-            check_labels(labels)?;
+            let (pixels, labels) = images(name, payload, h.pixels_len as usize, samples)?;
             Ok(Message::Prefetch(Prefetch {
                 round: h.round,
                 pixels,
-                labels: labels.to_vec(),
+                labels,
             }))
         }
         5 => {
@@ -333,15 +317,35 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
     }
 }
 
-/// An error for a label that is not a digit.
-fn check_labels(labels: &[u8]) -> Result<(), ProtocolError> {
-    match labels.iter().position(|&l| l > 9) {
-        Some(index) => Err(ProtocolError::BadLabel {
+/// `pixels` run-length coded.
+fn coded_pixels(pixels: &[u8]) -> Vec<u8> {
+    let mut coded = Vec::with_capacity(pixels.len() / 3);
+    pixels::put(&mut coded, pixels);
+    coded
+}
+
+/// The pixels and labels of `samples` images from `bytes` (`coded_len`
+/// bytes of coded pixels, then the labels; the caller checked the length).
+fn images(
+    kind: &'static str,
+    bytes: &[u8],
+    coded_len: usize,
+    samples: usize,
+) -> Result<(Vec<u8>, Vec<u8>), ProtocolError> {
+    let pixels_len = samples
+        .checked_mul(IMAGE_LEN)
+        .filter(|&n| n <= MAX_FRAME)
+        .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+    let (coded, labels) = bytes.split_at(coded_len.min(bytes.len()));
+    let pixels =
+        pixels::get(coded, pixels_len).map_err(|reason| ProtocolError::Header { kind, reason })?;
+    if let Some(index) = labels.iter().position(|&l| l > 9) {
+        return Err(ProtocolError::BadLabel {
             index,
             value: labels[index],
-        }),
-        None => Ok(()),
+        });
     }
+    Ok((pixels, labels.to_vec()))
 }
 
 /// Decodes a header that must use every byte.

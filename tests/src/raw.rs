@@ -17,13 +17,16 @@ pub fn send(s: &mut Socket, m: &Message) {
     s.send(Ws::Binary(proto::encode(m).into())).expect("send");
 }
 
-/// The next message, or `None` when the connection closed.
+/// The next message (images sent ahead are skipped), or `None` when the connection closed.
 pub fn next(s: &mut Socket) -> Option<Message> {
     loop {
         match s.read() {
-            Ok(Ws::Binary(b)) => {
-                return Some(proto::decode(&b).expect("coordinator frames decode"));
-            }
+            Ok(Ws::Binary(b)) => match proto::decode(&b).expect("coordinator frames decode") {
+                // Images sent ahead: a raw client trains on nothing, and an
+                // assignment that names them says how many samples it covers.
+                Message::Prefetch(_) => {}
+                other => return Some(other),
+            },
             Ok(Ws::Close(_)) | Err(_) => return None,
             Ok(_) => {}
         }

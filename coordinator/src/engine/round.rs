@@ -49,6 +49,25 @@ fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
     }
 }
 
+/// The samples per batch of `batches` and, if `with_images`, their pixels
+/// and labels from `train`.
+fn images(
+    train: &hearth_mnist::Split,
+    ledger: &crate::ledger::Ledger,
+    batches: &[crate::ledger::BatchId],
+    with_images: bool,
+) -> (Vec<u8>, Vec<u8>, Vec<u32>) {
+    let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    for &b in batches {
+        let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
+        steps.push(idx.len() as u32);
+        if with_images {
+            train.gather(&idx, &mut pixels, &mut labels);
+        }
+    }
+    (pixels, labels, steps)
+}
+
 impl Engine {
     /// Starts a round among the available workers; false if the strategy
     /// gave nobody anything.
@@ -179,16 +198,7 @@ impl Engine {
         if batches.is_empty() {
             return;
         }
-        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-        for &b in &batches {
-            let idx: Vec<usize> = current
-                .ledger
-                .samples(b)
-                .iter()
-                .map(|&i| i as usize)
-                .collect();
-            self.train.gather(&idx, &mut pixels, &mut labels);
-        }
+        let (pixels, labels, _) = images(&self.train, &current.ledger, &batches, true);
         w.prefetched = Some((round, batches));
         let message = Message::Prefetch(proto::Prefetch {
             round,
@@ -244,19 +254,7 @@ impl Engine {
         } else {
             swap_to.clone()
         };
-        let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
-        for &b in &batches {
-            let idx: Vec<usize> = current
-                .ledger
-                .samples(b)
-                .iter()
-                .map(|&i| i as usize)
-                .collect();
-            steps.push(idx.len() as u32);
-            if !prefetched {
-                self.train.gather(&idx, &mut pixels, &mut labels);
-            }
-        }
+        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, !prefetched);
         let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
         let (params, params_encoding, params_base) =
             w.downlink(&self.state.global, self.state.version);
