@@ -46,6 +46,13 @@ fn v2_pushed_mid_run_reaches_three_hosts_at_round_boundaries_and_a_restart_comes
             "2000",
             "--local-steps",
             "1",
+            // The recipe whose first epoch is steady at one local step on
+            // 12,000 samples (momentum on the devices varies from 55 to 94 %
+            // there, see the README): this test is about swaps.
+            "--momentum-on",
+            "server",
+            "--lr-scaling",
+            "none",
             "--out",
             out.path().to_str().unwrap(),
         ],
