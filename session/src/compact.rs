@@ -23,7 +23,7 @@ impl Compact {
     /// The global parameters `a` stands for, kept as the copy the next
     /// assignment may build on; an error if it builds on a copy this
     /// worker does not hold.
-    pub fn params(&mut self, a: &Assign) -> Result<Vec<f32>, String> {
+    pub fn params(&mut self, a: &Assign) -> Result<&[f32], String> {
         let params = match (a.params_base, self.held.take()) {
             (None, _) => a.params.clone(),
             (Some(base), Some((version, mut held)))
@@ -41,8 +41,8 @@ impl Compact {
                 ));
             }
         };
-        self.held = Some((a.params_version, params.clone()));
-        Ok(params)
+        let (_, held) = self.held.insert((a.params_version, params));
+        Ok(held)
     }
 
     /// Puts `r`'s vector in `encoding`: a lossy delta carries the residual
@@ -59,13 +59,14 @@ impl Compact {
         if self.residual.len() != r.values.len() {
             self.residual = vec![0.0; r.values.len()];
         }
-        for (v, e) in r.values.iter_mut().zip(&self.residual) {
-            *v += e;
+        // The residual buffer holds what should go out, then what did not.
+        for (v, e) in r.values.iter_mut().zip(self.residual.iter_mut()) {
+            *v += *e;
+            *e = *v;
         }
-        let wanted = r.values.clone();
         encoding.round_trip(&mut r.values);
-        for ((e, w), v) in self.residual.iter_mut().zip(&wanted).zip(&r.values) {
-            *e = w - v;
+        for (e, v) in self.residual.iter_mut().zip(&r.values) {
+            *e -= v;
             // A non-finite update is refused by the coordinator: carry nothing of it.
             if !e.is_finite() {
                 *e = 0.0;
@@ -106,11 +107,11 @@ mod tests {
         );
         assert_eq!(
             c.params(&assign(1, None, vec![1.0, 2.0])),
-            Ok(vec![1.0, 2.0])
+            Ok(&[1.0, 2.0][..])
         );
         assert_eq!(
             c.params(&assign(2, Some(1), vec![0.5, -1.0])),
-            Ok(vec![1.5, 1.0])
+            Ok(&[1.5, 1.0][..])
         );
         let e = c.params(&assign(4, Some(3), vec![0.0, 0.0])).unwrap_err();
         assert!(e.contains("holds version 2"), "{e}");

@@ -287,7 +287,7 @@ impl<T: Trainer> WorkerSession<T> {
             hearth_worker::augment::shift(pixels.to_mut(), a.shift.min(8), seed);
         }
         let started = self.clock.map(|c| c());
-        let outcome = run_round(&mut self.trainer, &a, &params, &pixels).map(|mut r| {
+        let outcome = run_round(&mut self.trainer, &a, params, &pixels).map(|mut r| {
             if let (Some(clock), Some(t0)) = (self.clock, started) {
                 r.compute_seconds = (clock() - t0).max(0.0) as f32;
             }

@@ -57,11 +57,14 @@ fn images(
     batches: &[crate::ledger::BatchId],
     with_images: bool,
 ) -> (Vec<u8>, Vec<u8>, Vec<u32>) {
-    let (mut pixels, mut labels, mut steps) = (Vec::new(), Vec::new(), Vec::new());
-    for &b in batches {
-        let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
-        steps.push(idx.len() as u32);
-        if with_images {
+    let steps = batches
+        .iter()
+        .map(|&b| ledger.samples(b).len() as u32)
+        .collect();
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    if with_images {
+        for &b in batches {
+            let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
             train.gather(&idx, &mut pixels, &mut labels);
         }
     }
@@ -208,16 +211,18 @@ impl Engine {
         self.send(conn, &message);
     }
 
-    /// Puts `conn`'s images sent ahead back in the queue.
-    pub(super) fn drop_prefetch(&mut self, conn: ConnId) {
+    /// Puts `conn`'s images sent ahead back in the queue; returns how many
+    /// batches went back.
+    pub(super) fn drop_prefetch(&mut self, conn: ConnId) -> usize {
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
         ) else {
-            return;
+            return 0;
         };
-        if let Some((_, ahead)) = w.prefetched.take() {
-            current.ledger.requeue(&w.name, &ahead);
+        match w.prefetched.take() {
+            Some((_, ahead)) => current.ledger.requeue(&w.name, &ahead),
+            None => 0,
         }
     }
 

@@ -22,7 +22,7 @@ impl Engine {
             return;
         }
         let o = &self.state.options;
-        let wanted_encoding = o.encoding;
+        let wanted = o.encoding;
         let welcome = Message::Welcome(proto::Welcome {
             session: conn,
             arch: o.arch.clone(),
@@ -35,7 +35,6 @@ impl Engine {
             kind: worker.kind,
         });
         // The run's encoding if the device can read and write it.
-        let wanted = wanted_encoding;
         let encoding = if worker.encodings.contains(&wanted) {
             wanted
         } else {
@@ -68,15 +67,9 @@ impl Engine {
     /// Puts `conn`'s batches of the round in flight back in the queue (one
     /// path for every way a round can be lost); returns how many went back.
     pub(super) fn release(&mut self, conn: ConnId, why: Requeue) -> usize {
-        let Some(w) = self.state.workers.get_mut(&conn) else {
-            return 0;
-        };
         // Its images sent ahead go back too: it may not be there to use them.
-        if let (Some((_, ahead)), Some(epoch)) = (w.prefetched.take(), self.state.current.as_mut())
-        {
-            let n = epoch.ledger.requeue(&w.name, &ahead);
-            self.state.round_progress.totals.requeued += n as u64;
-        }
+        let ahead = self.drop_prefetch(conn);
+        self.state.round_progress.totals.requeued += ahead as u64;
         let Some(w) = self.state.workers.get_mut(&conn) else {
             return 0;
         };
