@@ -226,6 +226,20 @@ impl BrowserWorker {
         self.session.poll()
     }
 
+    /// True while a round sent ahead has steps left to train: call
+    /// [`work`](Self::work) when no message is waiting.
+    pub fn has_work(&self) -> bool {
+        self.session.has_work()
+    }
+
+    /// Trains one step of a round sent ahead (the tab would otherwise wait
+    /// for the coordinator).
+    pub fn work(&mut self) {
+        let start = performance_now();
+        self.session.work();
+        self.busy_ms += performance_now() - start;
+    }
+
     /// The first frame of a connection; `nonce` is 16 fresh random bytes
     /// (`crypto.getRandomValues`).
     pub fn hello(&mut self, nonce: &[u8]) -> Result<Vec<u8>, JsError> {
@@ -240,9 +254,10 @@ impl BrowserWorker {
     /// coordinator, never a crash of the tab.
     pub fn handle(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
         let start = performance_now();
-        let rounds = self.session.stats().rounds;
+        let trained = |s: &hearth_session::SessionStats| s.rounds + s.steps_ahead;
+        let before = trained(self.session.stats());
         let reply = self.session.handle(frame);
-        if self.session.stats().rounds > rounds {
+        if trained(self.session.stats()) > before {
             self.busy_ms += performance_now() - start;
         }
         reply

@@ -92,6 +92,14 @@ pub struct TrainingOptions {
     /// current one (the link and the devices then work at the same time).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub prefetch: bool,
+    /// With `--prefetch`: each device trains those images as soon as it has
+    /// answered its round, from its own model, and puts what it learned on
+    /// top of the new global model when that comes (delayed averaging): a
+    /// device never waits for the others or for the link, at the cost of
+    /// updates one round old. Only with `--momentum-on workers` (server
+    /// momentum on updates that old is unstable).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub train_ahead: bool,
     /// Largest random shift of a training image, in pixels, drawn afresh
     /// every round on the device (0: none); the ledger's samples stay the same.
     #[arg(long, default_value_t = 2)]
@@ -155,7 +163,7 @@ impl TrainingOptions {
         anyhow::ensure!(self.shift <= 8, "--shift must be at most 8 pixels");
         anyhow::ensure!(
             self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
-            "--warmup-epochs must be a number of epochs, 0 or more"
+            "--warmup-epochs must be a finite number of epochs, 0 or more"
         );
         anyhow::ensure!(
             self.norm_factor.is_finite() && self.norm_factor > 1.0,

@@ -24,6 +24,15 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Makes reads return `WouldBlock` at once when nothing has arrived (on),
+    /// or wait (off).
+    pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_nonblocking(on),
+            Stream::Tls(s) => s.sock.set_nonblocking(on),
+        }
+    }
+
     /// Sets the socket's read timeout (a read past it fails with `WouldBlock`).
     pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> std::io::Result<()> {
         match self {

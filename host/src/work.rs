@@ -292,7 +292,15 @@ fn connection(
     socket.get_ref().set_read_timeout(Some(POLL_EVERY))?;
     let mut joined = false;
     loop {
-        let frame = match socket.read() {
+        // While a round sent ahead has steps left, only look for frames
+        // (an assignment finishes the round at once); train a step if none.
+        let idle = session.has_work();
+        socket.get_ref().set_nonblocking(idle)?;
+        let read = socket.read();
+        if idle {
+            socket.get_ref().set_nonblocking(false)?;
+        }
+        let frame = match read {
             Ok(WsMessage::Binary(b)) => Some(b),
             Ok(WsMessage::Close(_)) => return Ok(()),
             Ok(_) => None,
@@ -306,6 +314,7 @@ fn connection(
             }
             Err(e) => return Err(e.into()),
         };
+        let waiting = frame.is_none();
         if let Some(frame) = frame
             && let Some(reply) = session.handle(&frame)
         {
@@ -313,6 +322,9 @@ fn connection(
         }
         while let Some(frame) = session.poll() {
             send(&mut socket, frame)?;
+        }
+        if waiting && idle {
+            session.work();
         }
         if session.phase() == Phase::Training && !joined {
             joined = true;

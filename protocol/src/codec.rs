@@ -36,6 +36,7 @@ struct PrefetchHeader {
     round: u64,
     samples: u32,
     pixels_len: u32,
+    head_start: Option<HeadStart>,
 }
 
 /// Control fields of [`Offer`] (the component's bytes follow as payload).
@@ -125,6 +126,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 round: m.round,
                 samples: m.labels.len() as u32,
                 pixels_len: coded.len() as u32,
+                head_start: m.head_start.clone(),
             };
             let mut out = frame(kind, &header, coded.len() + m.labels.len());
             out.extend_from_slice(&coded);
@@ -271,6 +273,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         13 => {
             let h: PrefetchHeader = parse(name, header)?;
             let samples = h.samples as usize;
+            if let Some(start) = &h.head_start {
+                let stepped: u64 = start.steps.iter().map(|&n| u64::from(n)).sum();
+                if stepped != samples as u64 || start.steps.contains(&0) {
+                    return Err(ProtocolError::Header {
+                        kind: name,
+                        reason: format!(
+                            "head-start steps {:?} do not split the {samples} samples",
+                            start.steps
+                        ),
+                    });
+                }
+            }
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
@@ -286,6 +300,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 round: h.round,
                 pixels,
                 labels,
+                head_start: h.head_start,
             }))
         }
         5 => {

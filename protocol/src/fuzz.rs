@@ -97,6 +97,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 .map(|i| if i % 3 == 0 { 9 } else { 0 })
                 .collect(),
             labels: vec![4],
+            head_start: Some(HeadStart {
+                learning_rate: 0.05,
+                steps: vec![1],
+                shift: 2,
+            }),
         }),
         Message::Error(ErrorReport {
             round: Some(1),

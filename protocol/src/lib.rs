@@ -29,13 +29,15 @@ pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (5: vectors
+/// Protocol version carried in the first byte of every frame (6: images
+/// sent ahead may come with a head start, to train before the round's
+/// model arrives; 5: vectors
 /// in f32, f16 or int8, the model as a change from the worker's copy,
 /// run-length-coded pixels; 4: signed
 /// components are offered and swapped at round boundaries; 3: no secret
 /// on the wire, a challenge-response admits a worker; 2: assignments name
 /// their local steps and the kind of update they want back).
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 
 /// Largest frame a peer may send before it is admitted (a hello or a
 /// proof is a few hundred bytes; the coordinator stops reading a

@@ -188,6 +188,25 @@ pub struct Prefetch {
     pub pixels: Vec<u8>,
     /// One label per sample, 0..=9.
     pub labels: Vec<u8>,
+    /// `Some`: train on them as soon as the current round is answered, from
+    /// the model that round ended with, without waiting for the next global
+    /// model; the round's [`Assign`] then brings it, and the worker keeps
+    /// its progress on top of it (delayed averaging, as in CoCoD-SGD, Shen
+    /// et al. 2019). `None`: keep them for the [`Assign`].
+    pub head_start: Option<HeadStart>,
+}
+
+/// How to train a round's images before its [`Assign`] comes: what that
+/// assignment will say. If it says otherwise (or swaps the component), the
+/// worker trains the round again as it says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadStart {
+    /// Learning rate of the round.
+    pub learning_rate: f32,
+    /// Samples of each local step, in order (they sum to the images sent).
+    pub steps: Vec<u32>,
+    /// Largest random shift of an image, pixels (as [`Assign::shift`]).
+    pub shift: u8,
 }
 
 /// Either side: a problem with one message; the session continues.

@@ -7,6 +7,7 @@ use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
 
 use crate::compact::Compact;
+use crate::round::Steps;
 use crate::watch::{WATCH_ROUNDS, Watch, watched_problem};
 use crate::{Trainer, run_round};
 
@@ -77,6 +78,39 @@ pub struct SessionStats {
     pub bytes_in: u64,
     /// Bytes sent to it.
     pub bytes_out: u64,
+    /// Local steps trained ahead of their round's assignment (on a head
+    /// start, while the device would otherwise wait).
+    pub steps_ahead: u64,
+}
+
+/// A round trained ahead of its assignment, a step at a time while the
+/// device would otherwise wait ([`WorkerSession::work`]).
+struct Early {
+    /// The round.
+    round: u64,
+    /// What it is trained as.
+    start: proto::HeadStart,
+    /// Its images, shifted as the round says.
+    pixels: Vec<u8>,
+    /// Their labels.
+    labels: Vec<u8>,
+    /// What its progress is measured from: the model the last round ended with.
+    base: Vec<f32>,
+    /// Its steps so far.
+    steps: Steps,
+    /// Training seconds so far (0 without a clock).
+    seconds: f64,
+}
+
+impl Early {
+    /// True if `a` is the assignment this round is trained for.
+    fn answers(&self, a: &proto::Assign) -> bool {
+        a.round == self.round
+            && a.prefetched
+            && a.learning_rate.to_bits() == self.start.learning_rate.to_bits()
+            && a.steps == self.start.steps
+            && a.shift == self.start.shift
+    }
 }
 
 /// The worker side of the protocol around a [`Trainer`].
@@ -104,6 +138,11 @@ pub struct WorkerSession<T> {
     clock: Option<fn() -> f64>,
     /// Images sent ahead for a coming round.
     ahead: Option<proto::Prefetch>,
+    /// The round trained ahead of its assignment, if any.
+    early: Option<Early>,
+    /// The last round answered with a result on this connection (a head
+    /// start builds on what it ended with).
+    answered: Option<u64>,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -117,6 +156,8 @@ impl<T: Trainer> WorkerSession<T> {
             seed: 0,
             clock: None,
             ahead: None,
+            early: None,
+            answered: None,
             identity,
             trainer,
             phase: Phase::Joining,
@@ -144,6 +185,8 @@ impl<T: Trainer> WorkerSession<T> {
         self.phase = Phase::Joining;
         self.compact.reset();
         self.ahead = None;
+        self.early = None;
+        self.answered = None;
         let id = &self.identity;
         let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
@@ -247,6 +290,16 @@ impl<T: Trainer> WorkerSession<T> {
     /// One assignment: swap first if it names a ready component, train,
     /// and while a swapped-to component is watched, roll back on a problem.
     fn round(&mut self, mut a: proto::Assign) -> Option<Message> {
+        self.answered = None;
+        let early = self.early.take();
+        if let Some(early) = early
+            && early.answers(&a)
+            && self.watch.is_none()
+            && (a.component.is_empty() || a.component == self.running)
+        {
+            self.ahead = None;
+            return Some(self.finish_early(&a, early));
+        }
         if a.prefetched {
             match self.ahead.take() {
                 Some(p) if p.round == a.round => {
@@ -281,11 +334,7 @@ impl<T: Trainer> WorkerSession<T> {
                 return Some(self.error(Some(a.round), reason));
             }
         };
-        let mut pixels = std::borrow::Cow::Borrowed(&a.pixels[..]);
-        if a.shift > 0 {
-            let seed = hearth_worker::augment::mix(self.seed ^ a.round.rotate_left(32));
-            hearth_worker::augment::shift(pixels.to_mut(), a.shift.min(8), seed);
-        }
+        let pixels = shifted(self.seed, a.round, a.shift, &a.pixels);
         let started = self.clock.map(|c| c());
         let outcome = run_round(&mut self.trainer, &a, params, &pixels).map(|mut r| {
             if let (Some(clock), Some(t0)) = (self.clock, started) {
@@ -330,14 +379,149 @@ impl<T: Trainer> WorkerSession<T> {
         }
         match outcome {
             Ok(result) => {
-                self.stats.rounds += 1;
-                self.stats.images += u64::from(result.samples);
-                self.stats.last_loss = Some(result.loss_sum / f64::from(result.samples.max(1)));
-                Some(Message::Result(result))
+                self.answered = Some(a.round);
+                Some(self.answered_with(result))
             }
             Err(e) => {
                 self.stats.failed_rounds += 1;
                 Some(self.error(Some(a.round), format!("round {} failed: {e}", a.round)))
+            }
+        }
+    }
+
+    /// Counts a round's result and sends it.
+    fn answered_with(&mut self, result: proto::RoundResult) -> Message {
+        self.stats.rounds += 1;
+        self.stats.images += u64::from(result.samples);
+        self.stats.last_loss = Some(result.loss_sum / f64::from(result.samples.max(1)));
+        Message::Result(result)
+    }
+
+    /// True while a round sent ahead has steps left to train
+    /// ([`work`](Self::work) trains the next one).
+    pub fn has_work(&self) -> bool {
+        self.early
+            .as_ref()
+            .is_some_and(|e| !e.steps.finished(&e.start.steps))
+    }
+
+    /// Trains one step of the round sent ahead with a head start, if any is
+    /// left: call it whenever no frame is waiting. Its assignment then
+    /// finds that much done. A driver that never calls it trains every
+    /// round when its assignment comes, as without head starts.
+    pub fn work(&mut self) {
+        let clock = self.clock;
+        let Some(e) = self.early.as_mut() else {
+            return;
+        };
+        if e.steps.finished(&e.start.steps) {
+            return;
+        }
+        let t0 = clock.map(|c| c());
+        let stepped = if e.steps.done == 0 {
+            self.trainer
+                .set_learning_rate(e.start.learning_rate)
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            e.steps
+                .next(&mut self.trainer, &e.start.steps, &e.pixels, &e.labels)
+        });
+        match stepped {
+            Ok(()) => {
+                if let (Some(clock), Some(t0)) = (clock, t0) {
+                    e.seconds += (clock() - t0).max(0.0);
+                }
+                self.stats.steps_ahead += 1;
+            }
+            // Its assignment trains the round again and reports the failure.
+            Err(_) => self.early = None,
+        }
+    }
+
+    /// Gets the images just sent ahead ready to train before their
+    /// assignment, from the model the round just answered ended with, if
+    /// the coordinator gave a head start and nothing stands in the way
+    /// (the last round failed, or a swapped-to component is watched: then
+    /// the assignment trains as usual).
+    fn start_ahead(&mut self) {
+        let Some(p) = self.ahead.as_ref() else {
+            return;
+        };
+        let Some(start) = p.head_start.clone() else {
+            return;
+        };
+        if self.watch.is_some()
+            || self
+                .answered
+                .is_none_or(|r| r.checked_add(1) != Some(p.round))
+        {
+            return;
+        }
+        let Ok(base) = self.trainer.params() else {
+            return;
+        };
+        let pixels = shifted(self.seed, p.round, start.shift, &p.pixels).into_owned();
+        self.early = Some(Early {
+            round: p.round,
+            pixels,
+            labels: p.labels.clone(),
+            start,
+            base,
+            steps: Steps::default(),
+            seconds: 0.0,
+        });
+    }
+
+    /// The answer to `a` for the round trained ahead for it: what its steps
+    /// so far learned goes on top of the global model `a` brings, the
+    /// steps left are trained from there, and the change from that global
+    /// model is the result.
+    fn finish_early(&mut self, a: &proto::Assign, mut e: Early) -> Message {
+        let global = match self.compact.params(a) {
+            Ok(p) => p.to_vec(),
+            Err(reason) => {
+                self.stats.failed_rounds += 1;
+                return self.error(Some(a.round), reason);
+            }
+        };
+        let clock = self.clock;
+        let trainer = &mut self.trainer;
+        let mut finish = || -> Result<proto::RoundResult, String> {
+            let fail = |e: T::Error| e.to_string();
+            if e.steps.done == 0 {
+                trainer.set_params(&global).map_err(fail)?;
+                trainer.set_learning_rate(a.learning_rate).map_err(fail)?;
+            } else {
+                let now = trainer.params().map_err(fail)?;
+                let moved: Vec<f32> = global
+                    .iter()
+                    .zip(now.iter().zip(&e.base))
+                    .map(|(g, (n, b))| g + (n - b))
+                    .collect();
+                trainer.set_params(&moved).map_err(fail)?;
+            }
+            let t0 = clock.map(|c| c());
+            while !e.steps.finished(&a.steps) {
+                e.steps.next(trainer, &a.steps, &e.pixels, &e.labels)?;
+            }
+            let mut result = e.steps.result(trainer, a, &global)?;
+            if let (Some(clock), Some(t0)) = (clock, t0) {
+                result.compute_seconds = (e.seconds + (clock() - t0).max(0.0)) as f32;
+            }
+            Ok(result)
+        };
+        match finish() {
+            Ok(mut result) => {
+                self.compact.pack(&mut result, a.reply_encoding);
+                self.answered = Some(a.round);
+                self.answered_with(result)
+            }
+            Err(e) => {
+                self.stats.failed_rounds += 1;
+                self.error(Some(a.round), format!("round {} failed: {e}", a.round))
             }
         }
     }
@@ -427,7 +611,9 @@ impl<T: Trainer> WorkerSession<T> {
                 if self.phase != Phase::Training {
                     return Some(self.error(Some(p.round), "images before the welcome".into()));
                 }
+                self.early = None;
                 self.ahead = Some(p);
+                self.start_ahead();
                 None
             }
             Message::Offer(offer) => {
@@ -463,6 +649,17 @@ impl<T: Trainer> WorkerSession<T> {
             )),
         }
     }
+}
+
+/// `pixels` of round `round` shifted by up to `shift` pixels (seeded by
+/// the run's `seed` and the round).
+fn shifted(seed: u64, round: u64, shift: u8, pixels: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut pixels = std::borrow::Cow::Borrowed(pixels);
+    if shift > 0 {
+        let seed = hearth_worker::augment::mix(seed ^ round.rotate_left(32));
+        hearth_worker::augment::shift(pixels.to_mut(), shift.min(8), seed);
+    }
+    pixels
 }
 
 /// The first 12 hex digits of a digest, for notes.

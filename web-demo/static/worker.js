@@ -49,6 +49,25 @@ function flush(ws, worker) {
   }
 }
 
+// Trains a round sent ahead a step at a time while no message is waiting,
+// yielding between steps so that the coordinator's next message is handled
+// as soon as it comes (it finishes the round at once).
+const tick = new MessageChannel();
+let working = false;
+function workSoon(ws, worker) {
+  if (working || !worker.has_work()) return;
+  working = true;
+  tick.port1.onmessage = () => {
+    working = false;
+    if (socket !== ws || !worker.has_work()) return;
+    busy(true);
+    worker.work();
+    busy(false);
+    workSoon(ws, worker);
+  };
+  tick.port2.postMessage(null);
+}
+
 function load() {
   if (!ready) {
     ready = (async () => {
@@ -103,6 +122,7 @@ function connect(moduleDigest) {
     report({ connected: true });
     flush(ws, worker);
     if (worker.done()) ws.close();
+    else workSoon(ws, worker);
   };
   ws.onclose = () => {
     report({ connected: false });

@@ -8,7 +8,7 @@ use hearth_protocol::{self as proto, Message, RoundResult};
 
 use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
-use super::state::{Busy, ConnId, Now, Phase, RoundProgress};
+use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress};
 use super::{Engine, Output, checks};
 use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
 
@@ -110,13 +110,17 @@ impl Engine {
         probation(&mut instructions, &suspects);
         let next = self.state.round + 1;
         for (conn, fit) in conns.iter().zip(instructions.iter_mut()) {
-            // A worker holding this round's images trains on them.
-            if self.state.workers[conn]
+            // A worker holding this round's images trains on them, at the
+            // learning rate it may have started with.
+            if let Some(p) = self.state.workers[conn]
                 .prefetched
                 .as_ref()
-                .is_some_and(|p| p.0 == next)
+                .filter(|p| p.round == next)
             {
                 fit.batches = fit.batches.max(1);
+                if let Some(start) = &p.head_start {
+                    fit.learning_rate = start.learning_rate;
+                }
             }
         }
         // Images sent ahead to a worker that sits this round out go back.
@@ -181,34 +185,62 @@ impl Engine {
                     .get(conn)
                     .is_some_and(|w| w.busy.is_some());
                 if fit.batches > 0 && busy {
-                    self.prefetch(*conn, round + 1, fit.batches);
+                    self.prefetch(now, *conn, round + 1, fit);
                 }
             }
         }
         true
     }
 
-    /// Takes `count` batches for `conn`'s round `round` and sends their
-    /// images now.
-    fn prefetch(&mut self, conn: ConnId, round: u64, count: usize) {
+    /// Takes as many batches as `fit` gave `conn` this round for its round
+    /// `round` and sends their images now, with a head start at `fit`'s
+    /// learning rate if the run trains ahead.
+    fn prefetch(&mut self, now: Now, conn: ConnId, round: u64, fit: &FitInstruction) {
+        let shift = self.shift();
+        let o = &self.state.options;
+        // Server momentum on updates one round old is unstable (74.9 % after
+        // an epoch at 11 devices against 96 %): head starts only with
+        // momentum on the devices.
+        let train_ahead = o.train_ahead && o.momentum_on == crate::strategy::MomentumOn::Workers;
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
         ) else {
             return;
         };
-        let batches = current.ledger.assign(&w.name, round, count);
+        let batches = current.ledger.assign(&w.name, round, fit.batches);
         if batches.is_empty() {
             return;
         }
-        let (pixels, labels, _) = images(&self.train, &current.ledger, &batches, true);
-        w.prefetched = Some((round, batches));
+        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, true);
+        let head_start = train_ahead.then_some(proto::HeadStart {
+            learning_rate: fit.learning_rate,
+            steps,
+            shift,
+        });
+        w.prefetched = Some(Prefetched {
+            round,
+            batches,
+            sent: now,
+            head_start: head_start.clone(),
+        });
         let message = Message::Prefetch(proto::Prefetch {
             round,
             pixels,
             labels,
+            head_start,
         });
         self.send(conn, &message);
+    }
+
+    /// Largest random shift of this epoch's images.
+    fn shift(&self) -> u8 {
+        let o = &self.state.options;
+        if self.state.epoch > o.shift_after {
+            o.shift
+        } else {
+            0
+        }
     }
 
     /// Puts `conn`'s images sent ahead back in the queue; returns how many
@@ -221,7 +253,7 @@ impl Engine {
             return 0;
         };
         match w.prefetched.take() {
-            Some((_, ahead)) => current.ledger.requeue(&w.name, &ahead),
+            Some(ahead) => current.ledger.requeue(&w.name, &ahead.batches),
             None => 0,
         }
     }
@@ -238,17 +270,25 @@ impl Engine {
             .filter(|&s| s > 0.0)
             .min_by(f64::total_cmp);
         let component_for = self.component_for(conn);
+        let shift = self.shift();
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
         ) else {
             return;
         };
-        let ahead = w.prefetched.take_if(|p| p.0 == round).map(|p| p.1);
+        let ahead = w.prefetched.take_if(|p| p.round == round);
         let prefetched = ahead.is_some();
-        let batches = match ahead {
-            Some(batches) => batches,
-            None => current.ledger.assign(&w.name, round, fit.batches),
+        // A round started ahead began when its images went out.
+        let (batches, sent) = match ahead {
+            Some(Prefetched {
+                batches,
+                sent,
+                head_start: Some(_),
+                ..
+            }) => (batches, sent),
+            Some(p) => (p.batches, now),
+            None => (current.ledger.assign(&w.name, round, fit.batches), now),
         };
         if batches.is_empty() {
             return;
@@ -276,7 +316,7 @@ impl Engine {
             version: self.state.version,
             reply: fit.reply,
             learning_rate: fit.learning_rate.max(self.state.guard_rate),
-            sent: now,
+            sent,
             deadline: now + answer_deadline(speed, samples, limit),
             component: runs_on,
         });
@@ -290,11 +330,7 @@ impl Engine {
             params_encoding,
             params_base,
             reply_encoding,
-            shift: if self.state.epoch > self.state.options.shift_after {
-                self.state.options.shift
-            } else {
-                0
-            },
+            shift,
             prefetched,
             pixels,
             labels,

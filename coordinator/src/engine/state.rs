@@ -69,6 +69,20 @@ pub struct Busy {
     pub deadline: Now,
 }
 
+/// Batches of a worker's next round whose images went out ahead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prefetched {
+    /// The round they are for.
+    pub round: u64,
+    /// The batches.
+    pub batches: Vec<BatchId>,
+    /// When they went out.
+    pub sent: Now,
+    /// The head start they came with, if the worker may train them before
+    /// the round's assignment: the assignment then says the same.
+    pub head_start: Option<hearth_protocol::HeadStart>,
+}
+
 /// A connected worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerSlot {
@@ -80,8 +94,8 @@ pub struct WorkerSlot {
     pub component: String,
     /// The round it is working on, if any.
     pub busy: Option<Busy>,
-    /// Batches of its next round whose images it was sent ahead: (round, batches).
-    pub prefetched: Option<(u64, Vec<BatchId>)>,
+    /// Its next round's batches, whose images it was sent ahead.
+    pub prefetched: Option<Prefetched>,
     /// It missed a deadline and has not answered since: no new batches until
     /// it does (a frozen tab or a stopped process would hold up every round).
     pub missed: bool,
@@ -459,8 +473,8 @@ impl RunState {
             if let (Some(busy), Some(current)) = (&w.busy, self.current.as_mut()) {
                 current.ledger.requeue(&w.name, &busy.batches);
             }
-            if let (Some((_, ahead)), Some(current)) = (&w.prefetched, self.current.as_mut()) {
-                current.ledger.requeue(&w.name, ahead);
+            if let (Some(ahead), Some(current)) = (&w.prefetched, self.current.as_mut()) {
+                current.ledger.requeue(&w.name, &ahead.batches);
             }
             self.depart(&w);
         }

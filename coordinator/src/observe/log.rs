@@ -94,6 +94,17 @@ impl Observer for Log {
             Notice::WorkerError { worker, reason } => {
                 tracing::warn!(worker = %shown(worker), reason = %shown(reason), "worker reported an error")
             }
+            Notice::RoundFinished(r) => tracing::debug!(
+                epoch = r.epoch,
+                round = r.round,
+                samples = r.samples,
+                "round finished"
+            ),
+            Notice::Completed(entries) => {
+                if let Some(e) = entries.first() {
+                    tracing::debug!(worker = %shown(&e.worker), round = e.round, batches = entries.len(), "result credited")
+                }
+            }
             _ => {}
         }
         Ok(())

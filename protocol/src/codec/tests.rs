@@ -95,7 +95,31 @@ fn samples() -> Vec<Message> {
             round: None,
             reason: String::new(),
         }),
+        Message::Prefetch(Prefetch {
+            round: 5,
+            pixels: (0..2 * IMAGE_LEN).map(|i| (i % 7) as u8).collect(),
+            labels: vec![1, 8],
+            head_start: None,
+        }),
+        Message::Prefetch(Prefetch {
+            round: 6,
+            pixels: vec![0; 3 * IMAGE_LEN],
+            labels: vec![0, 1, 2],
+            head_start: Some(HeadStart {
+                learning_rate: 0.07,
+                steps: vec![2, 1],
+                shift: 2,
+            }),
+        }),
     ]
+}
+
+/// The sample prefetch that comes with a head start.
+fn head_start_sample() -> Prefetch {
+    match samples().pop() {
+        Some(Message::Prefetch(p)) => p,
+        _ => unreachable!("the last sample is a prefetch with a head start"),
+    }
 }
 
 #[test]
@@ -183,6 +207,20 @@ fn malformed_frames_are_errors() {
         decode(&encode(&Message::Assign(a))).is_err(),
         "an empty step"
     );
+    // A head start whose steps do not split the images sent.
+    for steps in [vec![2], vec![0, 3], vec![2, 2]] {
+        let mut p = head_start_sample();
+        if let Some(h) = p.head_start.as_mut() {
+            h.steps = steps;
+        }
+        assert!(matches!(
+            decode(&encode(&Message::Prefetch(p))),
+            Err(ProtocolError::Header {
+                kind: "prefetch",
+                ..
+            })
+        ));
+    }
     // A header length that points past the end.
     let mut v = encode(&samples()[9]);
     v[2..6].copy_from_slice(&u32::MAX.to_le_bytes());

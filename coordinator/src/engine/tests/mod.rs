@@ -64,6 +64,7 @@ pub(super) fn options() -> TrainingOptions {
         shift: 0,
         shift_after: 0,
         prefetch: false,
+        train_ahead: false,
         warmup_epochs: 0.0,
         train_limit: None,
         test_limit: None,
@@ -419,6 +420,8 @@ pub(super) fn run_until(
         let mut any = 0;
         for (i, w) in ws.iter_mut().enumerate() {
             any += h.exchange(i as ConnId + 1, w);
+            // A step of a round sent ahead while nothing arrives.
+            w.work();
         }
         if any == 0 {
             h.feed(Input::Tick);

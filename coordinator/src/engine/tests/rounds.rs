@@ -372,3 +372,47 @@ fn a_worker_leaving_with_images_sent_ahead_gives_them_back() {
     run_to_end(&mut h, &mut rest);
     every_sample_once(&h, 50, 2);
 }
+
+#[test]
+fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
+    let mut o = options();
+    o.prefetch = true;
+    o.train_ahead = true;
+    o.momentum_on = crate::strategy::MomentumOn::Workers;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    // Every head start is what the round's assignment then says.
+    let sent: Vec<Message> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: 1, frame } => proto::decode(frame).ok(),
+            _ => None,
+        })
+        .collect();
+    let mut starts = BTreeMap::new();
+    for m in &sent {
+        match m {
+            Message::Prefetch(p) => {
+                let start = p
+                    .head_start
+                    .clone()
+                    .expect("a head start with each prefetch");
+                starts.insert(p.round, start);
+            }
+            Message::Assign(a) if a.prefetched => {
+                let start = &starts[&a.round];
+                assert_eq!(
+                    (a.learning_rate, &a.steps, a.shift),
+                    (start.learning_rate, &start.steps, start.shift)
+                );
+            }
+            _ => {}
+        }
+    }
+    let ahead: u64 = ws.iter().map(|w| w.stats().steps_ahead).sum();
+    assert!(ahead >= 2, "{ahead} steps trained ahead");
+}
