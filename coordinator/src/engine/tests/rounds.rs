@@ -324,6 +324,17 @@ fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
     );
 }
 
+/// Every message the engine sent to `conn`, in order.
+fn sent_to(h: &Harness, conn: ConnId) -> Vec<Message> {
+    h.log
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, frame } if *c == conn => proto::decode(frame).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
     let mut o = options();
@@ -333,14 +344,7 @@ fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, 50, 2);
     assert!(h.refusals().is_empty(), "{:?}", h.refusals());
-    let sent: Vec<Message> = h
-        .log
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { conn: 1, frame } => proto::decode(frame).ok(),
-            _ => None,
-        })
-        .collect();
+    let sent = sent_to(&h, 1);
     let ahead = sent
         .iter()
         .filter(|m| matches!(m, Message::Prefetch(_)))
@@ -385,14 +389,7 @@ fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
     every_sample_once(&h, 50, 2);
     assert!(h.refusals().is_empty(), "{:?}", h.refusals());
     // Every head start is what the round's assignment then says.
-    let sent: Vec<Message> = h
-        .log
-        .iter()
-        .filter_map(|o| match o {
-            Output::Send { conn: 1, frame } => proto::decode(frame).ok(),
-            _ => None,
-        })
-        .collect();
+    let sent = sent_to(&h, 1);
     let mut starts = BTreeMap::new();
     for m in &sent {
         match m {
