@@ -324,6 +324,17 @@ fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
     );
 }
 
+/// A run of two workers on 50 samples to its end, with every sample used
+/// once per epoch and nothing refused.
+fn two_workers_to_the_end(o: TrainingOptions) -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    (h, ws)
+}
+
 /// Every message the engine sent to `conn`, in order.
 fn sent_to(h: &Harness, conn: ConnId) -> Vec<Message> {
     h.log
@@ -339,11 +350,7 @@ fn sent_to(h: &Harness, conn: ConnId) -> Vec<Message> {
 fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
     let mut o = options();
     o.prefetch = true;
-    let mut h = Harness::new(o, 50);
-    let mut ws = workers(&mut h, &["a", "b"]);
-    run_to_end(&mut h, &mut ws);
-    every_sample_once(&h, 50, 2);
-    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    let (h, _) = two_workers_to_the_end(o);
     let sent = sent_to(&h, 1);
     let ahead = sent
         .iter()
@@ -383,11 +390,7 @@ fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
     o.prefetch = true;
     o.train_ahead = true;
     o.momentum_on = crate::strategy::MomentumOn::Workers;
-    let mut h = Harness::new(o, 50);
-    let mut ws = workers(&mut h, &["a", "b"]);
-    run_to_end(&mut h, &mut ws);
-    every_sample_once(&h, 50, 2);
-    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    let (h, ws) = two_workers_to_the_end(o);
     // Every head start is what the round's assignment then says.
     let sent = sent_to(&h, 1);
     let mut starts = BTreeMap::new();
