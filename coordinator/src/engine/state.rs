@@ -63,7 +63,8 @@ pub struct Busy {
     /// The learning rate the guard scales its bound by (the round's, or
     /// more while workers' velocity still carries earlier rounds').
     pub learning_rate: f32,
-    /// When the assignment went out.
+    /// When the assignment went out (for a round with a head start: when
+    /// its images did, since the worker may train from then).
     pub sent: Now,
     /// When its batches go back to the queue if it has not answered.
     pub deadline: Now,
