@@ -224,21 +224,11 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             }
             let params_bytes = h.params_encoding.bytes(h.params_len as usize);
             let samples = h.samples as usize;
-            let stepped: u64 = h.steps.iter().map(|&n| u64::from(n)).sum();
-            // Prefetched samples are counted by the worker, which holds them.
-            let counted = if h.prefetched {
-                stepped
-            } else {
-                samples as u64
-            };
-            if (h.prefetched && samples != 0) || stepped != counted || h.steps.contains(&0) {
-                return Err(ProtocolError::Header {
-                    kind: name,
-                    reason: format!(
-                        "local steps {:?} do not split the {samples} samples",
-                        h.steps
-                    ),
-                });
+            // Prefetched samples are not sent again: the worker holds them.
+            if !h.prefetched {
+                check_steps(name, &h.steps, samples)?;
+            } else if samples != 0 || h.steps.contains(&0) {
+                return Err(steps_error(name, &h.steps, samples));
             }
             let expected = params_bytes
                 .checked_add(h.pixels_len as usize)
@@ -274,16 +264,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             let h: PrefetchHeader = parse(name, header)?;
             let samples = h.samples as usize;
             if let Some(start) = &h.head_start {
-                let stepped: u64 = start.steps.iter().map(|&n| u64::from(n)).sum();
-                if stepped != samples as u64 || start.steps.contains(&0) {
-                    return Err(ProtocolError::Header {
-                        kind: name,
-                        reason: format!(
-                            "head-start steps {:?} do not split the {samples} samples",
-                            start.steps
-                        ),
-                    });
-                }
+                check_steps(name, &start.steps, samples)?;
             }
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)
@@ -333,6 +314,24 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
 }
 
 /// `pixels` run-length coded.
+/// An error unless `steps` (samples per local step) are none empty and
+/// add up to `samples`.
+fn check_steps(kind: &'static str, steps: &[u32], samples: usize) -> Result<(), ProtocolError> {
+    let stepped: u64 = steps.iter().map(|&n| u64::from(n)).sum();
+    if stepped != samples as u64 || steps.contains(&0) {
+        return Err(steps_error(kind, steps, samples));
+    }
+    Ok(())
+}
+
+/// Local steps that do not split the samples they are for.
+fn steps_error(kind: &'static str, steps: &[u32], samples: usize) -> ProtocolError {
+    ProtocolError::Header {
+        kind,
+        reason: format!("local steps {steps:?} do not split the {samples} samples"),
+    }
+}
+
 fn coded_pixels(pixels: &[u8]) -> Vec<u8> {
     let mut coded = Vec::with_capacity(pixels.len() / 3);
     pixels::put(&mut coded, pixels);

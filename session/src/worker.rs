@@ -7,7 +7,6 @@ use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
 
 use crate::compact::Compact;
-use crate::round::Steps;
 use crate::watch::{WATCH_ROUNDS, Watch, watched_problem};
 use crate::{Trainer, run_round};
 
@@ -83,36 +82,6 @@ pub struct SessionStats {
     pub steps_ahead: u64,
 }
 
-/// A round trained ahead of its assignment, a step at a time while the
-/// device would otherwise wait ([`WorkerSession::work`]).
-struct Early {
-    /// The round.
-    round: u64,
-    /// What it is trained as.
-    start: proto::HeadStart,
-    /// Its images, shifted as the round says.
-    pixels: Vec<u8>,
-    /// Their labels.
-    labels: Vec<u8>,
-    /// What its progress is measured from: the model the last round ended with.
-    base: Vec<f32>,
-    /// Its steps so far.
-    steps: Steps,
-    /// Training seconds so far (0 without a clock).
-    seconds: f64,
-}
-
-impl Early {
-    /// True if `a` is the assignment this round is trained for.
-    fn answers(&self, a: &proto::Assign) -> bool {
-        a.round == self.round
-            && a.prefetched
-            && a.learning_rate.to_bits() == self.start.learning_rate.to_bits()
-            && a.steps == self.start.steps
-            && a.shift == self.start.shift
-    }
-}
-
 /// The worker side of the protocol around a [`Trainer`].
 pub struct WorkerSession<T> {
     identity: Identity,
@@ -139,7 +108,7 @@ pub struct WorkerSession<T> {
     /// Images sent ahead for a coming round.
     ahead: Option<proto::Prefetch>,
     /// The round trained ahead of its assignment, if any.
-    early: Option<Early>,
+    early: Option<ahead::Early>,
     /// The last round answered with a result on this connection (a head
     /// start builds on what it ended with).
     answered: Option<u64>,
@@ -291,12 +260,7 @@ impl<T: Trainer> WorkerSession<T> {
     /// and while a swapped-to component is watched, roll back on a problem.
     fn round(&mut self, mut a: proto::Assign) -> Option<Message> {
         self.answered = None;
-        let early = self.early.take();
-        if let Some(early) = early
-            && early.answers(&a)
-            && self.watch.is_none()
-            && (a.component.is_empty() || a.component == self.running)
-        {
+        if let Some(early) = self.early_for(&a) {
             self.ahead = None;
             return Some(self.finish_early(&a, early));
         }
@@ -395,135 +359,6 @@ impl<T: Trainer> WorkerSession<T> {
         self.stats.images += u64::from(result.samples);
         self.stats.last_loss = Some(result.loss_sum / f64::from(result.samples.max(1)));
         Message::Result(result)
-    }
-
-    /// True while a round sent ahead has steps left to train
-    /// ([`work`](Self::work) trains the next one).
-    pub fn has_work(&self) -> bool {
-        self.early
-            .as_ref()
-            .is_some_and(|e| !e.steps.finished(&e.start.steps))
-    }
-
-    /// Trains one step of the round sent ahead with a head start, if any is
-    /// left: call it whenever no frame is waiting. Its assignment then
-    /// finds that much done. A driver that never calls it trains every
-    /// round when its assignment comes, as without head starts.
-    pub fn work(&mut self) {
-        let clock = self.clock;
-        let Some(e) = self.early.as_mut() else {
-            return;
-        };
-        if e.steps.finished(&e.start.steps) {
-            return;
-        }
-        let t0 = clock.map(|c| c());
-        let stepped = if e.steps.done == 0 {
-            self.trainer
-                .set_learning_rate(e.start.learning_rate)
-                .map_err(|e| e.to_string())
-        } else {
-            Ok(())
-        }
-        .and_then(|()| {
-            e.steps
-                .next(&mut self.trainer, &e.start.steps, &e.pixels, &e.labels)
-        });
-        match stepped {
-            Ok(()) => {
-                if let (Some(clock), Some(t0)) = (clock, t0) {
-                    e.seconds += (clock() - t0).max(0.0);
-                }
-                self.stats.steps_ahead += 1;
-            }
-            // Its assignment trains the round again and reports the failure.
-            Err(_) => self.early = None,
-        }
-    }
-
-    /// Gets the images just sent ahead ready to train before their
-    /// assignment, from the model the round just answered ended with, if
-    /// the coordinator gave a head start and nothing stands in the way
-    /// (the last round failed, or a swapped-to component is watched: then
-    /// the assignment trains as usual).
-    fn start_ahead(&mut self) {
-        let Some(p) = self.ahead.as_ref() else {
-            return;
-        };
-        let Some(start) = p.head_start.clone() else {
-            return;
-        };
-        if self.watch.is_some()
-            || self
-                .answered
-                .is_none_or(|r| r.checked_add(1) != Some(p.round))
-        {
-            return;
-        }
-        let Ok(base) = self.trainer.params() else {
-            return;
-        };
-        let pixels = shifted(self.seed, p.round, start.shift, &p.pixels).into_owned();
-        self.early = Some(Early {
-            round: p.round,
-            pixels,
-            labels: p.labels.clone(),
-            start,
-            base,
-            steps: Steps::default(),
-            seconds: 0.0,
-        });
-    }
-
-    /// The answer to `a` for the round trained ahead for it: what its steps
-    /// so far learned goes on top of the global model `a` brings, the
-    /// steps left are trained from there, and the change from that global
-    /// model is the result.
-    fn finish_early(&mut self, a: &proto::Assign, mut e: Early) -> Message {
-        let global = match self.compact.params(a) {
-            Ok(p) => p.to_vec(),
-            Err(reason) => {
-                self.stats.failed_rounds += 1;
-                return self.error(Some(a.round), reason);
-            }
-        };
-        let clock = self.clock;
-        let trainer = &mut self.trainer;
-        let mut finish = || -> Result<proto::RoundResult, String> {
-            let fail = |e: T::Error| e.to_string();
-            if e.steps.done == 0 {
-                trainer.set_params(&global).map_err(fail)?;
-                trainer.set_learning_rate(a.learning_rate).map_err(fail)?;
-            } else {
-                let now = trainer.params().map_err(fail)?;
-                let moved: Vec<f32> = global
-                    .iter()
-                    .zip(now.iter().zip(&e.base))
-                    .map(|(g, (n, b))| g + (n - b))
-                    .collect();
-                trainer.set_params(&moved).map_err(fail)?;
-            }
-            let t0 = clock.map(|c| c());
-            while !e.steps.finished(&a.steps) {
-                e.steps.next(trainer, &a.steps, &e.pixels, &e.labels)?;
-            }
-            let mut result = e.steps.result(trainer, a, &global)?;
-            if let (Some(clock), Some(t0)) = (clock, t0) {
-                result.compute_seconds = (e.seconds + (clock() - t0).max(0.0)) as f32;
-            }
-            Ok(result)
-        };
-        match finish() {
-            Ok(mut result) => {
-                self.compact.pack(&mut result, a.reply_encoding);
-                self.answered = Some(a.round);
-                self.answered_with(result)
-            }
-            Err(e) => {
-                self.stats.failed_rounds += 1;
-                self.error(Some(a.round), format!("round {} failed: {e}", a.round))
-            }
-        }
     }
 
     fn on_message(&mut self, message: Message) -> Option<Message> {
@@ -667,5 +502,6 @@ fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
 
+mod ahead;
 #[cfg(test)]
 mod tests;
