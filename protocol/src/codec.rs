@@ -183,17 +183,19 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
     let header = &bytes[PREFIX..header_end];
     let payload = &bytes[header_end..];
     let name = Message::kind_name(kind);
-    let no_payload = |m: Message| {
-        if payload.is_empty() {
-            Ok(m)
+    // The payload must be exactly as long as the header says.
+    let payload_is = |expected: usize| {
+        if payload.len() == expected {
+            Ok(())
         } else {
             Err(ProtocolError::PayloadLength {
                 kind: name,
-                expected: 0,
+                expected,
                 found: payload.len(),
             })
         }
     };
+    let no_payload = |m: Message| payload_is(0).map(|()| m);
     match kind {
         1 => no_payload(Message::Hello(parse(name, header)?)),
         2 => no_payload(Message::Welcome(parse(name, header)?)),
@@ -205,13 +207,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         12 => no_payload(Message::ComponentStatus(parse(name, header)?)),
         11 => {
             let h: OfferHeader = parse(name, header)?;
-            if payload.len() != h.len as usize {
-                return Err(ProtocolError::PayloadLength {
-                    kind: name,
-                    expected: h.len as usize,
-                    found: payload.len(),
-                });
-            }
+            payload_is(h.len as usize)?;
             Ok(Message::Offer(Offer {
                 signature: h.signature,
                 component: payload.to_vec(),
@@ -234,13 +230,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 .checked_add(h.pixels_len as usize)
                 .and_then(|n| n.checked_add(samples))
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
-            if payload.len() != expected {
-                return Err(ProtocolError::PayloadLength {
-                    kind: name,
-                    expected,
-                    found: payload.len(),
-                });
-            }
+            payload_is(expected)?;
             let (params, rest) = payload.split_at(params_bytes);
             let (pixels, labels) = images(name, rest, h.pixels_len as usize, samples)?;
             Ok(Message::Assign(Assign {
@@ -269,13 +259,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
-            if payload.len() != expected {
-                return Err(ProtocolError::PayloadLength {
-                    kind: name,
-                    expected,
-                    found: payload.len(),
-                });
-            }
+            payload_is(expected)?;
             let (pixels, labels) = images(name, payload, h.pixels_len as usize, samples)?;
             Ok(Message::Prefetch(Prefetch {
                 round: h.round,
@@ -290,13 +274,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 return Err(ProtocolError::TooLarge(h.len as usize));
             }
             let expected = h.encoding.bytes(h.len as usize);
-            if payload.len() != expected {
-                return Err(ProtocolError::PayloadLength {
-                    kind: name,
-                    expected,
-                    found: payload.len(),
-                });
-            }
+            payload_is(expected)?;
             Ok(Message::Result(RoundResult {
                 round: h.round,
                 params_version: h.params_version,
