@@ -137,6 +137,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
         FedAvgM::new(t.local_steps, t.momentum)
             .with_aggregate(t.aggregate)
             .with_momentum_on(t.momentum_on)
+            .with_split(t.split_steps)
             .with_scaling(
                 t.lr_scaling,
                 f64::from(t.warmup_epochs) * data.train.len() as f64,

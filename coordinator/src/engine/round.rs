@@ -10,7 +10,7 @@ use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
 use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress};
 use super::{Engine, Output, checks};
-use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
+use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView, split_steps};
 
 /// How long a worker may take to answer a round of `images`: four times what
 /// its measured speed predicts plus 5 s (for a worker whose speed is not
@@ -40,27 +40,26 @@ fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
         if !suspects[i] || instructions[i].batches == 0 {
             continue;
         }
-        instructions[i].batches = 1;
+        instructions[i].set_batches(1);
         let idle = (0..instructions.len()).find(|&j| !suspects[j] && instructions[j].batches == 0);
         if let Some(j) = idle {
-            instructions[i].batches = 0;
-            instructions[j].batches = 1;
+            instructions[i].set_batches(0);
+            instructions[j].set_batches(1);
         }
     }
 }
 
-/// The samples per batch of `batches` and, if `with_images`, their pixels
-/// and labels from `train`.
+/// The samples of `batches` split into `steps` local steps and, if
+/// `with_images`, their pixels and labels from `train`.
 fn images(
     train: &hearth_mnist::Split,
     ledger: &crate::ledger::Ledger,
     batches: &[crate::ledger::BatchId],
+    steps: usize,
     with_images: bool,
 ) -> (Vec<u8>, Vec<u8>, Vec<u32>) {
-    let steps = batches
-        .iter()
-        .map(|&b| ledger.samples(b).len() as u32)
-        .collect();
+    let samples = batches.iter().map(|&b| ledger.samples(b).len()).sum();
+    let steps = split_steps(samples, steps);
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
     if with_images {
         for &b in batches {
@@ -117,7 +116,7 @@ impl Engine {
                 .as_ref()
                 .filter(|p| p.round == next)
             {
-                fit.batches = fit.batches.max(1);
+                fit.set_batches(fit.batches.max(1));
                 if let Some(start) = &p.head_start {
                     fit.learning_rate = start.learning_rate;
                 }
@@ -200,8 +199,11 @@ impl Engine {
         let o = &self.state.options;
         // Server momentum on updates one round old is unstable (74.9 % after
         // an epoch at 11 devices against 96 %): head starts only with
-        // momentum on the devices.
-        let train_ahead = o.train_ahead && o.momentum_on == crate::strategy::MomentumOn::Workers;
+        // momentum on the devices, and not in the first epochs, where the
+        // model changes fastest and an update one round old costs most.
+        let train_ahead = o.train_ahead
+            && o.momentum_on == crate::strategy::MomentumOn::Workers
+            && self.state.epoch > o.train_ahead_after;
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),
@@ -212,7 +214,8 @@ impl Engine {
         if batches.is_empty() {
             return;
         }
-        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, true);
+        let steps = fit.steps_for(batches.len());
+        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, steps, true);
         let head_start = train_ahead.then_some(proto::HeadStart {
             learning_rate: fit.learning_rate,
             steps,
@@ -279,16 +282,21 @@ impl Engine {
         };
         let ahead = w.prefetched.take_if(|p| p.round == round);
         let prefetched = ahead.is_some();
-        // A round started ahead began when its images went out.
-        let (batches, sent) = match ahead {
+        // A round started ahead began when its images went out, and is
+        // split as its head start said.
+        let (batches, sent, split) = match ahead {
             Some(Prefetched {
                 batches,
                 sent,
-                head_start: Some(_),
+                head_start: Some(start),
                 ..
-            }) => (batches, sent),
-            Some(p) => (p.batches, now),
-            None => (current.ledger.assign(&w.name, round, fit.batches), now),
+            }) => (batches, sent, Some(start.steps)),
+            Some(p) => (p.batches, now, None),
+            None => (
+                current.ledger.assign(&w.name, round, fit.batches),
+                now,
+                None,
+            ),
         };
         if batches.is_empty() {
             return;
@@ -299,7 +307,12 @@ impl Engine {
         } else {
             swap_to.clone()
         };
-        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, !prefetched);
+        let count = fit.steps_for(batches.len());
+        let (pixels, labels, mut steps) =
+            images(&self.train, &current.ledger, &batches, count, !prefetched);
+        if let Some(split) = split {
+            steps = split;
+        }
         let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
         let (params, params_encoding, params_base) =
             w.downlink(&self.state.global, self.state.version);

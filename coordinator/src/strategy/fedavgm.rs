@@ -42,6 +42,7 @@ pub struct FedAvgM {
     warmup_samples: f64,
     seen: f64,
     momentum_on: MomentumOn,
+    split: StepSplit,
 }
 
 /// Where momentum is applied.
@@ -57,6 +58,28 @@ pub enum MomentumOn {
     /// Workers step without it; the server applies it to the average
     /// change, as MXNet's parameter server does.
     Server,
+}
+
+/// How many local steps a worker's batches are trained in, for a round of
+/// `n_eff` devices (its batches over its largest share).
+///
+/// Averaging the changes of `n` devices that each took steps of `b` samples
+/// moves the model like steps of `n·b` samples: with more devices an epoch
+/// has fewer, larger steps. Growing the learning rate makes up for it only
+/// up to the curvature's limit (the linear rule diverges at 11 devices).
+/// Splitting each device's batches into smaller steps at the same learning
+/// rate keeps one step's noise (learning rate over batch) where `√n` times
+/// the learning rate would put it, but takes `√n` times as many steps, each
+/// as stable as one device's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepSplit {
+    /// One local step per batch, whatever the devices (the study's recipe).
+    None,
+    /// `√n_eff` local steps per batch (steps of `batch/√n_eff` samples).
+    Sqrt,
 }
 
 /// How the workers' learning rate grows with the devices of a round.
@@ -92,6 +115,23 @@ impl FedAvgM {
         1.0 + (target - 1.0) * ramp
     }
 
+    /// Local steps for `batches` batches of a round whose `n_eff` is
+    /// `samples / largest` (see [`scale`](Self::scale)): at least one, and
+    /// at least one per batch.
+    pub fn steps(&self, batches: usize, samples: f64, largest: f64) -> usize {
+        let n = (samples / largest.max(1.0)).max(1.0);
+        let per_batch = match self.split {
+            StepSplit::None => 1.0,
+            StepSplit::Sqrt => n.sqrt(),
+        };
+        ((batches as f64 * per_batch).round() as usize).max(batches)
+    }
+
+    /// The same strategy training each batch in `split` local steps.
+    pub fn with_split(self, split: StepSplit) -> Self {
+        Self { split, ..self }
+    }
+
     /// The same strategy with momentum applied `on` the workers or the server.
     pub fn with_momentum_on(self, on: MomentumOn) -> Self {
         Self {
@@ -123,6 +163,7 @@ impl FedAvgM {
             warmup_samples: 0.0,
             seen: 0.0,
             momentum_on: MomentumOn::Server,
+            split: StepSplit::None,
         }
     }
 
@@ -172,8 +213,8 @@ impl FedAvgM {
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
-            "fedavgm(local_steps={}, momentum={} on {:?}, aggregate={:?}, lr_scaling={:?})",
-            self.local_steps, self.momentum, self.momentum_on, self.rule, self.scaling
+            "fedavgm(local_steps={}, momentum={} on {:?}, aggregate={:?}, lr_scaling={:?}, split_steps={:?})",
+            self.local_steps, self.momentum, self.momentum_on, self.rule, self.scaling, self.split
         )
     }
 
@@ -208,6 +249,7 @@ impl Strategy for FedAvgM {
             .into_iter()
             .map(|batches| FitInstruction {
                 batches,
+                steps: self.steps(batches, total as f64, largest as f64),
                 learning_rate: round.learning_rate * local,
                 // Results are deltas: averaged, then stepped with momentum.
                 reply: UpdateKind::Delta,
@@ -308,6 +350,34 @@ mod tests {
         assert!((s.scale(4.0 * 256.0, 256.0) - 2.0).abs() < 1e-12);
         let s = FedAvgM::new(4, 0.9);
         assert!((s.scale(4.0 * 256.0, 256.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn batches_split_into_sqrt_n_steps_only_when_asked() {
+        let s = FedAvgM::new(4, 0.9).with_split(StepSplit::Sqrt);
+        // 11 equal shares of 4 batches: √11 = 3.32 steps per batch.
+        assert_eq!(s.steps(4, 44.0, 4.0), 13);
+        // 4 devices: exactly 2 per batch; a share of one batch still splits.
+        assert_eq!(s.steps(4, 16.0, 4.0), 8);
+        assert_eq!(s.steps(1, 16.0, 4.0), 2);
+        // One device, or nothing to do: the batches as they are.
+        assert_eq!(s.steps(4, 4.0, 4.0), 4);
+        assert_eq!(s.steps(0, 44.0, 4.0), 0);
+        let plain = FedAvgM::new(4, 0.9);
+        assert_eq!(plain.steps(4, 44.0, 4.0), 4);
+        // Shares by speed: the round's n_eff, whatever one device's share.
+        let mut s = s;
+        let fit = s.configure_fit(
+            &RoundContext {
+                round: 1,
+                pending: 100,
+                learning_rate: 0.05,
+            },
+            &[view("pi3", 1000.0), view("laptop", 3000.0)],
+        );
+        // Shares 2 and 6: n_eff 8/6, 1.15 steps per batch.
+        let steps: Vec<usize> = fit.iter().map(|f| f.steps).collect();
+        assert_eq!(steps, vec![2, 7]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hearth_protocol::UpdateKind;
 use hearth_worker::OptimizerConfig;
 use serde::{Deserialize, Serialize};
 
-pub use fedavgm::{FedAvgM, LrScaling, MomentumOn};
+pub use fedavgm::{FedAvgM, LrScaling, MomentumOn, StepSplit};
 
 /// How a round's updates are combined into one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,12 +52,45 @@ pub struct RoundContext {
 /// options, such as an update encoding, are fields of this struct.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitInstruction {
-    /// Batches to train on, one local step each (0: sit this round out).
+    /// Batches to train on (0: sit this round out).
     pub batches: usize,
+    /// Local steps their samples are trained in, of near-equal size (at
+    /// least one; one per batch is the study's recipe).
+    pub steps: usize,
     /// Learning rate of its local steps.
     pub learning_rate: f32,
     /// What its result must carry.
     pub reply: UpdateKind,
+}
+
+impl FitInstruction {
+    /// Local steps for `taken` batches (the ledger may have had fewer than
+    /// [`batches`](Self::batches) left, or the worker holds others sent
+    /// ahead): the instruction's steps per batch, at least one per batch.
+    pub fn steps_for(&self, taken: usize) -> usize {
+        if self.batches == 0 {
+            return taken;
+        }
+        let per_batch = self.steps as f64 / self.batches as f64;
+        ((taken as f64 * per_batch).round() as usize).max(taken)
+    }
+
+    /// Gives the worker `batches` batches instead, at the same steps per batch.
+    pub fn set_batches(&mut self, batches: usize) {
+        self.steps = self.steps_for(batches);
+        self.batches = batches;
+    }
+}
+
+/// `samples` split into `steps` local steps of near-equal size (the larger
+/// ones first), in order; no empty step.
+pub fn split_steps(samples: usize, steps: usize) -> Vec<u32> {
+    let steps = steps.clamp(1, samples.max(1));
+    let (size, rest) = (samples / steps, samples % steps);
+    (0..steps)
+        .map(|i| (size + usize::from(i < rest)) as u32)
+        .filter(|&n| n > 0)
+        .collect()
 }
 
 /// One worker's validated result of a round.
@@ -138,4 +171,45 @@ pub trait Strategy: Send {
     fn state(&self) -> StrategyState;
     /// Takes back a state [`state`](Self::state) handed out.
     fn restore(&mut self, state: StrategyState) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_split_their_samples_exactly() {
+        assert_eq!(split_steps(256, 13).iter().sum::<u32>(), 256);
+        assert_eq!(split_steps(256, 13)[..2], [20, 20]);
+        assert_eq!(*split_steps(256, 13).last().unwrap(), 19);
+        assert_eq!(split_steps(64, 1), vec![64]);
+        // Never more steps than samples, never an empty step.
+        assert_eq!(split_steps(3, 8), vec![1, 1, 1]);
+        assert_eq!(split_steps(0, 4), Vec::<u32>::new());
+        assert_eq!(split_steps(5, 0), vec![5]);
+    }
+
+    #[test]
+    fn fewer_batches_keep_the_steps_per_batch() {
+        let fit = FitInstruction {
+            batches: 4,
+            steps: 13,
+            learning_rate: 0.05,
+            reply: UpdateKind::Delta,
+        };
+        assert_eq!(fit.steps_for(4), 13);
+        assert_eq!(fit.steps_for(2), 7);
+        assert_eq!(fit.steps_for(0), 0);
+        let none = FitInstruction {
+            batches: 0,
+            steps: 0,
+            ..fit
+        };
+        assert_eq!(none.steps_for(3), 3, "one per batch");
+        let mut fit = fit;
+        fit.set_batches(1);
+        assert_eq!((fit.batches, fit.steps), (1, 3));
+        fit.set_batches(0);
+        assert_eq!((fit.batches, fit.steps), (0, 0));
+    }
 }

@@ -60,6 +60,8 @@ pub(super) fn options() -> TrainingOptions {
         checkpoint_every: 1,
         encoding: proto::Encoding::F32,
         lr_scaling: crate::strategy::LrScaling::None,
+        split_steps: crate::strategy::StepSplit::None,
+        train_ahead_after: 0,
         momentum_on: crate::strategy::MomentumOn::Server,
         shift: 0,
         shift_after: 0,
@@ -233,7 +235,9 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn new(options: TrainingOptions, n: usize) -> Self {
-        let strategy = Box::new(FedAvgM::new(options.local_steps, options.momentum));
+        let strategy = Box::new(
+            FedAvgM::new(options.local_steps, options.momentum).with_split(options.split_steps),
+        );
         let engine = Engine::new(options, data(n), strategy, vec![0.25; PARAMS]);
         Self::around(engine)
     }

@@ -416,3 +416,51 @@ fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
     let ahead: u64 = ws.iter().map(|w| w.stats().steps_ahead).sum();
     assert!(ahead >= 2, "{ahead} steps trained ahead");
 }
+
+#[test]
+fn batches_split_into_smaller_steps_and_head_starts_wait_for_the_second_epoch() {
+    let mut o = options();
+    o.prefetch = true;
+    o.train_ahead = true;
+    o.train_ahead_after = 1;
+    o.momentum_on = crate::strategy::MomentumOn::Workers;
+    o.split_steps = crate::strategy::StepSplit::Sqrt;
+    let (h, _) = two_workers_to_the_end(o);
+    let sent = sent_to(&h, 1);
+    // Prefetches of the first epoch come without a head start, later ones with.
+    let starts: Vec<bool> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Prefetch(p) => Some(p.head_start.is_some()),
+            _ => None,
+        })
+        .collect();
+    let first = starts.iter().position(|&s| s).expect("head starts later");
+    assert!(first > 0, "none in the first epoch: {starts:?}");
+    assert!(starts[first..].iter().all(|&s| s), "{starts:?}");
+    // Every assignment's steps split its samples, more steps than batches
+    // when both devices share the round.
+    let mut split = 0;
+    let mut samples_ahead = BTreeMap::new();
+    for m in &sent {
+        match m {
+            Message::Prefetch(p) => {
+                samples_ahead.insert(p.round, p.labels.len());
+            }
+            Message::Assign(a) => {
+                let samples = if a.prefetched {
+                    samples_ahead[&a.round]
+                } else {
+                    a.labels.len()
+                };
+                assert_eq!(a.steps.iter().sum::<u32>() as usize, samples);
+                assert!(a.steps.iter().all(|&n| n > 0));
+                let batches = samples.div_ceil(4);
+                assert!(a.steps.len() >= batches, "{:?}", a.steps);
+                split += usize::from(a.steps.len() > batches);
+            }
+            _ => {}
+        }
+    }
+    assert!(split >= 2, "{split} rounds split into smaller steps");
+}
