@@ -72,6 +72,7 @@ fn sample_assign(k: usize) -> Message {
         prefetched: false,
         pixels: vec![7; k * 64 * proto::IMAGE_LEN],
         labels: vec![3; k * 64],
+        cache: None,
         component: String::new(),
     })
 }
@@ -274,6 +275,7 @@ fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
             params_base: encoding.is_lossy().then_some(0),
             pixels: Vec::new(),
             labels: Vec::new(),
+            cache: None,
             steps: Vec::new(),
             ..match sample_assign(1) {
                 Message::Assign(a) => a,
@@ -351,6 +353,7 @@ fn engine_rounds(opts: &RunOptions, data: &hearth_mnist::Mnist, n: usize) -> Res
             kind: proto::WorkerKind::Host,
             component: String::new(),
             encodings: proto::encoding::ENCODINGS.to_vec(),
+            sample_cache: 0,
             proof: Vec::new(),
         };
         queue.extend(timed(&mut engine, Input::Joined { conn, worker }));
@@ -442,6 +445,7 @@ fn null_worker(url: &str, key: DeviceKey, digest: &str, name: &str) -> Result<()
         kind: proto::WorkerKind::Host,
         threads: 1,
         memory_mib: 64,
+        sample_cache: 0,
     };
     let mut session = WorkerSession::new(identity, NullTrainer { params: Vec::new() });
     ws.send(Ws::Binary(

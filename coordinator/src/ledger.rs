@@ -91,25 +91,73 @@ pub fn check_file(path: &std::path::Path, samples: usize) -> anyhow::Result<usiz
 pub struct Ledger {
     epoch: usize,
     order: Vec<u32>,
-    batch_size: usize,
+    /// Where each batch starts in `order`, and where the last one ends.
+    starts: Vec<u32>,
     states: Vec<BatchState>,
     queue: VecDeque<BatchId>,
+    /// The worker that keeps every sample of a batch (an index into
+    /// `keepers`), if one does.
+    owner: Vec<Option<u16>>,
+    /// Workers keeping samples of this epoch, by name.
+    keepers: Vec<String>,
 }
 
 impl Ledger {
     /// Epoch `epoch` over `n` samples: shuffled with `seed` and `epoch`, cut into batches.
     pub fn new(epoch: usize, n: usize, batch_size: usize, seed: u64) -> Self {
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.shuffle(&mut Pcg64Mcg::seed_from_u64(
+        Self::with_keepers(epoch, n, batch_size, seed, &[])
+    }
+
+    /// As [`new`](Self::new), but the samples each of `keepers` (name, and
+    /// what it holds) keeps are cut into batches of their own, which
+    /// [`assign`](Self::assign) gives that worker first: once a device
+    /// holds its images, an epoch sends it few. A sample two keepers hold
+    /// goes with the first of them.
+    pub fn with_keepers(
+        epoch: usize,
+        n: usize,
+        batch_size: usize,
+        seed: u64,
+        keepers: &[(String, &hearth_protocol::SampleSet)],
+    ) -> Self {
+        let batch_size = batch_size.max(1);
+        let mut shuffled: Vec<u32> = (0..n as u32).collect();
+        shuffled.shuffle(&mut Pcg64Mcg::seed_from_u64(
             seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         ));
-        let batches = n.div_ceil(batch_size.max(1));
+        // Group the shuffled samples by keeper (the rest last), in order.
+        let keepers: Vec<(String, &hearth_protocol::SampleSet)> = keepers
+            .iter()
+            .filter(|(_, set)| !set.is_empty())
+            .take(usize::from(u16::MAX))
+            .cloned()
+            .collect();
+        let mut groups: Vec<Vec<u32>> = vec![Vec::new(); keepers.len() + 1];
+        for id in shuffled {
+            let k = keepers
+                .iter()
+                .position(|(_, set)| set.holds(id))
+                .unwrap_or(keepers.len());
+            groups[k].push(id);
+        }
+        let (mut order, mut starts, mut owner) = (Vec::with_capacity(n), vec![0u32], Vec::new());
+        for (k, group) in groups.into_iter().enumerate() {
+            let keeper = (k < keepers.len()).then_some(k as u16);
+            for batch in group.chunks(batch_size) {
+                order.extend_from_slice(batch);
+                starts.push(order.len() as u32);
+                owner.push(keeper);
+            }
+        }
+        let batches = owner.len();
         Self {
             epoch,
             order,
-            batch_size: batch_size.max(1),
+            starts,
             states: vec![BatchState::Pending; batches],
             queue: (0..batches as BatchId).collect(),
+            owner,
+            keepers: keepers.into_iter().map(|(name, _)| name).collect(),
         }
     }
 
@@ -135,17 +183,52 @@ impl Ledger {
             .all(|s| matches!(s, BatchState::Done { .. }))
     }
 
-    /// Training-set indices of a batch's samples.
+    /// Training-set indices of a batch's samples (none for a batch that is not).
     pub fn samples(&self, batch: BatchId) -> &[u32] {
-        let start = batch as usize * self.batch_size;
-        &self.order[start..(start + self.batch_size).min(self.order.len())]
+        let b = batch as usize;
+        match (self.starts.get(b), self.starts.get(b + 1)) {
+            (Some(&start), Some(&end)) => &self.order[start as usize..end as usize],
+            _ => &[],
+        }
     }
 
-    /// Takes up to `count` batches from the queue for `worker` in `round`.
+    /// The queue position of the batch `worker` should take next: its own
+    /// kept samples first, then batches nobody keeps, then from the keeper
+    /// with the most left (the last of its batches, which it would reach last).
+    fn next_for(&self, worker: &str) -> Option<usize> {
+        let me = self.keepers.iter().position(|k| k == worker);
+        let owner = |i: usize| self.owner[self.queue[i] as usize];
+        if let Some(me) = me
+            && let Some(i) = (0..self.queue.len()).find(|&i| owner(i) == Some(me as u16))
+        {
+            return Some(i);
+        }
+        if let Some(i) = (0..self.queue.len()).find(|&i| owner(i).is_none()) {
+            return Some(i);
+        }
+        let mut left = vec![0usize; self.keepers.len()];
+        for i in 0..self.queue.len() {
+            if let Some(k) = owner(i) {
+                left[k as usize] += 1;
+            }
+        }
+        let busiest = (0..left.len()).max_by_key(|&k| (left[k], std::cmp::Reverse(k)))?;
+        (0..self.queue.len())
+            .rev()
+            .find(|&i| owner(i) == Some(busiest as u16))
+    }
+
+    /// Takes up to `count` batches from the queue for `worker` in `round`:
+    /// in queue order, the batches of samples it keeps first.
     pub fn assign(&mut self, worker: &str, round: u64, count: usize) -> Vec<BatchId> {
         let mut taken = Vec::new();
         while taken.len() < count {
-            let Some(b) = self.queue.pop_front() else {
+            let next = if self.keepers.is_empty() {
+                self.queue.pop_front()
+            } else {
+                self.next_for(worker).and_then(|i| self.queue.remove(i))
+            };
+            let Some(b) = next else {
                 break;
             };
             self.states[b as usize] = BatchState::Assigned {
@@ -252,6 +335,49 @@ mod tests {
         l.complete("a", 1, &a).unwrap();
         assert!(l.complete("a", 1, &a).is_err(), "twice");
         assert_eq!(l.requeue("a", &a), 0, "done batches stay done");
+    }
+
+    #[test]
+    fn keepers_get_their_own_samples_first_then_the_rest_then_the_busiest_ones() {
+        let mut a = hearth_protocol::SampleSet::new(100);
+        let mut b = hearth_protocol::SampleSet::new(100);
+        (0..40).for_each(|i| _ = a.admit(i));
+        (40..50).for_each(|i| _ = b.admit(i));
+        // 100 samples in batches of 8: a keeps 0..40, b 40..50.
+        let keepers = [("a".to_string(), &a), ("b".to_string(), &b)];
+        let mut l = Ledger::with_keepers(2, 100, 8, 1, &keepers);
+        // 5 of a's, 2 of b's (the second short), 7 of the other 50.
+        assert_eq!(l.batches(), 14);
+        let samples = |l: &Ledger, batches: &[BatchId]| -> Vec<u32> {
+            batches.iter().flat_map(|&x| l.samples(x).to_vec()).collect()
+        };
+        let got = l.assign("a", 1, 5);
+        assert!(samples(&l, &got).iter().all(|&i| i < 40), "a's own");
+        let got = l.assign("b", 1, 3);
+        let s = samples(&l, &got);
+        assert!(s[..10].iter().all(|&i| (40..50).contains(&i)), "b's own first");
+        assert!(s[10..].iter().all(|&i| i >= 50), "then nobody's");
+        // A newcomer takes nobody's, and once those are gone, from the busiest.
+        let rest = l.assign("c", 1, 6);
+        assert!(samples(&l, &rest).iter().all(|&i| i >= 50));
+        assert_eq!(l.pending(), 0);
+        // Everything once, whoever took it.
+        let mut all: Vec<u32> = (0..l.batches() as BatchId)
+            .flat_map(|x| l.samples(x).to_vec())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<u32>>());
+        // Stealing: a's batches left, b asks.
+        let mut l = Ledger::with_keepers(2, 100, 8, 1, &keepers);
+        let nobodys = l.assign("x", 1, 7);
+        assert!(samples(&l, &nobodys).iter().all(|&i| i >= 50));
+        let got = l.assign("b", 2, 3);
+        let s = samples(&l, &got);
+        assert!(s[..10].iter().all(|&i| (40..50).contains(&i)), "its own");
+        assert!(s[10..].iter().all(|&i| i < 40), "then from a, the busiest");
+        let own = l.assign("a", 2, 10);
+        assert_eq!(own.len(), 4, "a gets the rest of its own");
+        assert!(samples(&l, &own).iter().all(|&i| i < 40));
     }
 
     #[test]

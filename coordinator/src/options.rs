@@ -106,6 +106,12 @@ pub struct TrainingOptions {
     /// them, 97.6 % without).
     #[arg(long, default_value_t = 1)]
     pub train_ahead_after: usize,
+    /// Let each device keep the images it is sent (as many as it says it
+    /// can) and name them later instead of sending them again; every epoch
+    /// gives a device the samples it keeps first (after the first epoch
+    /// most images no longer cross the link).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub keep_samples: bool,
     /// Largest random shift of a training image, in pixels, drawn afresh
     /// every round on the device (0: none); the ledger's samples stay the same.
     #[arg(long, default_value_t = 2)]

@@ -304,6 +304,7 @@ async fn join(socket: &mut Socket, admission: &Admission) -> Option<Admitted> {
         kind: hello.capabilities.kind,
         component: hello.component_digest,
         encodings: hello.capabilities.encodings,
+        sample_cache: hello.capabilities.sample_cache,
         proof: key.coordinator_proof(&hello.nonce, &nonce),
     })
 }

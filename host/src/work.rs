@@ -73,6 +73,11 @@ pub struct Args {
     /// Memory a component instance may use, in MiB.
     #[arg(long, env = "HEARTH_MEMORY_MIB", default_value_t = hearth_session::DEFAULT_MEMORY_MIB)]
     memory_mib: usize,
+    /// Training samples to keep once sent, so the coordinator need not send
+    /// them again (785 bytes each; the default holds all of MNIST's 60,000,
+    /// 47 MB, of which a device keeps only what it is sent; 0: none).
+    #[arg(long, env = "HEARTH_SAMPLE_CACHE", default_value_t = hearth_session::DEFAULT_SAMPLE_CACHE)]
+    sample_cache: u32,
     /// Stop when the process that started this one ends (the coordinator's
     /// `--local-workers` hosts: none outlives a coordinator that was killed).
     #[arg(long)]
@@ -206,6 +211,7 @@ pub fn run(args: Args) -> Result<()> {
         kind: proto::WorkerKind::Host,
         threads: threads as u32,
         memory_mib: (runtime.limits().memory_bytes >> 20) as u32,
+        sample_cache: args.sample_cache,
     };
     let mut session = WorkerSession::new(identity, trainer).with_clock(seconds_since_start);
     let max_backoff = Duration::from_secs(args.max_backoff.max(1));

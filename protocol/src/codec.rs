@@ -27,7 +27,60 @@ struct AssignHeader {
     samples: u32,
     /// Bytes of the coded pixels.
     pixels_len: u32,
+    cache: Option<RefsHeader>,
     component: String,
+}
+
+/// [`SampleRefs`] on the wire: `held` as a bitmap (bit `i % 8` of byte
+/// `i / 8`), unused bits zero.
+#[derive(Serialize, Deserialize)]
+struct RefsHeader {
+    ids: Vec<u32>,
+    held: Vec<u8>,
+    reset: bool,
+}
+
+impl RefsHeader {
+    fn from(refs: &SampleRefs) -> Self {
+        let mut held = vec![0u8; refs.held.len().div_ceil(8)];
+        for (i, _) in refs.held.iter().enumerate().filter(|(_, h)| **h) {
+            held[i / 8] |= 1 << (i % 8);
+        }
+        Self {
+            ids: refs.ids.clone(),
+            held,
+            reset: refs.reset,
+        }
+    }
+
+    /// The references, if the bitmap fits the ids and `sent` samples are
+    /// the ones not held.
+    fn refs(self, kind: &'static str, sent: usize) -> Result<SampleRefs, ProtocolError> {
+        let n = self.ids.len();
+        let bad = |reason: String| ProtocolError::Header { kind, reason };
+        if self.held.len() != n.div_ceil(8) {
+            return Err(bad(format!(
+                "a held bitmap of {} bytes for {n} samples",
+                self.held.len()
+            )));
+        }
+        if n % 8 != 0 && self.held.last().is_some_and(|&b| b >> (n % 8) != 0) {
+            return Err(bad("held bits past the last sample".into()));
+        }
+        let held: Vec<bool> = (0..n).map(|i| self.held[i / 8] >> (i % 8) & 1 == 1).collect();
+        let refs = SampleRefs {
+            ids: self.ids,
+            held,
+            reset: self.reset,
+        };
+        if refs.sent() != sent {
+            return Err(bad(format!(
+                "{sent} samples sent, but {} of {n} are not held",
+                refs.sent()
+            )));
+        }
+        Ok(refs)
+    }
 }
 
 /// Control fields of [`Prefetch`] (coded pixels, then labels, follow).
@@ -36,6 +89,7 @@ struct PrefetchHeader {
     round: u64,
     samples: u32,
     pixels_len: u32,
+    cache: Option<RefsHeader>,
     head_start: Option<HeadStart>,
 }
 
@@ -108,6 +162,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 prefetched: m.prefetched,
                 samples: m.labels.len() as u32,
                 pixels_len: coded.len() as u32,
+                cache: m.cache.as_ref().map(RefsHeader::from),
                 component: m.component.clone(),
             };
             let mut out = frame(
@@ -126,6 +181,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 round: m.round,
                 samples: m.labels.len() as u32,
                 pixels_len: coded.len() as u32,
+                cache: m.cache.as_ref().map(RefsHeader::from),
                 head_start: m.head_start.clone(),
             };
             let mut out = frame(kind, &header, coded.len() + m.labels.len());
@@ -220,10 +276,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             }
             let params_bytes = h.params_encoding.bytes(h.params_len as usize);
             let samples = h.samples as usize;
+            let cache = h.cache.map(|c| c.refs(name, samples)).transpose()?;
             // Prefetched samples are not sent again: the worker holds them.
             if !h.prefetched {
-                check_steps(name, &h.steps, samples)?;
-            } else if samples != 0 || h.steps.contains(&0) {
+                let total = cache.as_ref().map_or(samples, |c| c.ids.len());
+                check_steps(name, &h.steps, total)?;
+            } else if samples != 0 || cache.is_some() || h.steps.contains(&0) {
                 return Err(steps_error(name, &h.steps, samples));
             }
             let expected = params_bytes
@@ -247,14 +305,17 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 prefetched: h.prefetched,
                 pixels,
                 labels,
+                cache,
                 component: h.component,
             }))
         }
         13 => {
             let h: PrefetchHeader = parse(name, header)?;
             let samples = h.samples as usize;
+            let cache = h.cache.map(|c| c.refs(name, samples)).transpose()?;
             if let Some(start) = &h.head_start {
-                check_steps(name, &start.steps, samples)?;
+                let total = cache.as_ref().map_or(samples, |c| c.ids.len());
+                check_steps(name, &start.steps, total)?;
             }
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)
@@ -265,6 +326,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 round: h.round,
                 pixels,
                 labels,
+                cache,
                 head_start: h.head_start,
             }))
         }

@@ -42,6 +42,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         memory_mib: 64,
         images_per_second: 0.0,
         encodings: crate::encoding::ENCODINGS.to_vec(),
+        sample_cache: 0,
     };
     let messages = [
         Message::Hello(Hello {
@@ -78,7 +79,23 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 .map(|i| if i % 5 < 3 { 0 } else { 7 })
                 .collect(),
             labels: vec![1, 9],
+            cache: None,
             component: String::new(),
+        }),
+        Message::Prefetch(Prefetch {
+            round: 3,
+            pixels: vec![0; IMAGE_LEN],
+            labels: vec![2],
+            cache: Some(SampleRefs {
+                ids: vec![4, 8, 15],
+                held: vec![true, false, true],
+                reset: true,
+            }),
+            head_start: Some(HeadStart {
+                learning_rate: 0.05,
+                steps: vec![2, 1],
+                shift: 0,
+            }),
         }),
         Message::Result(RoundResult {
             round: 1,
@@ -97,6 +114,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 .map(|i| if i % 3 == 0 { 9 } else { 0 })
                 .collect(),
             labels: vec![4],
+            cache: None,
             head_start: Some(HeadStart {
                 learning_rate: 0.05,
                 steps: vec![1],

@@ -23,13 +23,16 @@ mod error;
 pub mod fuzz;
 mod messages;
 pub mod pixels;
+pub mod samples;
 
 pub use codec::{decode, encode};
 pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (6: images
+/// Protocol version carried in the first byte of every frame (7: a worker
+/// keeps the samples it was sent, and later messages name them instead of
+/// sending them again; 6: images
 /// sent ahead may come with a head start, to train before the round's
 /// model arrives; 5: vectors
 /// in f32, f16 or int8, the model as a change from the worker's copy,
@@ -37,7 +40,7 @@ pub use messages::*;
 /// components are offered and swapped at round boundaries; 3: no secret
 /// on the wire, a challenge-response admits a worker; 2: assignments name
 /// their local steps and the kind of update they want back).
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 
 /// Largest frame a peer may send before it is admitted (a hello or a
 /// proof is a few hundred bytes; the coordinator stops reading a

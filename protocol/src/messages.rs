@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::encoding::Encoding;
+pub use crate::samples::{SampleRefs, SampleSet};
 pub use hearth_worker::OptimizerConfig;
 
 /// What kind of device a worker is (`host` or `browser` in JSON reports;
@@ -41,6 +42,9 @@ pub struct Capabilities {
     pub images_per_second: f32,
     /// Vector encodings it can read and write (f32 always).
     pub encodings: Vec<Encoding>,
+    /// Training samples it can keep, so that they need not be sent again
+    /// ([`crate::samples`]; 0: none).
+    pub sample_cache: u32,
 }
 
 /// Worker → coordinator: the first message of a session.
@@ -132,10 +136,14 @@ pub struct Assign {
     /// The round's images came ahead in a [`Prefetch`] for this round
     /// (`pixels` and `labels` are empty; `steps` split the prefetched samples).
     pub prefetched: bool,
-    /// `samples × 784` pixels (none when `prefetched`).
+    /// `samples × 784` pixels (none when `prefetched`; with `cache`, only
+    /// those of the samples sent).
     pub pixels: Vec<u8>,
-    /// One label per sample, 0..=9.
+    /// One label per sample, 0..=9 (with `cache`, per sample sent).
     pub labels: Vec<u8>,
+    /// `Some`: which samples the round's are, the ones the worker holds
+    /// not sent again ([`crate::samples`]); `None`: all are sent.
+    pub cache: Option<SampleRefs>,
     /// Digest of the component this round runs on ([`crate::digest`]): the
     /// one the worker runs, or one it said is [`ComponentState::Ready`]
     /// (then it swaps before the round); empty: whatever it runs.
@@ -184,10 +192,12 @@ pub struct RoundResult {
 pub struct Prefetch {
     /// The round they are for.
     pub round: u64,
-    /// `samples × 784` pixels.
+    /// `samples × 784` pixels (with `cache`, only those of the samples sent).
     pub pixels: Vec<u8>,
-    /// One label per sample, 0..=9.
+    /// One label per sample, 0..=9 (with `cache`, per sample sent).
     pub labels: Vec<u8>,
+    /// As [`Assign::cache`].
+    pub cache: Option<SampleRefs>,
     /// `Some`: train on them as soon as the current round is answered, from
     /// the model that round ended with, without waiting for the next global
     /// model; the round's [`Assign`] then brings it, and the worker keeps

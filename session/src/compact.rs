@@ -94,6 +94,7 @@ mod tests {
             prefetched: false,
             pixels: vec![],
             labels: vec![],
+            cache: None,
             component: String::new(),
         }
     }

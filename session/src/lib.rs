@@ -6,12 +6,14 @@
 //! frame from the coordinator to [`WorkerSession::handle`] and sends back
 //! what it returns. [`WorkerSession::phase`] says when to stop.
 
+mod cache;
 mod compact;
 mod round;
 mod trainer;
 mod watch;
 mod worker;
 
+pub use cache::{DEFAULT_SAMPLE_CACHE, SampleCache};
 pub use round::run_round;
 
 pub mod self_test;

@@ -6,6 +6,7 @@ use hearth_protocol::auth::{DeviceKey, NONCE_LEN};
 use hearth_protocol::{self as proto, Message};
 use hearth_worker::ModelConfig;
 
+use crate::cache::SampleCache;
 use crate::compact::Compact;
 use crate::watch::{WATCH_ROUNDS, Watch, watched_problem};
 use crate::{Trainer, run_round};
@@ -26,6 +27,9 @@ pub struct Identity {
     pub threads: u32,
     /// Memory it may use, in MiB (0: unknown).
     pub memory_mib: u32,
+    /// Training samples it keeps so they need not be sent again (0: none;
+    /// [`crate::DEFAULT_SAMPLE_CACHE`]: all of MNIST's, 47 MB).
+    pub sample_cache: u32,
 }
 
 /// Where a session stands.
@@ -112,6 +116,8 @@ pub struct WorkerSession<T> {
     /// The last round answered with a result on this connection (a head
     /// start builds on what it ended with).
     answered: Option<u64>,
+    /// This connection's samples, kept to be named again.
+    cache: SampleCache,
 }
 
 impl<T: Trainer> WorkerSession<T> {
@@ -127,6 +133,7 @@ impl<T: Trainer> WorkerSession<T> {
             ahead: None,
             early: None,
             answered: None,
+            cache: SampleCache::new(identity.sample_cache),
             identity,
             trainer,
             phase: Phase::Joining,
@@ -156,6 +163,7 @@ impl<T: Trainer> WorkerSession<T> {
         self.ahead = None;
         self.early = None;
         self.answered = None;
+        self.cache.clear();
         let id = &self.identity;
         let frame = self.count_out(&Message::Hello(proto::Hello {
             worker_id: id.worker_id.clone(),
@@ -168,6 +176,7 @@ impl<T: Trainer> WorkerSession<T> {
                 memory_mib: id.memory_mib,
                 images_per_second: 0.0,
                 encodings: proto::encoding::ENCODINGS.to_vec(),
+                sample_cache: id.sample_cache,
             },
         }));
         self.joining = Some((nonce, frame.clone()));
@@ -260,6 +269,16 @@ impl<T: Trainer> WorkerSession<T> {
     /// and while a swapped-to component is watched, roll back on a problem.
     fn round(&mut self, mut a: proto::Assign) -> Option<Message> {
         self.answered = None;
+        // First of all (the coordinator mirrors the cache in message order).
+        if let Some(refs) = a.cache.take() {
+            match self.cache.expand(&refs, &a.pixels, &a.labels) {
+                Ok((pixels, labels)) => (a.pixels, a.labels) = (pixels, labels),
+                Err(reason) => {
+                    self.stats.failed_rounds += 1;
+                    return Some(self.error(Some(a.round), reason));
+                }
+            }
+        }
         if let Some(early) = self.early_for(&a) {
             self.ahead = None;
             return Some(self.finish_early(&a, early));
@@ -447,6 +466,16 @@ impl<T: Trainer> WorkerSession<T> {
                     return Some(self.error(Some(p.round), "images before the welcome".into()));
                 }
                 self.early = None;
+                self.ahead = None;
+                let mut p = p;
+                if let Some(refs) = p.cache.take() {
+                    match self.cache.expand(&refs, &p.pixels, &p.labels) {
+                        Ok((pixels, labels)) => (p.pixels, p.labels) = (pixels, labels),
+                        // Its assignment finds no images and fails: the
+                        // coordinator then starts the cache over.
+                        Err(reason) => return Some(self.error(Some(p.round), reason)),
+                    }
+                }
                 self.ahead = Some(p);
                 self.start_ahead();
                 None

@@ -47,6 +47,7 @@ pub fn hello_as(name: &str, digest: &str) -> Message {
             images_per_second: 0.0,
             // f32 only: every assignment carries the whole model.
             encodings: Vec::new(),
+            sample_cache: 0,
         },
     })
 }

@@ -12,7 +12,22 @@ impl Engine {
     pub(super) fn start_epoch(&mut self, now: Now) {
         self.state.epoch += 1;
         let o = &self.state.options;
-        let ledger = Ledger::new(self.state.epoch, self.train.len(), o.batch, o.seed);
+        // Devices that keep samples get batches of their own samples.
+        let mut keepers: Vec<(String, &hearth_protocol::SampleSet)> = self
+            .state
+            .workers
+            .values()
+            .filter(|w| !w.samples.is_empty())
+            .map(|w| (w.name.clone(), &w.samples))
+            .collect();
+        keepers.sort_by(|a, b| a.0.cmp(&b.0));
+        let ledger = Ledger::with_keepers(
+            self.state.epoch,
+            self.train.len(),
+            o.batch,
+            o.seed,
+            &keepers,
+        );
         let batches = ledger.batches();
         self.state.current = Some(EpochProgress {
             ledger,

@@ -48,6 +48,8 @@ pub struct Admitted {
     pub component: String,
     /// Vector encodings it can read and write (its hello's).
     pub encodings: Vec<proto::Encoding>,
+    /// Training samples it can keep (its hello's; 0: none).
+    pub sample_cache: u32,
     /// The coordinator's proof of the device key, for the welcome (the
     /// session computed it at admission).
     pub proof: Vec<u8>,

@@ -8,7 +8,7 @@ use hearth_protocol::{self as proto, Message, RoundResult};
 
 use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
-use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress};
+use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress, WorkerSlot};
 use super::{Engine, Output, checks};
 use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView, split_steps};
 
@@ -49,25 +49,56 @@ fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
     }
 }
 
-/// The samples of `batches` split into `steps` local steps and, if
-/// `with_images`, their pixels and labels from `train`.
+/// What a message carries of a round's samples.
+struct Images {
+    /// Pixels of the samples sent.
+    pixels: Vec<u8>,
+    /// Their labels.
+    labels: Vec<u8>,
+    /// Which samples they are, if the worker keeps samples.
+    cache: Option<proto::SampleRefs>,
+}
+
+/// The images of `batches` for worker `w`: only those it does not keep, if
+/// it keeps samples (its mirror then keeps the ones sent, as it will).
 fn images(
     train: &hearth_mnist::Split,
     ledger: &crate::ledger::Ledger,
     batches: &[crate::ledger::BatchId],
-    steps: usize,
-    with_images: bool,
-) -> (Vec<u8>, Vec<u8>, Vec<u32>) {
-    let samples = batches.iter().map(|&b| ledger.samples(b).len()).sum();
-    let steps = split_steps(samples, steps);
+    w: &mut WorkerSlot,
+) -> Images {
+    let ids: Vec<u32> = batches
+        .iter()
+        .flat_map(|&b| ledger.samples(b).iter().copied())
+        .collect();
+    let cache = (w.samples.capacity() > 0)
+        .then(|| w.samples.refer(&ids, std::mem::take(&mut w.samples_reset)));
+    let sent: Vec<usize> = match &cache {
+        Some(refs) => ids
+            .iter()
+            .zip(&refs.held)
+            .filter(|(_, held)| !**held)
+            .map(|(&i, _)| i as usize)
+            .collect(),
+        None => ids.iter().map(|&i| i as usize).collect(),
+    };
     let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-    if with_images {
-        for &b in batches {
-            let idx: Vec<usize> = ledger.samples(b).iter().map(|&i| i as usize).collect();
-            train.gather(&idx, &mut pixels, &mut labels);
-        }
+    train.gather(&sent, &mut pixels, &mut labels);
+    Images {
+        pixels,
+        labels,
+        cache,
     }
-    (pixels, labels, steps)
+}
+
+/// The samples of `batches` split into `steps` local steps.
+fn round_steps(
+    ledger: &crate::ledger::Ledger,
+    batches: &[crate::ledger::BatchId],
+    steps: usize,
+) -> Vec<u32> {
+    let samples = batches.iter().map(|&b| ledger.samples(b).len()).sum();
+    split_steps(samples, steps)
 }
 
 impl Engine {
@@ -214,8 +245,8 @@ impl Engine {
         if batches.is_empty() {
             return;
         }
-        let steps = fit.steps_for(batches.len());
-        let (pixels, labels, steps) = images(&self.train, &current.ledger, &batches, steps, true);
+        let steps = round_steps(&current.ledger, &batches, fit.steps_for(batches.len()));
+        let carried = images(&self.train, &current.ledger, &batches, w);
         let head_start = train_ahead.then_some(proto::HeadStart {
             learning_rate: fit.learning_rate,
             steps,
@@ -229,8 +260,9 @@ impl Engine {
         });
         let message = Message::Prefetch(proto::Prefetch {
             round,
-            pixels,
-            labels,
+            pixels: carried.pixels,
+            labels: carried.labels,
+            cache: carried.cache,
             head_start,
         });
         self.send(conn, &message);
@@ -307,12 +339,18 @@ impl Engine {
         } else {
             swap_to.clone()
         };
-        let count = fit.steps_for(batches.len());
-        let (pixels, labels, mut steps) =
-            images(&self.train, &current.ledger, &batches, count, !prefetched);
-        if let Some(split) = split {
-            steps = split;
-        }
+        let steps = split.unwrap_or_else(|| {
+            round_steps(&current.ledger, &batches, fit.steps_for(batches.len()))
+        });
+        let carried = if prefetched {
+            Images {
+                pixels: Vec::new(),
+                labels: Vec::new(),
+                cache: None,
+            }
+        } else {
+            images(&self.train, &current.ledger, &batches, w)
+        };
         let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
         let (params, params_encoding, params_base) =
             w.downlink(&self.state.global, self.state.version);
@@ -345,8 +383,9 @@ impl Engine {
             reply_encoding,
             shift,
             prefetched,
-            pixels,
-            labels,
+            pixels: carried.pixels,
+            labels: carried.labels,
+            cache: carried.cache,
             component: swap_to,
         });
         self.send(conn, &assign);

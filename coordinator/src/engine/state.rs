@@ -148,6 +148,14 @@ pub struct WorkerSlot {
     /// workers reconnect and get the whole model first.
     #[serde(skip)]
     pub mirror: Option<(u64, Vec<f32>)>,
+    /// The training samples it keeps, mirrored message by message
+    /// ([`hearth_protocol::samples`]). Never saved, like `mirror`.
+    #[serde(skip)]
+    pub samples: hearth_protocol::SampleSet,
+    /// The next message with images tells it to start its cache over (a
+    /// round failed: what it keeps is in doubt).
+    #[serde(skip)]
+    pub samples_reset: bool,
 }
 
 impl WorkerSlot {
@@ -181,6 +189,8 @@ impl WorkerSlot {
             unable: false,
             encoding,
             mirror: None,
+            samples: hearth_protocol::SampleSet::default(),
+            samples_reset: false,
         }
     }
 

@@ -23,6 +23,11 @@ impl Engine {
         }
         let o = &self.state.options;
         let wanted = o.encoding;
+        let keeps = if o.keep_samples {
+            worker.sample_cache
+        } else {
+            0
+        };
         let welcome = Message::Welcome(proto::Welcome {
             session: conn,
             arch: o.arch.clone(),
@@ -40,10 +45,9 @@ impl Engine {
         } else {
             proto::Encoding::F32
         };
-        self.state.workers.insert(
-            conn,
-            WorkerSlot::new(worker.name, worker.kind, worker.component, encoding),
-        );
+        let mut slot = WorkerSlot::new(worker.name, worker.kind, worker.component, encoding);
+        slot.samples = proto::SampleSet::new(keeps as usize);
+        self.state.workers.insert(conn, slot);
         self.send(conn, &welcome);
         self.publish_workers();
         if self.state.phase != Phase::Round {
@@ -165,13 +169,23 @@ impl Engine {
                 // the next assignment sends the whole model.
                 if let Some(w) = self.state.workers.get_mut(&conn) {
                     w.mirror = None;
+                    w.samples_reset = true;
                 }
                 self.release(conn, Requeue::Failed(e.reason));
             }
-            Message::Error(e) => self.notice(Notice::WorkerError {
-                worker,
-                reason: e.reason,
-            }),
+            Message::Error(e) => {
+                // A round it could not take (images sent ahead it could
+                // not use): what it keeps is in doubt too.
+                if e.round.is_some()
+                    && let Some(w) = self.state.workers.get_mut(&conn)
+                {
+                    w.samples_reset = true;
+                }
+                self.notice(Notice::WorkerError {
+                    worker,
+                    reason: e.reason,
+                })
+            }
             Message::Goodbye(_) => {
                 self.leave(conn);
                 self.out.push(Output::Close { conn });

@@ -11,6 +11,7 @@ fn samples() -> Vec<Message> {
         memory_mib: 512,
         images_per_second: 3900.0,
         encodings: crate::encoding::ENCODINGS.to_vec(),
+        sample_cache: 0,
     };
     vec![
         Message::Hello(Hello {
@@ -49,6 +50,7 @@ fn samples() -> Vec<Message> {
             prefetched: false,
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 256) as u8).collect(),
             labels: vec![3, 9],
+            cache: None,
             component: String::new(),
         }),
         Message::Assign(Assign {
@@ -65,6 +67,7 @@ fn samples() -> Vec<Message> {
             prefetched: false,
             pixels: vec![0; 3 * IMAGE_LEN],
             labels: vec![0, 1, 2],
+            cache: None,
             component: String::new(),
         }),
         Message::Result(RoundResult {
@@ -99,12 +102,46 @@ fn samples() -> Vec<Message> {
             round: 5,
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 7) as u8).collect(),
             labels: vec![1, 8],
+            cache: None,
+            head_start: None,
+        }),
+        Message::Assign(Assign {
+            round: 7,
+            params_version: 3,
+            learning_rate: 0.04,
+            steps: vec![5, 5],
+            reply: UpdateKind::Delta,
+            params: vec![],
+            params_encoding: crate::Encoding::F32,
+            params_base: None,
+            reply_encoding: crate::Encoding::F32,
+            shift: 0,
+            prefetched: false,
+            pixels: vec![5; 2 * IMAGE_LEN],
+            labels: vec![4, 6],
+            cache: Some(SampleRefs {
+                ids: (100..110).collect(),
+                held: (0..10).map(|i| i != 3 && i != 9).collect(),
+                reset: true,
+            }),
+            component: String::new(),
+        }),
+        Message::Prefetch(Prefetch {
+            round: 8,
+            pixels: vec![],
+            labels: vec![],
+            cache: Some(SampleRefs {
+                ids: vec![1, 2, 3],
+                held: vec![true; 3],
+                reset: false,
+            }),
             head_start: None,
         }),
         Message::Prefetch(Prefetch {
             round: 6,
             pixels: vec![0; 3 * IMAGE_LEN],
             labels: vec![0, 1, 2],
+            cache: None,
             head_start: Some(HeadStart {
                 learning_rate: 0.07,
                 steps: vec![2, 1],
@@ -263,4 +300,42 @@ fn random_and_mutated_frames_never_panic() {
         }
         let _ = decode(&v);
     }
+}
+
+#[test]
+fn sample_references_must_fit_what_is_sent() {
+    let assign = |ids: Vec<u32>, held: Vec<bool>, sent: usize, steps: Vec<u32>| {
+        encode(&Message::Assign(Assign {
+            round: 1,
+            params_version: 1,
+            learning_rate: 0.05,
+            steps,
+            reply: UpdateKind::Delta,
+            params: vec![],
+            params_encoding: crate::Encoding::F32,
+            params_base: None,
+            reply_encoding: crate::Encoding::F32,
+            shift: 0,
+            prefetched: false,
+            pixels: vec![0; sent * IMAGE_LEN],
+            labels: vec![0; sent],
+            cache: Some(SampleRefs {
+                ids,
+                held,
+                reset: false,
+            }),
+            component: String::new(),
+        }))
+    };
+    // Steps split all the round's samples, held ones included.
+    assert!(decode(&assign(vec![1, 2, 3], vec![true, false, true], 1, vec![3])).is_ok());
+    assert!(decode(&assign(vec![1, 2, 3], vec![true, false, true], 1, vec![1])).is_err());
+    // One sample sent, two not held.
+    let e = decode(&assign(vec![1, 2, 3], vec![true, false, false], 1, vec![3])).unwrap_err();
+    assert!(e.to_string().contains("not held"), "{e}");
+    // A bitmap that does not fit the ids: too short, or bits past them.
+    let e = decode(&assign((0..9).collect(), vec![true, false, true], 1, vec![9])).unwrap_err();
+    assert!(e.to_string().contains("bitmap"), "{e}");
+    let e = decode(&assign(vec![1, 2], vec![true, false, true], 1, vec![2])).unwrap_err();
+    assert!(e.to_string().contains("past the last"), "{e}");
 }

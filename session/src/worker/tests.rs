@@ -62,6 +62,7 @@ fn identity() -> Identity {
         kind: proto::WorkerKind::Host,
         threads: 1,
         memory_mib: 64,
+        sample_cache: 0,
     }
 }
 
@@ -111,6 +112,7 @@ fn assign(round: u64, steps: Vec<u32>, reply: UpdateKind) -> Vec<u8> {
         prefetched: false,
         pixels: vec![0; n as usize * IMAGE_LEN],
         labels: (0..n).map(|i| (i % 2) as u8).collect(),
+        cache: None,
         component: String::new(),
     }))
 }
@@ -249,6 +251,7 @@ fn prefetch(round: u64, steps: Vec<u32>, lr: Option<f32>) -> Vec<u8> {
         round,
         pixels: vec![0; n as usize * IMAGE_LEN],
         labels: vec![0; n as usize],
+        cache: None,
         head_start: lr.map(|learning_rate| proto::HeadStart {
             learning_rate,
             steps,
@@ -274,6 +277,7 @@ fn assign_prefetched(round: u64, steps: Vec<u32>, lr: f32, params: Vec<f32>) -> 
         prefetched: true,
         pixels: Vec::new(),
         labels: Vec::new(),
+        cache: None,
         component: String::new(),
     }))
 }
@@ -394,4 +398,83 @@ fn no_head_start_without_a_good_previous_round_or_for_another_round() {
     assert_eq!((r.round, r.values), (9, vec![0.25; 3]));
     assert_eq!(s.trainer.params, vec![1.25, 2.25, 3.25]);
     assert!(!s.has_work());
+}
+
+/// An assignment of the samples `ids` with references `held`, sending the
+/// ones not held (pixels all `ids[i] % 256`, labels `ids[i] % 2`).
+fn assign_kept(round: u64, ids: &[u32], held: &[bool], reset: bool) -> Vec<u8> {
+    let sent: Vec<u32> = ids
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| !**h)
+        .map(|(&i, _)| i)
+        .collect();
+    proto::encode(&Message::Assign(proto::Assign {
+        round,
+        params_version: 3,
+        learning_rate: 0.25,
+        steps: vec![ids.len() as u32],
+        reply: UpdateKind::Delta,
+        params: vec![1.0, 2.0, 3.0],
+        params_encoding: proto::Encoding::F32,
+        params_base: None,
+        reply_encoding: proto::Encoding::F32,
+        shift: 0,
+        prefetched: false,
+        pixels: sent
+            .iter()
+            .flat_map(|&i| vec![(i % 256) as u8; IMAGE_LEN])
+            .collect(),
+        labels: sent.iter().map(|&i| (i % 2) as u8).collect(),
+        cache: Some(proto::SampleRefs {
+            ids: ids.to_vec(),
+            held: held.to_vec(),
+            reset,
+        }),
+        component: String::new(),
+    }))
+}
+
+#[test]
+fn kept_samples_are_trained_as_if_sent_and_a_missing_one_fails_the_round() {
+    let mut s = WorkerSession::new(
+        Identity {
+            sample_cache: 4,
+            ..identity()
+        },
+        Counter::default(),
+    );
+    let Message::Hello(h) = proto::decode(&join(&mut s)).unwrap() else {
+        panic!("hello expected")
+    };
+    assert_eq!(h.capabilities.sample_cache, 4);
+    assert!(s.handle(&welcome("toy")).is_none());
+    // Samples 2 and 3 come in full, then 2, 3 held and 4, 6 sent: 4
+    // samples trained, of which label 0 (samples 2, 4, 6) counts as right.
+    let r = decode(s.handle(&assign_kept(1, &[2, 3], &[false, false], false)));
+    assert!(matches!(r, Message::Result(ref r) if r.samples == 2 && r.correct == 1), "{r:?}");
+    let r = decode(s.handle(&assign_kept(
+        2,
+        &[2, 4, 3, 6],
+        &[true, false, true, false],
+        false,
+    )));
+    let Message::Result(r) = r else {
+        panic!("a result expected, got {r:?}")
+    };
+    assert_eq!((r.samples, r.correct), (4, 3));
+    // Sample 9 was never sent: the round fails, and nothing is trained.
+    let steps_before = s.trainer().steps.len();
+    let e = decode(s.handle(&assign_kept(3, &[2, 9], &[true, true], false)));
+    assert!(
+        matches!(&e, Message::Error(e) if e.round == Some(3) && e.reason.contains("sample 9")),
+        "{e:?}"
+    );
+    assert_eq!(s.trainer().steps.len(), steps_before);
+    // The cache was emptied with the failure: 2 is no longer held, a reset
+    // and a resend bring it back.
+    let e = decode(s.handle(&assign_kept(4, &[2], &[true], false)));
+    assert!(matches!(e, Message::Error(_)));
+    let r = decode(s.handle(&assign_kept(5, &[2], &[false], true)));
+    assert!(matches!(r, Message::Result(_)), "{r:?}");
 }

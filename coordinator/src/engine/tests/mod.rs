@@ -62,6 +62,7 @@ pub(super) fn options() -> TrainingOptions {
         lr_scaling: crate::strategy::LrScaling::None,
         split_steps: crate::strategy::StepSplit::None,
         train_ahead_after: 0,
+        keep_samples: true,
         momentum_on: crate::strategy::MomentumOn::Server,
         shift: 0,
         shift_after: 0,
@@ -196,6 +197,11 @@ pub(super) fn kind_of(name: &str) -> proto::WorkerKind {
     }
 }
 
+/// A worker whose name holds "keeps" keeps up to 1000 samples, any other none.
+pub(super) fn cache_of(name: &str) -> u32 {
+    if name.contains("keeps") { 1000 } else { 0 }
+}
+
 pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
     let identity = Identity {
         worker_id: name.into(),
@@ -204,6 +210,7 @@ pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
         kind: kind_of(name),
         threads: 1,
         memory_mib: 0,
+        sample_cache: cache_of(name),
     };
     // A worker named `…-no-trust` cannot take components.
     let trainer = FakeTrainer {
@@ -302,6 +309,7 @@ impl Harness {
             kind: kind_of(name),
             component: "c".repeat(64),
             encodings: proto::encoding::ENCODINGS.to_vec(),
+            sample_cache: cache_of(name),
             proof: key(name).coordinator_proof(&NONCE, &CHALLENGE),
         };
         self.feed(Input::Joined { conn, worker });

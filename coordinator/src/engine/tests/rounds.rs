@@ -464,3 +464,86 @@ fn batches_split_into_smaller_steps_and_head_starts_wait_for_the_second_epoch() 
     }
     assert!(split >= 2, "{split} rounds split into smaller steps");
 }
+
+/// Images that went to `conn` in full: samples sent, and samples named.
+fn images_to(h: &Harness, conn: ConnId) -> (usize, usize) {
+    let (mut sent, mut named) = (0, 0);
+    for m in sent_to(h, conn) {
+        let (labels, cache) = match m {
+            Message::Assign(a) => (a.labels.len(), a.cache),
+            Message::Prefetch(p) => (p.labels.len(), p.cache),
+            _ => continue,
+        };
+        sent += labels;
+        named += cache.map_or(labels, |c| c.ids.len());
+    }
+    (sent, named)
+}
+
+#[test]
+fn devices_that_keep_samples_are_sent_each_image_about_once() {
+    for ahead in [false, true] {
+        let mut o = options();
+        (o.epochs, o.prefetch, o.train_ahead) = (3, ahead, ahead);
+        o.momentum_on = crate::strategy::MomentumOn::Workers;
+        let mut h = Harness::new(o, 50);
+        let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
+        run_to_end(&mut h, &mut ws);
+        every_sample_once(&h, 50, 3);
+        assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+        let (a, b) = (images_to(&h, 1), images_to(&h, 2));
+        assert_eq!(a.1 + b.1, 150, "3 epochs of 50 samples named");
+        // The first epoch sends all 50; later ones only what a device
+        // takes from the other's share.
+        assert!(a.0 + b.0 < 75, "sent {} and {}", a.0, b.0);
+    }
+    // A device that keeps nothing is sent every image, every epoch.
+    let mut o = options();
+    o.epochs = 3;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a-keeps", "b"]);
+    run_to_end(&mut h, &mut ws);
+    let (sent, named) = images_to(&h, 2);
+    assert_eq!(sent, named);
+}
+
+#[test]
+fn after_a_failed_round_the_kept_samples_start_over() {
+    let mut o = options();
+    (o.epochs, o.prefetch) = (3, true);
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
+    run_until(&mut h, &mut ws, |h| h.engine.state().epoch >= 2);
+    // Images sent ahead to b in the second epoch are lost: the coordinator
+    // counts them as kept, b does not have them. Its round fails, and both
+    // sides start over.
+    let mut lost = false;
+    for _ in 0..10_000 {
+        if lost || h.finished {
+            break;
+        }
+        h.now += Duration::from_millis(10);
+        h.exchange(1, &mut ws[0]);
+        let frames = h.inbox.remove(&2).unwrap_or_default();
+        let before = frames.len();
+        let kept: Vec<Vec<u8>> = frames.into_iter().filter(|f| f[1] != 13).collect();
+        lost = kept.len() < before;
+        h.inbox.insert(2, kept);
+        h.exchange(2, &mut ws[1]);
+        h.feed(Input::Tick);
+    }
+    assert!(lost, "a prefetch to b was dropped");
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 3);
+    let failed = h
+        .requeues()
+        .iter()
+        .filter(|(w, _, why)| w == "b-keeps" && matches!(why, Requeue::Failed(_)))
+        .count();
+    assert!(failed >= 1, "{:?}", h.requeues());
+    let resets = sent_to(&h, 2)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Assign(proto::Assign { cache: Some(c), .. }) | Message::Prefetch(proto::Prefetch { cache: Some(c), .. }) if c.reset))
+        .count();
+    assert!(resets >= 1, "the next images start b's cache over");
+}
