@@ -100,6 +100,12 @@ pub struct TrainingOptions {
     /// momentum on updates that old is unstable).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub train_ahead: bool,
+    /// When the devices train less than 80 % of the time (they wait on the
+    /// link), double the local steps, up to this many (a round's bytes cost
+    /// the same whatever its steps); only after `--train-ahead-after`
+    /// epochs. `--local-steps` or less: never.
+    #[arg(long, default_value_t = 16)]
+    pub max_local_steps: usize,
     /// Epochs at the start trained without head starts (synchronous
     /// rounds): early on the model changes fastest and an update one round
     /// old costs most (at 11 devices, 95-96 % after the first epoch with

@@ -11,6 +11,7 @@ use crate::ledger::Ledger;
 impl Engine {
     pub(super) fn start_epoch(&mut self, now: Now) {
         self.state.epoch += 1;
+        self.state.pace.restart();
         let o = &self.state.options;
         // Devices that keep samples get batches of their own samples.
         let mut keepers: Vec<(String, &hearth_protocol::SampleSet)> = self

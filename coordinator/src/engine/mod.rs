@@ -17,6 +17,7 @@ mod checks;
 mod epoch;
 mod guard;
 mod notice;
+mod pace;
 mod rollout;
 mod round;
 mod state;
@@ -190,6 +191,7 @@ impl Engine {
             strategy: strategy.state(),
             steps_done: 0,
             guard_rate: 0.0,
+            pace: Default::default(),
             phase: Phase::Idle,
             current: None,
             round_progress: Default::default(),

@@ -210,6 +210,14 @@ pub enum Notice {
         /// Its name.
         worker: String,
     },
+    /// The devices trained less than [`super::pace::BUSY_TARGET`] of the
+    /// time (they waited on the link): rounds now have more local steps.
+    Paced {
+        /// Local steps per device per round now (the run's, times the growth).
+        local_steps: usize,
+        /// The devices' busy share over the last window of rounds.
+        busy: f64,
+    },
     /// A worker reported an error that concerns no round of its.
     WorkerError {
         /// Its name.

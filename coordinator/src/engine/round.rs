@@ -131,6 +131,7 @@ impl Engine {
             round: self.state.round + 1,
             pending: current.ledger.pending(),
             learning_rate: lr,
+            growth: self.state.pace.growth,
         };
         let mut instructions = self.strategy.configure_fit(&context, &views);
         let suspects: Vec<bool> = views
@@ -484,6 +485,7 @@ impl Engine {
         if computed.is_finite() && computed > 0.0 && computed <= took {
             w.compute_seconds += computed;
             w.timed_images += u64::from(busy.samples);
+            self.state.pace.credit(computed);
         }
         let worker = w.name.clone();
         if took > 0.0 {
@@ -529,6 +531,23 @@ impl Engine {
         );
         if changed {
             self.state.version += 1;
+        }
+        let o = &self.state.options;
+        // Rounds grow only once head starts run (the first epochs keep the
+        // steps the accuracy was measured with).
+        if self.state.epoch > o.train_ahead_after
+            && let Some(g) = self.state.pace.round_closed(
+                now,
+                progress.results.len(),
+                o.local_steps,
+                o.max_local_steps,
+            )
+        {
+            let local_steps = o.local_steps * g.growth;
+            self.notice(Notice::Paced {
+                local_steps,
+                busy: g.busy,
+            });
         }
         let t = &progress.totals;
         self.state.steps_done += t.batches;

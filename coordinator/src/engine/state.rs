@@ -398,6 +398,8 @@ pub struct RunState {
     /// or, when workers keep momentum, the decayed memory of earlier rounds'
     /// (their velocity still moves the model after the rate has fallen).
     pub guard_rate: f32,
+    /// How much the local steps have grown (devices waiting on the link).
+    pub pace: super::pace::Pace,
     /// Where the run stands.
     pub phase: Phase,
     /// The epoch in progress, if any.

@@ -91,6 +91,11 @@ impl Observer for Log {
                     tracing::info!(%worker, component = %label, %digest, %detail, "component {name}")
                 }
             }
+            Notice::Paced { local_steps, busy } => tracing::info!(
+                local_steps,
+                busy = format!("{:.0} %", busy * 100.0),
+                "devices waited on the link: rounds of more local steps"
+            ),
             Notice::WorkerError { worker, reason } => {
                 tracing::warn!(worker = %shown(worker), reason = %shown(reason), "worker reported an error")
             }

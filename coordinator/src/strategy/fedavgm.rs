@@ -177,18 +177,19 @@ impl FedAvgM {
     /// Batches per worker: `local_steps` each while any speed is unknown,
     /// then in proportion to measured speed (at least one each), never more
     /// than `pending` in all.
-    fn shares(&self, workers: &[WorkerView], pending: usize) -> Vec<usize> {
+    fn shares(&self, workers: &[WorkerView], pending: usize, growth: usize) -> Vec<usize> {
         if workers.is_empty() {
             return Vec::new();
         }
-        let total = (self.local_steps * workers.len()).min(pending);
+        let local_steps = self.local_steps * growth.max(1);
+        let total = (local_steps * workers.len()).min(pending);
         let speeds: Vec<f64> = workers
             .iter()
             .map(|w| w.images_per_second.max(0.0))
             .collect();
         let sum: f64 = speeds.iter().sum();
         let mut shares: Vec<usize> = if sum <= 0.0 || speeds.contains(&0.0) {
-            vec![self.local_steps; workers.len()]
+            vec![local_steps; workers.len()]
         } else {
             // In proportion to speed, at least one batch each.
             speeds
@@ -241,7 +242,7 @@ impl Strategy for FedAvgM {
         round: &RoundContext,
         workers: &[WorkerView],
     ) -> Vec<FitInstruction> {
-        let shares = self.shares(workers, round.pending);
+        let shares = self.shares(workers, round.pending, round.growth);
         let total: usize = shares.iter().sum();
         let largest = shares.iter().copied().max().unwrap_or(1);
         let local = self.scale(total as f64, largest as f64) as f32;
@@ -326,6 +327,7 @@ mod tests {
             round: 1,
             pending,
             learning_rate: 0.05,
+            growth: 1,
         };
         let fit = s.configure_fit(&round, workers);
         assert!(
@@ -372,6 +374,7 @@ mod tests {
                 round: 1,
                 pending: 100,
                 learning_rate: 0.05,
+                growth: 1,
             },
             &[view("pi3", 1000.0), view("laptop", 3000.0)],
         );

@@ -46,6 +46,9 @@ pub struct RoundContext {
     pub pending: usize,
     /// The run's learning rate for this round (from its schedule).
     pub learning_rate: f32,
+    /// Local steps are the strategy's times this (the engine grows it when
+    /// devices wait on the link; 1 otherwise).
+    pub growth: usize,
 }
 
 /// What one worker is asked to do in a round (Flower's `FitIns`). Per-worker

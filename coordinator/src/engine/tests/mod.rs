@@ -63,6 +63,7 @@ pub(super) fn options() -> TrainingOptions {
         split_steps: crate::strategy::StepSplit::None,
         train_ahead_after: 0,
         keep_samples: true,
+        max_local_steps: 2,
         momentum_on: crate::strategy::MomentumOn::Server,
         shift: 0,
         shift_after: 0,

@@ -547,3 +547,38 @@ fn after_a_failed_round_the_kept_samples_start_over() {
         .count();
     assert!(resets >= 1, "the next images start b's cache over");
 }
+
+#[test]
+fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
+    let mut o = options();
+    (o.epochs, o.train_ahead_after, o.max_local_steps) = (3, 1, 8);
+    let mut h = Harness::new(o, 200);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 200, 3);
+    // The fake devices report no training time: they look idle, so the
+    // local steps double once a window of rounds is over (2, 4, then 8).
+    let paced: Vec<usize> = h
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Paced { local_steps, busy } => {
+                assert!(*busy < 0.8);
+                Some(*local_steps)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paced.first(), Some(&4), "{paced:?}");
+    assert!(paced.iter().all(|&k| k <= 8), "{paced:?}");
+    // The first epoch's rounds keep 2 batches of 4 per device.
+    let sizes: Vec<usize> = sent_to(&h, 1)
+        .iter()
+        .filter_map(|m| match m {
+            Message::Assign(a) => Some(a.labels.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(sizes.iter().take(5).all(|&n| n <= 8), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 8), "{sizes:?}");
+}

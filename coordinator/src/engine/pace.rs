@@ -1,0 +1,159 @@
+//! Local steps that grow when devices wait on the link: a round's bytes
+//! (the model down, the update up) cost the same whatever its local steps,
+//! so a household whose link is slow for its devices' speed gets rounds of
+//! more steps, and fewer of them.
+//!
+//! The measure is the devices' own: the training seconds their results
+//! report, over the devices and the wall time of a window of rounds. Below
+//! [`BUSY_TARGET`] the local steps double, up to `--max-local-steps`.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::Now;
+
+/// Rounds a window spans before the local steps may change.
+const WINDOW_ROUNDS: u32 = 8;
+/// Share of the wall time devices should spend training; below it they
+/// wait on the link (or on each other) and rounds grow.
+pub const BUSY_TARGET: f64 = 0.8;
+
+/// The growth of the local steps and the window it is measured over (part
+/// of the run state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pace {
+    /// Local steps are the run's times this (1, 2, 4, …).
+    pub growth: usize,
+    /// When the window started (none: the next round closed starts one).
+    start: Option<Now>,
+    /// Training seconds the window's results reported.
+    compute: f64,
+    /// Rounds closed in the window.
+    rounds: u32,
+    /// Most workers of a round in the window.
+    workers: usize,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            growth: 1,
+            start: None,
+            compute: 0.0,
+            rounds: 0,
+            workers: 0,
+        }
+    }
+}
+
+/// A change of the local steps, for the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grown {
+    /// The new growth.
+    pub growth: usize,
+    /// The devices' busy share that called for it.
+    pub busy: f64,
+}
+
+impl Pace {
+    /// Starts a new window at the next round's close (an epoch began: the
+    /// evaluation between epochs is not the link's fault).
+    pub fn restart(&mut self) {
+        self.start = None;
+        self.compute = 0.0;
+        self.rounds = 0;
+        self.workers = 0;
+    }
+
+    /// A result that trained `seconds` by its device's clock.
+    pub fn credit(&mut self, seconds: f64) {
+        if self.start.is_some() {
+            self.compute += seconds;
+        }
+    }
+
+    /// A round of `workers` results closed at `now`. Once a window of
+    /// rounds is over, doubles the growth if the devices were busy less
+    /// than [`BUSY_TARGET`] of it and the doubled local steps
+    /// (`local_steps × growth × 2`) stay within `max_steps`.
+    pub fn round_closed(
+        &mut self,
+        now: Now,
+        workers: usize,
+        local_steps: usize,
+        max_steps: usize,
+    ) -> Option<Grown> {
+        let Some(start) = self.start else {
+            self.restart();
+            self.start = Some(now);
+            return None;
+        };
+        self.rounds += 1;
+        self.workers = self.workers.max(workers);
+        if self.rounds < WINDOW_ROUNDS {
+            return None;
+        }
+        let wall = now.saturating_sub(start).as_secs_f64();
+        let busy = if wall > 0.0 && self.workers > 0 {
+            self.compute / (self.workers as f64 * wall)
+        } else {
+            1.0
+        };
+        self.restart();
+        self.start = Some(now);
+        let doubled = self.growth * 2;
+        (busy < BUSY_TARGET && local_steps * doubled <= max_steps).then(|| {
+            self.growth = doubled;
+            Grown {
+                growth: doubled,
+                busy,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// `rounds` rounds of `workers` devices, each round `wall` seconds long
+    /// with `busy` of it training; returns the growth after each.
+    fn run(p: &mut Pace, rounds: u32, workers: usize, busy: f64, max_steps: usize) -> Vec<usize> {
+        let mut now = Duration::from_secs(100);
+        p.round_closed(now, workers, 4, max_steps);
+        (0..rounds)
+            .map(|_| {
+                for _ in 0..workers {
+                    p.credit(busy);
+                }
+                now += Duration::from_secs(1);
+                p.round_closed(now, workers, 4, max_steps);
+                p.growth
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waiting_devices_get_longer_rounds_busy_ones_do_not() {
+        let mut p = Pace::default();
+        let g = run(&mut p, 24, 11, 0.5, 16);
+        assert_eq!(g[6], 1, "not before a window is over");
+        assert_eq!(g[7], 2, "half busy: doubled");
+        assert_eq!(g[15], 4);
+        assert_eq!(g[23], 4, "16 local steps at most");
+        let mut p = Pace::default();
+        assert!(run(&mut p, 24, 11, 0.9, 16).iter().all(|&g| g == 1));
+        let mut p = Pace::default();
+        assert!(run(&mut p, 24, 3, 0.1, 4).iter().all(|&g| g == 1), "no growth allowed");
+    }
+
+    #[test]
+    fn a_restart_forgets_the_window() {
+        let mut p = Pace::default();
+        run(&mut p, 5, 2, 0.1, 16);
+        p.restart();
+        let g = run(&mut p, 7, 2, 0.1, 16);
+        assert!(g.iter().all(|&g| g == 1), "a new window of 8 rounds");
+    }
+}
