@@ -349,13 +349,19 @@ mod tests {
         // 5 of a's, 2 of b's (the second short), 7 of the other 50.
         assert_eq!(l.batches(), 14);
         let samples = |l: &Ledger, batches: &[BatchId]| -> Vec<u32> {
-            batches.iter().flat_map(|&x| l.samples(x).to_vec()).collect()
+            batches
+                .iter()
+                .flat_map(|&x| l.samples(x).to_vec())
+                .collect()
         };
         let got = l.assign("a", 1, 5);
         assert!(samples(&l, &got).iter().all(|&i| i < 40), "a's own");
         let got = l.assign("b", 1, 3);
         let s = samples(&l, &got);
-        assert!(s[..10].iter().all(|&i| (40..50).contains(&i)), "b's own first");
+        assert!(
+            s[..10].iter().all(|&i| (40..50).contains(&i)),
+            "b's own first"
+        );
         assert!(s[10..].iter().all(|&i| i >= 50), "then nobody's");
         // A newcomer takes nobody's, and once those are gone, from the busiest.
         let rest = l.assign("c", 1, 6);

@@ -93,6 +93,10 @@ pub struct DeviceUse {
     pub cpu_seconds: f64,
     /// Wall seconds of that window.
     pub window_seconds: f64,
+    /// The share of its quota it used in each epoch (CPU seconds between
+    /// the ends of the epoch before and this one, over the epoch's wall
+    /// time: the evaluation between epochs trains nothing).
+    pub per_epoch: Vec<f64>,
 }
 
 impl DeviceUse {
@@ -213,6 +217,9 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         hosts.push((name, *profile, cores, pid, Samples::new()));
     }
     let started = Instant::now();
+    // When each epoch's line appeared in metrics.jsonl (seconds since start).
+    let mut epoch_ends: Vec<f64> = Vec::new();
+    let metrics = run_dir.join("metrics.jsonl");
     let outcome = loop {
         if STOP.load(Ordering::SeqCst) {
             break Err(anyhow::anyhow!("stopped by a signal"));
@@ -222,6 +229,10 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             if let Some(cpu) = Lab::cpu_seconds(host.3) {
                 host.4.push((t, cpu));
             }
+        }
+        let lines = std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count());
+        while epoch_ends.len() < lines {
+            epoch_ends.push(t);
         }
         if let Some(code) = lab.ended(coordinator) {
             break match code {
@@ -241,20 +252,34 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     }
     outcome?;
     // The training window: the epochs' wall time, ending when the last one did.
-    let trained: f64 = crate::report::read_epochs(&run_dir)?
-        .iter()
-        .map(|e| e.seconds)
-        .sum();
+    let epochs = crate::report::read_epochs(&run_dir)?;
+    let trained: f64 = epochs.iter().map(|e| e.seconds).sum();
     let finished = last_epoch_end(&hosts, ended);
     let from = (finished - trained).max(0.0);
     let devices = hosts
         .into_iter()
-        .map(|(name, profile, cores, _, samples)| DeviceUse {
-            name,
-            profile: profile.name,
-            cores,
-            cpu_seconds: used_between(&samples, from, finished),
-            window_seconds: trained,
+        .map(|(name, profile, cores, _, samples)| {
+            let per_epoch = epochs
+                .iter()
+                .zip(&epoch_ends)
+                .enumerate()
+                .map(|(i, (e, &end))| {
+                    let start = if i == 0 {
+                        end - e.seconds
+                    } else {
+                        epoch_ends[i - 1]
+                    };
+                    used_between(&samples, start, end) / (cores * e.seconds).max(1e-9)
+                })
+                .collect();
+            DeviceUse {
+                name,
+                profile: profile.name,
+                cores,
+                cpu_seconds: used_between(&samples, from, finished),
+                window_seconds: trained,
+                per_epoch,
+            }
         })
         .collect();
     Ok(Outcome {

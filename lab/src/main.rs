@@ -178,10 +178,15 @@ fn cluster(args: ClusterArgs) -> Result<()> {
             100.0 * e.test
         );
     }
-    println!("device      profile    quota  CPU used of its quota");
+    println!("device      profile    quota  CPU used of its quota: the run, then each epoch");
     for d in &outcome.devices {
+        let epochs: String = d
+            .per_epoch
+            .iter()
+            .map(|u| format!(" {:>5.1} %", 100.0 * u))
+            .collect();
         println!(
-            "{:<11} {:<9} {:>5.1} %  {:>6.1} %",
+            "{:<11} {:<9} {:>5.1} %  {:>6.1} %  |{epochs}",
             d.name,
             d.profile,
             100.0 * d.cores / scale,

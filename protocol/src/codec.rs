@@ -64,10 +64,12 @@ impl RefsHeader {
                 self.held.len()
             )));
         }
-        if n % 8 != 0 && self.held.last().is_some_and(|&b| b >> (n % 8) != 0) {
+        if !n.is_multiple_of(8) && self.held.last().is_some_and(|&b| b >> (n % 8) != 0) {
             return Err(bad("held bits past the last sample".into()));
         }
-        let held: Vec<bool> = (0..n).map(|i| self.held[i / 8] >> (i % 8) & 1 == 1).collect();
+        let held: Vec<bool> = (0..n)
+            .map(|i| self.held[i / 8] >> (i % 8) & 1 == 1)
+            .collect();
         let refs = SampleRefs {
             ids: self.ids,
             held,

@@ -31,6 +31,11 @@ impl SampleCache {
         self.set.len()
     }
 
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
     /// Forgets everything (a new connection, or a reset).
     pub fn clear(&mut self) {
         self.set.clear();
@@ -73,12 +78,11 @@ impl SampleCache {
         let mut sent = 0;
         for (&id, &held) in refs.ids.iter().zip(&refs.held) {
             if held {
-                let slot = self
-                    .set
-                    .slot(id)
-                    .ok_or_else(|| format!("sample {id} was named as held, but this device has not kept it"))?
-                    as usize;
-                out_pixels.extend_from_slice(&self.pixels[slot * IMAGE_LEN..(slot + 1) * IMAGE_LEN]);
+                let slot = self.set.slot(id).ok_or_else(|| {
+                    format!("sample {id} was named as held, but this device has not kept it")
+                })? as usize;
+                out_pixels
+                    .extend_from_slice(&self.pixels[slot * IMAGE_LEN..(slot + 1) * IMAGE_LEN]);
                 out_labels.push(self.labels[slot]);
                 continue;
             }

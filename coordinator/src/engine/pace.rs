@@ -145,7 +145,10 @@ mod tests {
         let mut p = Pace::default();
         assert!(run(&mut p, 24, 11, 0.9, 16).iter().all(|&g| g == 1));
         let mut p = Pace::default();
-        assert!(run(&mut p, 24, 3, 0.1, 4).iter().all(|&g| g == 1), "no growth allowed");
+        assert!(
+            run(&mut p, 24, 3, 0.1, 4).iter().all(|&g| g == 1),
+            "no growth allowed"
+        );
     }
 
     #[test]

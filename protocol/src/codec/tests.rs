@@ -334,7 +334,13 @@ fn sample_references_must_fit_what_is_sent() {
     let e = decode(&assign(vec![1, 2, 3], vec![true, false, false], 1, vec![3])).unwrap_err();
     assert!(e.to_string().contains("not held"), "{e}");
     // A bitmap that does not fit the ids: too short, or bits past them.
-    let e = decode(&assign((0..9).collect(), vec![true, false, true], 1, vec![9])).unwrap_err();
+    let e = decode(&assign(
+        (0..9).collect(),
+        vec![true, false, true],
+        1,
+        vec![9],
+    ))
+    .unwrap_err();
     assert!(e.to_string().contains("bitmap"), "{e}");
     let e = decode(&assign(vec![1, 2], vec![true, false, true], 1, vec![2])).unwrap_err();
     assert!(e.to_string().contains("past the last"), "{e}");

@@ -452,7 +452,10 @@ fn kept_samples_are_trained_as_if_sent_and_a_missing_one_fails_the_round() {
     // Samples 2 and 3 come in full, then 2, 3 held and 4, 6 sent: 4
     // samples trained, of which label 0 (samples 2, 4, 6) counts as right.
     let r = decode(s.handle(&assign_kept(1, &[2, 3], &[false, false], false)));
-    assert!(matches!(r, Message::Result(ref r) if r.samples == 2 && r.correct == 1), "{r:?}");
+    assert!(
+        matches!(r, Message::Result(ref r) if r.samples == 2 && r.correct == 1),
+        "{r:?}"
+    );
     let r = decode(s.handle(&assign_kept(
         2,
         &[2, 4, 3, 6],
