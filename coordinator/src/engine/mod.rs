@@ -13,6 +13,7 @@
 //! many batches, how results are combined); everything the engine knows is
 //! one serializable [`RunState`].
 
+mod carry;
 mod checks;
 mod epoch;
 mod guard;

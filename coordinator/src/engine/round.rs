@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use hearth_protocol::{self as proto, Message, RoundResult};
 
+use super::carry::{Images, images, round_steps};
 use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
-use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress, WorkerSlot};
+use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress};
 use super::{Engine, Output, checks};
-use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView, split_steps};
+use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
 
 /// How long a worker may take to answer a round of `images`: four times what
 /// its measured speed predicts plus 5 s (for a worker whose speed is not
@@ -47,58 +48,6 @@ fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
             instructions[j].set_batches(1);
         }
     }
-}
-
-/// What a message carries of a round's samples.
-struct Images {
-    /// Pixels of the samples sent.
-    pixels: Vec<u8>,
-    /// Their labels.
-    labels: Vec<u8>,
-    /// Which samples they are, if the worker keeps samples.
-    cache: Option<proto::SampleRefs>,
-}
-
-/// The images of `batches` for worker `w`: only those it does not keep, if
-/// it keeps samples (its mirror then keeps the ones sent, as it will).
-fn images(
-    train: &hearth_mnist::Split,
-    ledger: &crate::ledger::Ledger,
-    batches: &[crate::ledger::BatchId],
-    w: &mut WorkerSlot,
-) -> Images {
-    let ids: Vec<u32> = batches
-        .iter()
-        .flat_map(|&b| ledger.samples(b).iter().copied())
-        .collect();
-    let cache = (w.samples.capacity() > 0)
-        .then(|| w.samples.refer(&ids, std::mem::take(&mut w.samples_reset)));
-    let sent: Vec<usize> = match &cache {
-        Some(refs) => ids
-            .iter()
-            .zip(&refs.held)
-            .filter(|(_, held)| !**held)
-            .map(|(&i, _)| i as usize)
-            .collect(),
-        None => ids.iter().map(|&i| i as usize).collect(),
-    };
-    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-    train.gather(&sent, &mut pixels, &mut labels);
-    Images {
-        pixels,
-        labels,
-        cache,
-    }
-}
-
-/// The samples of `batches` split into `steps` local steps.
-fn round_steps(
-    ledger: &crate::ledger::Ledger,
-    batches: &[crate::ledger::BatchId],
-    steps: usize,
-) -> Vec<u32> {
-    let samples = batches.iter().map(|&b| ledger.samples(b).len()).sum();
-    split_steps(samples, steps)
 }
 
 impl Engine {
