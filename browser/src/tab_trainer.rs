@@ -123,6 +123,9 @@ pub struct TabTrainer {
     /// The code and model before a swap, while the new one is watched.
     previous: Option<(Code, Option<TabModel>)>,
     ready: HashMap<String, Code>,
+    /// The last component that became ready and has not been swapped to:
+    /// the next assignment may swap to it inside the call that trains.
+    to_swap: Option<String>,
     /// An offer kept until the page polls (and until a trial is over).
     offered: Option<Offer>,
     outcomes: Vec<(String, Result<(), String>)>,
@@ -155,6 +158,7 @@ impl TabTrainer {
             model: None,
             previous: None,
             ready: HashMap::new(),
+            to_swap: None,
             offered: None,
             outcomes: Vec::new(),
             failed: HashMap::new(),
@@ -174,8 +178,10 @@ impl TabTrainer {
         self.failed.insert(digest, reason);
     }
 
-    /// The component being tried, if any: offered and not yet tested, or
-    /// swapped to and still watched (a hang now is that component's fault).
+    /// The component being tried, if any: offered and not yet tested,
+    /// swapped to and still watched, or ready and not yet swapped to (an
+    /// assignment that names it swaps and trains in one call, so a hang in
+    /// that call is its fault too).
     pub fn pending(&self) -> Option<String> {
         if self.previous.is_some() {
             return Some(self.active.digest.clone());
@@ -183,6 +189,7 @@ impl TabTrainer {
         self.offered
             .as_ref()
             .map(|o| hearth_protocol::digest(&o.component))
+            .or_else(|| self.to_swap.clone())
     }
 
     /// Cores a step of the page's own code uses.
@@ -303,6 +310,9 @@ impl Trainer for TabTrainer {
                     self.ready.insert(digest.clone(), code);
                 })
             };
+            if outcome.is_ok() && digest != self.active.digest {
+                self.to_swap = Some(digest.clone());
+            }
             self.outcomes.push((digest, outcome));
         }
         self.outcomes.pop()
@@ -323,6 +333,7 @@ impl Trainer for TabTrainer {
         let old_model = self.model.replace(next);
         let old_code = std::mem::replace(&mut self.active, code);
         self.previous = Some((old_code, old_model));
+        self.to_swap = None;
         Ok(())
     }
 
