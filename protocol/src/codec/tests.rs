@@ -159,6 +159,17 @@ fn head_start_sample() -> Prefetch {
     }
 }
 
+/// The sample assignment that names kept samples.
+fn kept_sample() -> Assign {
+    samples()
+        .into_iter()
+        .find_map(|m| match m {
+            Message::Assign(a) if a.cache.is_some() => Some(a),
+            _ => None,
+        })
+        .expect("a sample assignment with kept samples")
+}
+
 #[test]
 fn every_message_round_trips() {
     for m in samples() {
@@ -306,17 +317,7 @@ fn random_and_mutated_frames_never_panic() {
 fn sample_references_must_fit_what_is_sent() {
     let assign = |ids: Vec<u32>, held: Vec<bool>, sent: usize, steps: Vec<u32>| {
         encode(&Message::Assign(Assign {
-            round: 1,
-            params_version: 1,
-            learning_rate: 0.05,
             steps,
-            reply: UpdateKind::Delta,
-            params: vec![],
-            params_encoding: crate::Encoding::F32,
-            params_base: None,
-            reply_encoding: crate::Encoding::F32,
-            shift: 0,
-            prefetched: false,
             pixels: vec![0; sent * IMAGE_LEN],
             labels: vec![0; sent],
             cache: Some(SampleRefs {
@@ -324,7 +325,7 @@ fn sample_references_must_fit_what_is_sent() {
                 held,
                 reset: false,
             }),
-            component: String::new(),
+            ..kept_sample()
         }))
     };
     // Steps split all the round's samples, held ones included.

@@ -409,18 +409,12 @@ fn assign_kept(round: u64, ids: &[u32], held: &[bool], reset: bool) -> Vec<u8> {
         .filter(|(_, h)| !**h)
         .map(|(&i, _)| i)
         .collect();
+    let Ok(Message::Assign(plain)) =
+        proto::decode(&assign(round, vec![ids.len() as u32], UpdateKind::Delta))
+    else {
+        unreachable!("assign() makes an assignment")
+    };
     proto::encode(&Message::Assign(proto::Assign {
-        round,
-        params_version: 3,
-        learning_rate: 0.25,
-        steps: vec![ids.len() as u32],
-        reply: UpdateKind::Delta,
-        params: vec![1.0, 2.0, 3.0],
-        params_encoding: proto::Encoding::F32,
-        params_base: None,
-        reply_encoding: proto::Encoding::F32,
-        shift: 0,
-        prefetched: false,
         pixels: sent
             .iter()
             .flat_map(|&i| vec![(i % 256) as u8; IMAGE_LEN])
@@ -431,7 +425,7 @@ fn assign_kept(round: u64, ids: &[u32], held: &[bool], reset: bool) -> Vec<u8> {
             held: held.to_vec(),
             reset,
         }),
-        component: String::new(),
+        ..plain
     }))
 }
 
