@@ -103,7 +103,7 @@ pub struct TrainingOptions {
     /// When the devices train less than 80 % of the time (they wait on the
     /// link), double the local steps, up to this many (a round's bytes cost
     /// the same whatever its steps); only after `--train-ahead-after`
-    /// epochs. `--local-steps` or less: never.
+    /// epochs and with `--momentum-on workers`. `--local-steps` or less: never.
     #[arg(long, default_value_t = 16)]
     pub max_local_steps: usize,
     /// Epochs at the start trained without head starts (synchronous

@@ -552,6 +552,12 @@ fn after_a_failed_round_the_kept_samples_start_over() {
 fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
     let mut o = options();
     (o.epochs, o.train_ahead_after, o.max_local_steps) = (3, 1, 8);
+    // Never with server momentum (it overshoots on many local steps).
+    let mut h = Harness::new(o.clone(), 200);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    assert!(!h.notices.iter().any(|n| matches!(n, Notice::Paced { .. })));
+    o.momentum_on = crate::strategy::MomentumOn::Workers;
     let mut h = Harness::new(o, 200);
     let mut ws = workers(&mut h, &["a", "b"]);
     run_to_end(&mut h, &mut ws);
