@@ -75,11 +75,6 @@ impl SampleSet {
         self.slots.contains_key(&id)
     }
 
-    /// The held indices, in no particular order.
-    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots.keys().copied()
-    }
-
     /// Empties it.
     pub fn clear(&mut self) {
         self.slots.clear();
@@ -126,8 +121,8 @@ mod tests {
     fn sent_samples_are_kept_while_there_is_room_and_then_referred_to() {
         let mut s = SampleSet::new(3);
         let r = s.refer(&[5, 7, 5], false);
-        // 5 is sent once; within one message a repeat is sent again (the
-        // worker admits in the same order, so both agree it is held after).
+        // 5 is sent once; a repeat within the same message is already held
+        // (the worker admits in the same order, so both sides agree).
         assert_eq!(r.held, vec![false, false, true]);
         assert_eq!(r.sent(), 2);
         let r = s.refer(&[7, 9, 11, 5], false);

@@ -155,6 +155,11 @@ impl Engine {
         let back = matches!(message, Message::Result(_)) && std::mem::replace(&mut w.missed, false);
         let worker = w.name.clone();
         let busy_round = w.busy.as_ref().map(|b| b.round);
+        // A round it could not do (or images sent ahead it could not use):
+        // the samples it keeps are in doubt, so its cache starts over.
+        if matches!(&message, Message::Error(e) if e.round.is_some()) {
+            w.samples_reset = true;
+        }
         if back {
             self.notice(Notice::Back {
                 worker: worker.clone(),
@@ -169,23 +174,13 @@ impl Engine {
                 // the next assignment sends the whole model.
                 if let Some(w) = self.state.workers.get_mut(&conn) {
                     w.mirror = None;
-                    w.samples_reset = true;
                 }
                 self.release(conn, Requeue::Failed(e.reason));
             }
-            Message::Error(e) => {
-                // A round it could not take (images sent ahead it could
-                // not use): what it keeps is in doubt too.
-                if e.round.is_some()
-                    && let Some(w) = self.state.workers.get_mut(&conn)
-                {
-                    w.samples_reset = true;
-                }
-                self.notice(Notice::WorkerError {
-                    worker,
-                    reason: e.reason,
-                })
-            }
+            Message::Error(e) => self.notice(Notice::WorkerError {
+                worker,
+                reason: e.reason,
+            }),
             Message::Goodbye(_) => {
                 self.leave(conn);
                 self.out.push(Output::Close { conn });

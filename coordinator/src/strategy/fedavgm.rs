@@ -96,12 +96,18 @@ pub enum LrScaling {
     Linear,
 }
 
+/// The devices a round of `samples` samples (or batches) counts as when its
+/// largest share is `largest`: at least one.
+fn n_eff(samples: f64, largest: f64) -> f64 {
+    (samples / largest.max(1.0)).max(1.0)
+}
+
 impl FedAvgM {
     /// The learning rate's factor for a round of `samples` samples (or
     /// batches) whose largest share is `largest`, after `seen` samples of
     /// the run.
     pub fn scale(&self, samples: f64, largest: f64) -> f64 {
-        let n = (samples / largest.max(1.0)).max(1.0);
+        let n = n_eff(samples, largest);
         let target = match self.scaling {
             LrScaling::None => 1.0,
             LrScaling::Sqrt => n.sqrt(),
@@ -119,7 +125,7 @@ impl FedAvgM {
     /// `samples / largest` (see [`scale`](Self::scale)): at least one, and
     /// at least one per batch.
     pub fn steps(&self, batches: usize, samples: f64, largest: f64) -> usize {
-        let n = (samples / largest.max(1.0)).max(1.0);
+        let n = n_eff(samples, largest);
         let per_batch = match self.split {
             StepSplit::None => 1.0,
             StepSplit::Sqrt => n.sqrt(),
