@@ -263,6 +263,7 @@ fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
         proto::Encoding::F32,
         proto::Encoding::F16,
         proto::Encoding::Int8,
+        proto::Encoding::Int4,
     ] {
         let mut delta = vec![0.0f32; PARAMS];
         // A spread of magnitudes like an SGD step's.

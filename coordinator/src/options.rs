@@ -96,20 +96,24 @@ pub struct TrainingOptions {
     /// answered its round, from its own model, and puts what it learned on
     /// top of the new global model when that comes (delayed averaging): a
     /// device never waits for the others or for the link, at the cost of
-    /// updates one round old. Only with `--momentum-on workers` (server
-    /// momentum on updates that old is unstable).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// updates one round old. Off by default: with many devices the stale
+    /// steps cost accuracy (11 devices, 10 epochs: 99.02-99.04 % with head
+    /// starts, 99.06-99.25 % without). Only with `--momentum-on workers`
+    /// (server momentum on updates that old is unstable).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub train_ahead: bool,
-    /// When the devices train less than 80 % of the time (they wait on the
+    /// When the devices train less than 70 % of the time (they wait on the
     /// link), double the local steps, up to this many (a round's bytes cost
-    /// the same whatever its steps); only after `--train-ahead-after`
+    /// the same whatever its steps; longer rounds cost some accuracy), and
+    /// halve them again at 95 % or more; only after `--train-ahead-after`
     /// epochs and with `--momentum-on workers`. `--local-steps` or less: never.
     #[arg(long, default_value_t = 16)]
     pub max_local_steps: usize,
     /// Epochs at the start trained without head starts (synchronous
-    /// rounds): early on the model changes fastest and an update one round
-    /// old costs most (at 11 devices, 95-96 % after the first epoch with
-    /// them, 97.6 % without).
+    /// rounds) and at the run's local steps (rounds do not grow yet): early
+    /// on the model changes fastest and an update one round old costs most
+    /// (at 11 devices, 95-96 % after the first epoch with them, 97.6 %
+    /// without).
     #[arg(long, default_value_t = 1)]
     pub train_ahead_after: usize,
     /// Let each device keep the images it is sent (as many as it says it
@@ -132,9 +136,10 @@ pub struct TrainingOptions {
     #[arg(long, value_enum, default_value_t = MomentumOn::Workers)]
     pub momentum_on: MomentumOn,
     /// How the workers' learning rate grows with the devices of a round
-    /// (its batches over the largest share, n): sqrt, linear (the linear
-    /// scaling rule; LeNet-5 diverges with it at 11 devices), or none.
-    #[arg(long, value_enum, default_value_t = LrScaling::None)]
+    /// (its batches over the largest share, n), never past `--lr`: sqrt
+    /// (the schedule's rate times √n, so that as the schedule decays more
+    /// devices keep the rate up longer), linear, or none.
+    #[arg(long, value_enum, default_value_t = LrScaling::Sqrt)]
     pub lr_scaling: LrScaling,
     /// How many local steps a device trains its batches in, so that more
     /// devices come closer to one device's accuracy in the same epochs:
@@ -146,10 +151,11 @@ pub struct TrainingOptions {
     #[arg(long, default_value_t = 0.5)]
     pub warmup_epochs: f32,
     /// How parameter vectors travel, both ways, to every device that can
-    /// read and write it (others get f32): int8 (about a quarter of f32's
-    /// bytes), f16 or f32. Lossy encodings keep error feedback, and the
-    /// model goes down as the change from the device's own copy.
-    #[arg(long, default_value_t = Encoding::Int8)]
+    /// read and write it (others get f32): int4 (about an eighth of f32's
+    /// bytes), int8 (about a quarter), f16 or f32. Lossy encodings keep
+    /// error feedback, and the model goes down as the change from the
+    /// device's own copy.
+    #[arg(long, default_value_t = Encoding::Int4)]
     pub encoding: Encoding,
     /// Save the run state (atomically, in OUT/run-state.bin) at a round
     /// boundary at least this often, in seconds, and after every epoch; 0:

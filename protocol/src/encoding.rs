@@ -1,5 +1,6 @@
 //! How a parameter vector travels: 32-bit floats, 16-bit floats, or 8-bit
-//! integers with a power-of-two scale per block of [`INT8_BLOCK`] values.
+//! or 4-bit integers with a power-of-two scale per block of [`INT8_BLOCK`]
+//! values.
 //!
 //! Both lossy encodings are *exact on their own output*: [`Encoding::round_trip`]
 //! turns a vector into the values the wire will carry, and encoding those
@@ -13,8 +14,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Values per int8 block (one scale exponent each).
+/// Values per int8 or int4 block (one scale exponent each).
 pub const INT8_BLOCK: usize = 64;
+
+/// Largest magnitude of an int8 value.
+const INT8_MAX: f32 = 127.0;
+/// Largest magnitude of an int4 value (a nibble, two's complement; -8 is
+/// never written, so the range is symmetric).
+const INT4_MAX: f32 = 7.0;
 
 /// The exponent byte of an int8 block that held a non-finite value (it
 /// decodes to NaN, so the receiver's checks see it and refuse it).
@@ -32,10 +39,15 @@ pub enum Encoding {
     /// `q · 2^e`: one signed byte a value and one exponent byte per
     /// [`INT8_BLOCK`] values (about 1.02 bytes a value).
     Int8,
+    /// `q · 2^e` with `q` in -7..=7: two values a byte, low nibble first,
+    /// and one exponent byte per [`INT8_BLOCK`] values (about 0.52 bytes a
+    /// value). Coarse: meant for error feedback, which sends what it
+    /// rounds away with the next vector.
+    Int4,
 }
 
 /// Every encoding, in order of preference for a slow link.
-pub const ENCODINGS: [Encoding; 3] = [Encoding::Int8, Encoding::F16, Encoding::F32];
+pub const ENCODINGS: [Encoding; 4] = [Encoding::Int4, Encoding::Int8, Encoding::F16, Encoding::F32];
 
 impl Encoding {
     /// Lowercase name (`f32`, `f16`, `int8`).
@@ -44,6 +56,7 @@ impl Encoding {
             Encoding::F32 => "f32",
             Encoding::F16 => "f16",
             Encoding::Int8 => "int8",
+            Encoding::Int4 => "int4",
         }
     }
 
@@ -58,6 +71,19 @@ impl Encoding {
             Encoding::F32 => len * 4,
             Encoding::F16 => len * 2,
             Encoding::Int8 => len + len.div_ceil(INT8_BLOCK),
+            Encoding::Int4 => {
+                let (full, rest) = (len / INT8_BLOCK, len % INT8_BLOCK);
+                full * INT8_BLOCK / 2 + rest.div_ceil(2) + len.div_ceil(INT8_BLOCK)
+            }
+        }
+    }
+
+    /// Largest magnitude of a block's integers (none: not a block encoding).
+    fn levels(self) -> Option<f32> {
+        match self {
+            Encoding::F32 | Encoding::F16 => None,
+            Encoding::Int8 => Some(INT8_MAX),
+            Encoding::Int4 => Some(INT4_MAX),
         }
     }
 
@@ -70,16 +96,17 @@ impl Encoding {
                     *v = half::f16::from_f32(*v).to_f32();
                 }
             }
-            Encoding::Int8 => {
+            Encoding::Int8 | Encoding::Int4 => {
+                let levels = self.levels().unwrap_or(INT8_MAX);
                 for block in values.chunks_mut(INT8_BLOCK) {
-                    let e = block_exponent(block);
+                    let e = block_exponent(block, levels);
                     if e == NOT_FINITE {
                         block.fill(f32::NAN);
                         continue;
                     }
                     let (s, inv) = (pow2(i32::from(e)), pow2(-i32::from(e)));
                     for v in block {
-                        *v = quantize(*v, inv) as f32 * s;
+                        *v = quantize(*v, inv, levels) as f32 * s;
                     }
                 }
             }
@@ -104,14 +131,31 @@ impl Encoding {
             }
             Encoding::Int8 => {
                 for block in values.chunks(INT8_BLOCK) {
-                    let e = block_exponent(block);
+                    let e = block_exponent(block, INT8_MAX);
                     out.push(e as u8);
                     if e == NOT_FINITE {
                         out.extend(std::iter::repeat_n(0, block.len()));
                         continue;
                     }
                     let inv = pow2(-i32::from(e));
-                    out.extend(block.iter().map(|&v| quantize(v, inv) as u8));
+                    out.extend(block.iter().map(|&v| quantize(v, inv, INT8_MAX) as u8));
+                }
+            }
+            Encoding::Int4 => {
+                for block in values.chunks(INT8_BLOCK) {
+                    let e = block_exponent(block, INT4_MAX);
+                    out.push(e as u8);
+                    if e == NOT_FINITE {
+                        out.extend(std::iter::repeat_n(0, block.len().div_ceil(2)));
+                        continue;
+                    }
+                    let inv = pow2(-i32::from(e));
+                    let nibble = |v: f32| (quantize(v, inv, INT4_MAX) as u8) & 0x0f;
+                    out.extend(
+                        block.chunks(2).map(|pair| {
+                            nibble(pair[0]) | pair.get(1).map_or(0, |&v| nibble(v) << 4)
+                        }),
+                    );
                 }
             }
         }
@@ -145,6 +189,31 @@ impl Encoding {
                 }
                 values
             }
+            Encoding::Int4 => {
+                let mut values = Vec::with_capacity(len);
+                let mut at = 0;
+                while values.len() < len {
+                    let n = (len - values.len()).min(INT8_BLOCK);
+                    let Some(block) = bytes.get(at..at + 1 + n.div_ceil(2)) else {
+                        break;
+                    };
+                    at += block.len();
+                    let Some((&e, qs)) = block.split_first() else {
+                        break;
+                    };
+                    let e = e as i8;
+                    if e == NOT_FINITE {
+                        values.extend(std::iter::repeat_n(f32::NAN, n));
+                        continue;
+                    }
+                    let s = pow2(i32::from(e));
+                    // A nibble's sign bit extended: shift it to the top, back down.
+                    let value = |nibble: u8| f32::from(((nibble << 4) as i8) >> 4) * s;
+                    let pairs = qs.iter().flat_map(|&b| [value(b & 0x0f), value(b >> 4)]);
+                    values.extend(pairs.take(n));
+                }
+                values
+            }
         }
     }
 }
@@ -161,7 +230,7 @@ impl FromStr for Encoding {
         ENCODINGS
             .into_iter()
             .find(|e| e.name() == s)
-            .ok_or_else(|| format!("no encoding {s:?} (f32, f16 or int8)"))
+            .ok_or_else(|| format!("no encoding {s:?} (f32, f16, int8 or int4)"))
     }
 }
 
@@ -175,14 +244,14 @@ fn pow2(e: i32) -> f32 {
     }
 }
 
-/// `v / 2^e` rounded into -127..=127, given `inv = 2^-e`.
-fn quantize(v: f32, inv: f32) -> i8 {
-    (v * inv).round().clamp(-127.0, 127.0) as i8
+/// `v / 2^e` rounded into `-levels..=levels`, given `inv = 2^-e`.
+fn quantize(v: f32, inv: f32, levels: f32) -> i8 {
+    (v * inv).round().clamp(-levels, levels) as i8
 }
 
-/// The smallest exponent `e` with `max |v| <= 127 · 2^e` (so every value
-/// of the block fits a signed byte), or [`NOT_FINITE`].
-fn block_exponent(block: &[f32]) -> i8 {
+/// The smallest exponent `e` with `max |v| <= levels · 2^e` (so every
+/// value of the block fits its integer), or [`NOT_FINITE`].
+fn block_exponent(block: &[f32], levels: f32) -> i8 {
     let mut max = 0.0f32;
     for v in block {
         if !v.is_finite() {
@@ -193,11 +262,11 @@ fn block_exponent(block: &[f32]) -> i8 {
     let mut e: i32 = -127;
     if max > 0.0 {
         // An estimate, then the exact smallest exponent.
-        e = ((max / 127.0).log2().ceil() as i32).clamp(-127, 127);
-        while e < 127 && max > 127.0 * pow2(e) {
+        e = ((max / levels).log2().ceil() as i32).clamp(-127, 127);
+        while e < 127 && max > levels * pow2(e) {
             e += 1;
         }
-        while e > -127 && max <= 127.0 * pow2(e - 1) {
+        while e > -127 && max <= levels * pow2(e - 1) {
             e -= 1;
         }
     }
@@ -235,7 +304,11 @@ mod tests {
     #[test]
     fn the_lossy_encodings_are_close() {
         let values = sample(4096);
-        for (enc, tolerance) in [(Encoding::F16, 1e-3), (Encoding::Int8, 1.0 / 64.0)] {
+        for (enc, tolerance) in [
+            (Encoding::F16, 1e-3),
+            (Encoding::Int8, 1.0 / 64.0),
+            (Encoding::Int4, 1.0 / 7.0),
+        ] {
             let mut q = values.clone();
             enc.round_trip(&mut q);
             for (block, qb) in values.chunks(INT8_BLOCK).zip(q.chunks(INT8_BLOCK)) {
@@ -276,10 +349,30 @@ mod tests {
     }
 
     #[test]
+    fn int4_packs_two_values_a_byte_with_odd_tails_and_signs_intact() {
+        // Every level from -7 to 7 at scale 1, and an odd tail of 3 values
+        // (its last byte half used) at scale 1/2.
+        let values: Vec<f32> = (0..67).map(|i| (i % 15) as f32 - 7.0).collect();
+        let mut out = Vec::new();
+        Encoding::Int4.put(&mut out, &values);
+        assert_eq!(out.len(), Encoding::Int4.bytes(values.len()));
+        assert_eq!(out.len(), (1 + 32) + (1 + 2));
+        assert_eq!(Encoding::Int4.get(&out, values.len()), values);
+        // A non-finite value turns its block to NaN, and only its block.
+        let mut values = vec![0.5f32; 130];
+        values[3] = f32::NAN;
+        let mut out = Vec::new();
+        Encoding::Int4.put(&mut out, &values);
+        let got = Encoding::Int4.get(&out, values.len());
+        assert!(got[..64].iter().all(|v| v.is_nan()));
+        assert!(got[64..].iter().all(|&v| v == 0.5));
+    }
+
+    #[test]
     fn names_parse_back() {
         for enc in ENCODINGS {
             assert_eq!(enc.name().parse::<Encoding>(), Ok(enc));
         }
-        assert!("int4".parse::<Encoding>().is_err());
+        assert!("int2".parse::<Encoding>().is_err());
     }
 }

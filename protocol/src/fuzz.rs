@@ -108,6 +108,17 @@ pub fn seeds() -> Vec<Vec<u8>> {
             encoding: Encoding::F16,
             compute_seconds: 0.0,
         }),
+        Message::Result(RoundResult {
+            round: 2,
+            params_version: 2,
+            samples: 1,
+            loss_sum: 0.5,
+            correct: 1,
+            kind: UpdateKind::Delta,
+            values: vec![-0.75, 0.25, 0.5],
+            encoding: Encoding::Int4,
+            compute_seconds: 0.0,
+        }),
         Message::Prefetch(Prefetch {
             round: 2,
             pixels: (0..IMAGE_LEN)

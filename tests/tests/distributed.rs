@@ -61,7 +61,7 @@ fn three_hosts_train_one_epoch_using_every_sample_once() {
     let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
     let epoch: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     // The images are 47 MB raw and 12.0 MB run-length coded; the model
-    // goes down in int8 after the first assignment.
+    // goes down in int4 after the first assignment.
     let sent = epoch["bytes_sent"].as_u64().unwrap();
     assert!(
         (12_000_000..47_000_000).contains(&sent),

@@ -36,6 +36,7 @@ use crate::strategy::Strategy;
 
 pub use guard::{GuardState, UpdateGuard, Verdict};
 pub use notice::{ComponentEvent, EpochMetrics, Notice, Requeue, RoundReport};
+pub use pace::{BUSY_ENOUGH, BUSY_TARGET};
 pub use rollout::{CANARY_ROUNDS, ComponentInfo, Rollout, Stage};
 pub use state::{ConnId, Now, Phase, RunState, WorkerReport, WorkerSlot};
 

@@ -80,6 +80,7 @@ impl Engine {
             round: self.state.round + 1,
             pending: current.ledger.pending(),
             learning_rate: lr,
+            peak_learning_rate: o.lr,
             growth: self.state.pace.growth,
         };
         let mut instructions = self.strategy.configure_fit(&context, &views);
@@ -482,10 +483,10 @@ impl Engine {
             self.state.version += 1;
         }
         let o = &self.state.options;
-        // Rounds grow only once head starts run (the first epochs keep the
-        // steps the accuracy was measured with), and only with momentum on
-        // the devices: server momentum on the change of many local steps
-        // overshoots (3 hosts at 16 steps ended below 95 %).
+        // Rounds grow only after the first `--train-ahead-after` epochs
+        // (they keep the steps the accuracy was measured with), and only
+        // with momentum on the devices: server momentum on the change of
+        // many local steps overshoots (3 hosts at 16 steps ended below 95 %).
         if self.state.epoch > o.train_ahead_after
             && o.momentum_on == crate::strategy::MomentumOn::Workers
             && let Some(g) = self.state.pace.round_closed(

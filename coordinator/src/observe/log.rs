@@ -91,11 +91,22 @@ impl Observer for Log {
                     tracing::info!(%worker, component = %label, %digest, %detail, "component {name}")
                 }
             }
-            Notice::Paced { local_steps, busy } => tracing::info!(
-                local_steps,
-                busy = format!("{:.0} %", busy * 100.0),
-                "devices waited on the link: rounds of more local steps"
-            ),
+            Notice::Paced { local_steps, busy } => {
+                let busy_share = format!("{:.0} %", busy * 100.0);
+                if *busy < crate::engine::BUSY_TARGET {
+                    tracing::info!(
+                        local_steps,
+                        busy = busy_share,
+                        "devices waited on the link: rounds of more local steps"
+                    )
+                } else {
+                    tracing::info!(
+                        local_steps,
+                        busy = busy_share,
+                        "devices were busy: rounds of fewer local steps"
+                    )
+                }
+            }
             Notice::WorkerError { worker, reason } => {
                 tracing::warn!(worker = %shown(worker), reason = %shown(reason), "worker reported an error")
             }

@@ -96,6 +96,12 @@ pub enum LrScaling {
     Linear,
 }
 
+/// A scaled learning rate, never past the run's peak (the largest rate one
+/// device steps at; a scaled rate still decays with the schedule, later).
+fn capped(rate: f32, round: &RoundContext) -> f32 {
+    rate.min(round.peak_learning_rate.max(round.learning_rate))
+}
+
 /// The devices a round of `samples` samples (or batches) counts as when its
 /// largest share is `largest`: at least one.
 fn n_eff(samples: f64, largest: f64) -> f64 {
@@ -257,7 +263,7 @@ impl Strategy for FedAvgM {
             .map(|batches| FitInstruction {
                 batches,
                 steps: self.steps(batches, total as f64, largest as f64),
-                learning_rate: round.learning_rate * local,
+                learning_rate: capped(round.learning_rate * local, round),
                 // Results are deltas: averaged, then stepped with momentum.
                 reply: UpdateKind::Delta,
             })
@@ -333,6 +339,7 @@ mod tests {
             round: 1,
             pending,
             learning_rate: 0.05,
+            peak_learning_rate: 0.05,
             growth: 1,
         };
         let fit = s.configure_fit(&round, workers);
@@ -361,6 +368,44 @@ mod tests {
     }
 
     #[test]
+    fn a_scaled_learning_rate_never_passes_the_runs_peak() {
+        let mut s = FedAvgM::new(4, 0.9).with_scaling(LrScaling::Sqrt, 0.0);
+        let four = [
+            view("a", 0.0),
+            view("b", 0.0),
+            view("c", 0.0),
+            view("d", 0.0),
+        ];
+        let rate = |s: &mut FedAvgM, now: f32| {
+            let round = RoundContext {
+                round: 1,
+                pending: 100,
+                learning_rate: now,
+                peak_learning_rate: 0.05,
+                growth: 1,
+            };
+            s.configure_fit(&round, &four)[0].learning_rate
+        };
+        // At the peak: √4 = 2 would double it; it stays at the peak.
+        assert_eq!(rate(&mut s, 0.05), 0.05);
+        // Later in the schedule: doubled, up to the peak.
+        assert_eq!(rate(&mut s, 0.02), 0.04);
+        assert_eq!(rate(&mut s, 0.03), 0.05);
+        // One device: the schedule's own rate.
+        let one = s.configure_fit(
+            &RoundContext {
+                round: 1,
+                pending: 100,
+                learning_rate: 0.02,
+                peak_learning_rate: 0.05,
+                growth: 1,
+            },
+            &four[..1],
+        );
+        assert_eq!(one[0].learning_rate, 0.02);
+    }
+
+    #[test]
     fn batches_split_into_sqrt_n_steps_only_when_asked() {
         let s = FedAvgM::new(4, 0.9).with_split(StepSplit::Sqrt);
         // 11 equal shares of 4 batches: √11 = 3.32 steps per batch.
@@ -380,6 +425,7 @@ mod tests {
                 round: 1,
                 pending: 100,
                 learning_rate: 0.05,
+                peak_learning_rate: 0.05,
                 growth: 1,
             },
             &[view("pi3", 1000.0), view("laptop", 3000.0)],
