@@ -32,7 +32,10 @@ const SEEN: &str = "samples_seen";
 /// (Goyal et al., 2017: a learning rate that grows with the batch, reached
 /// by a warm-up): the workers' learning rate is scaled by `√n_eff` (or
 /// `n_eff`), where `n_eff` is the round's batches over its largest share,
-/// ramped from 1 over the first `warmup_samples` samples of the run.
+/// ramped from 1 over the first `warmup_samples` samples of the run, and
+/// never past the run's peak rate ([`RoundContext::peak_learning_rate`]):
+/// early on every device steps at the peak, and as the schedule decays,
+/// more devices keep the rate up for longer.
 pub struct FedAvgM {
     local_steps: usize,
     momentum: f32,
