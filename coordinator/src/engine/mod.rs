@@ -173,6 +173,10 @@ pub struct Engine {
     strategy: Box<dyn Strategy>,
     train: Arc<Split>,
     out: Vec<Output>,
+    /// The next round's images, held back until this round's assignments
+    /// have had the link to themselves (not part of the run state: they
+    /// are only ever pending inside a round).
+    prefetch_due: Option<round::DuePrefetch>,
 }
 
 impl Engine {
@@ -214,6 +218,7 @@ impl Engine {
             strategy,
             train,
             out: Vec::new(),
+            prefetch_due: None,
         }
     }
 
@@ -229,6 +234,7 @@ impl Engine {
             strategy,
             train,
             out: Vec::new(),
+            prefetch_due: None,
         })
     }
 
@@ -298,12 +304,15 @@ impl Engine {
             (Phase::Waiting { since }, Some(limit)) => Some(*since + limit),
             _ => None,
         };
-        busy.into_iter().chain(join).min()
+        let prefetch = self.prefetch_due.as_ref().map(|p| p.at);
+        busy.into_iter().chain(join).chain(prefetch).min()
     }
 
     /// Handles one input at time `now`; returns what to do.
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Output> {
         self.state.clock = self.state.clock.max(now);
+        // What fell due before this input happened before it.
+        self.send_due_prefetches(now);
         match input {
             Input::Joined { conn, worker } => self.join(conn, worker),
             Input::Left { conn } => self.leave(conn),

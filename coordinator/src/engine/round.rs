@@ -50,6 +50,20 @@ fn probation(instructions: &mut [FitInstruction], suspects: &[bool]) {
     }
 }
 
+/// Share of the devices' expected training time of a round after which
+/// the next round's images go out.
+pub const PREFETCH_AFTER: f64 = 0.25;
+
+/// The next round's images, to send at `at`.
+pub(super) struct DuePrefetch {
+    /// When.
+    pub at: Now,
+    /// The round they are for.
+    pub round: u64,
+    /// The devices and their instructions.
+    pub list: Vec<(ConnId, FitInstruction)>,
+}
+
 impl Engine {
     /// Starts a round among the available workers; false if the strategy
     /// gave nobody anything.
@@ -156,21 +170,78 @@ impl Engine {
                 self.assign(now, *conn, round, fit);
             }
         }
-        // Then the next round's images, behind this round's assignments on
-        // each connection: they travel while the devices train.
+        // Then the next round's images: they travel while the devices train.
         if self.state.options.prefetch {
-            for (conn, fit) in conns.iter().zip(&instructions) {
-                let busy = self
+            let list: Vec<(ConnId, FitInstruction)> = conns
+                .iter()
+                .copied()
+                .zip(instructions.iter().cloned())
+                .filter(|(_, fit)| fit.batches > 0)
+                .collect();
+            self.prefetch_due = Some(DuePrefetch {
+                at: now + self.prefetch_delay(&list),
+                round: round + 1,
+                list,
+            });
+            self.send_due_prefetches(now);
+        }
+        true
+    }
+
+    /// How long the next round's images wait after this round's
+    /// assignments: [`PREFETCH_AFTER`] of the shortest expected training
+    /// time among the devices of `list` (none while a speed is unknown).
+    /// Sent at once, the images of the first devices share the
+    /// coordinator's link with the assignments of the last ones, and the
+    /// round starts late for those (at 11 devices, a first epoch of 6.4 s
+    /// measured instead of 5.7 s with the images 40 ms later).
+    fn prefetch_delay(&self, list: &[(ConnId, FitInstruction)]) -> Duration {
+        let batch = self.state.options.batch as f64;
+        let shortest = list
+            .iter()
+            .map(|(conn, fit)| {
+                let speed = self
                     .state
                     .workers
                     .get(conn)
-                    .is_some_and(|w| w.busy.is_some());
-                if fit.batches > 0 && busy {
-                    self.prefetch(now, *conn, round + 1, fit);
+                    .map_or(0.0, |w| w.images_per_second());
+                if speed > 0.0 {
+                    fit.batches as f64 * batch / speed
+                } else {
+                    0.0
                 }
+            })
+            .fold(f64::INFINITY, f64::min);
+        if shortest.is_finite() {
+            Duration::from_secs_f64(shortest * PREFETCH_AFTER)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Sends the held-back images of the next round once their time has
+    /// come, to the devices still training this round (one that has
+    /// already answered gets its images with its next assignment).
+    pub(super) fn send_due_prefetches(&mut self, now: Now) {
+        if self.prefetch_due.as_ref().is_none_or(|p| p.at > now) {
+            return;
+        }
+        let Some(due) = self.prefetch_due.take() else {
+            return;
+        };
+        if self.state.round.checked_add(1) != Some(due.round) {
+            return;
+        }
+        for (conn, fit) in &due.list {
+            let busy = self
+                .state
+                .workers
+                .get(conn)
+                .is_some_and(|w| w.busy.is_some());
+            if busy {
+                self.prefetch(now, *conn, due.round, fit);
             }
         }
-        true
     }
 
     /// Takes as many batches as `fit` gave `conn` this round for its round

@@ -430,6 +430,8 @@ pub(super) fn run_until(
             return;
         }
         h.now += Duration::from_millis(10);
+        // Time passed: what fell due goes out before anyone answers.
+        h.feed(Input::Tick);
         let mut any = 0;
         for (i, w) in ws.iter_mut().enumerate() {
             any += h.exchange(i as ConnId + 1, w);

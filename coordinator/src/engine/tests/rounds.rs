@@ -523,14 +523,15 @@ fn after_a_failed_round_the_kept_samples_start_over() {
             break;
         }
         h.now += Duration::from_millis(10);
-        h.exchange(1, &mut ws[0]);
+        // Time passed: images held back until now go out first.
+        h.feed(Input::Tick);
         let frames = h.inbox.remove(&2).unwrap_or_default();
         let before = frames.len();
         let kept: Vec<Vec<u8>> = frames.into_iter().filter(|f| f[1] != 13).collect();
         lost = kept.len() < before;
         h.inbox.insert(2, kept);
         h.exchange(2, &mut ws[1]);
-        h.feed(Input::Tick);
+        h.exchange(1, &mut ws[0]);
     }
     assert!(lost, "a prefetch to b was dropped");
     run_to_end(&mut h, &mut ws);
@@ -587,4 +588,44 @@ fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
         .collect();
     assert!(sizes.iter().take(5).all(|&n| n <= 8), "{sizes:?}");
     assert!(sizes.iter().any(|&n| n > 8), "{sizes:?}");
+}
+
+#[test]
+fn the_next_rounds_images_wait_until_the_assignments_have_crossed() {
+    let mut o = options();
+    o.prefetch = true;
+    // An epoch long enough that the next round always has images.
+    let mut h = Harness::new(o, 400);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_until(&mut h, &mut ws, |h| h.engine.state().round >= 3);
+    // The devices' speeds are known now: let the round in progress close.
+    let round = h.engine.state().round;
+    for _ in 0..100 {
+        if h.engine.state().round > round {
+            break;
+        }
+        h.now += Duration::from_millis(10);
+        h.exchange(1, &mut ws[0]);
+        h.exchange(2, &mut ws[1]);
+    }
+    assert!(h.engine.state().round > round, "a new round started");
+    let kinds = |h: &Harness| -> Vec<u8> {
+        h.inbox
+            .get(&1)
+            .map(|frames| frames.iter().map(|f| f[1]).collect())
+            .unwrap_or_default()
+    };
+    // Frames after a's assignment (kind 4): the images of the round after.
+    let after_assign = |h: &Harness| -> Vec<u8> {
+        let k = kinds(h);
+        let last = k.iter().rposition(|&k| k == 4).expect("a's assignment");
+        k[last + 1..].to_vec()
+    };
+    // At the round's start a's assignment goes out alone …
+    assert_eq!(after_assign(&h), Vec::<u8>::new(), "{:?}", kinds(&h));
+    // … and the next round's images follow once a quarter of its expected
+    // training time has passed.
+    h.now += Duration::from_millis(10);
+    h.feed(Input::Tick);
+    assert_eq!(after_assign(&h), vec![13], "{:?}", kinds(&h));
 }
