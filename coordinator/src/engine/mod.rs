@@ -19,6 +19,7 @@ mod epoch;
 mod guard;
 mod notice;
 mod pace;
+mod prefetch;
 mod rollout;
 mod round;
 mod state;
@@ -176,7 +177,7 @@ pub struct Engine {
     /// The next round's images, held back until this round's assignments
     /// have had the link to themselves (not part of the run state: they
     /// are only ever pending inside a round).
-    prefetch_due: Option<round::DuePrefetch>,
+    prefetch_due: Option<prefetch::DuePrefetch>,
 }
 
 impl Engine {

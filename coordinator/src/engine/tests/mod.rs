@@ -7,6 +7,7 @@
 //! - `restore.rs`: a saved and restored engine continues bit for bit;
 //! - `rollout.rs`: components rolled out canary-first, swapped, rolled back.
 
+mod ahead;
 mod refusals;
 mod restore;
 mod rollout;
@@ -476,4 +477,15 @@ pub(super) fn result(a: &proto::Assign, values: Vec<f32>) -> proto::RoundResult 
         encoding: a.reply_encoding,
         compute_seconds: 0.0,
     }
+}
+
+/// Every message the engine sent to `conn`, in order.
+pub(super) fn sent_to(h: &Harness, conn: ConnId) -> Vec<Message> {
+    h.log
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { conn: c, frame } if *c == conn => proto::decode(frame).ok(),
+            _ => None,
+        })
+        .collect()
 }

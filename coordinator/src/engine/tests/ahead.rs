@@ -1,0 +1,261 @@
+//! Images sent ahead, head starts and kept samples.
+
+use std::time::Duration;
+
+use hearth_protocol::{self as proto, Message};
+
+use super::*;
+
+/// A run of two workers on 50 samples to its end, with every sample used
+/// once per epoch and nothing refused.
+fn two_workers_to_the_end(o: TrainingOptions) -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    (h, ws)
+}
+
+#[test]
+fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
+    let mut o = options();
+    o.prefetch = true;
+    let (h, _) = two_workers_to_the_end(o);
+    let sent = sent_to(&h, 1);
+    let ahead = sent
+        .iter()
+        .filter(|m| matches!(m, Message::Prefetch(_)))
+        .count();
+    let used = sent
+        .iter()
+        .filter(|m| matches!(m, Message::Assign(a) if a.prefetched && a.pixels.is_empty()))
+        .count();
+    assert!(ahead >= 2 && used >= 2, "{ahead} prefetches, {used} used");
+    // The same model as without prefetch would be too much to ask (rounds
+    // are cut differently), but the same samples, each once, are.
+}
+
+#[test]
+fn a_worker_leaving_with_images_sent_ahead_gives_them_back() {
+    let mut o = options();
+    o.prefetch = true;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b", "c"]);
+    run_until(&mut h, &mut ws, |h| {
+        h.engine
+            .state()
+            .workers
+            .get(&3)
+            .is_some_and(|w| w.prefetched.is_some())
+    });
+    h.feed(Input::Left { conn: 3 });
+    let mut rest: Vec<_> = ws.drain(..2).collect();
+    run_to_end(&mut h, &mut rest);
+    every_sample_once(&h, 50, 2);
+}
+
+#[test]
+fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
+    let mut o = options();
+    o.prefetch = true;
+    o.train_ahead = true;
+    o.momentum_on = crate::strategy::MomentumOn::Workers;
+    let (h, ws) = two_workers_to_the_end(o);
+    // Every head start is what the round's assignment then says.
+    let sent = sent_to(&h, 1);
+    let mut starts = BTreeMap::new();
+    for m in &sent {
+        match m {
+            Message::Prefetch(p) => {
+                let start = p
+                    .head_start
+                    .clone()
+                    .expect("a head start with each prefetch");
+                starts.insert(p.round, start);
+            }
+            Message::Assign(a) if a.prefetched => {
+                let start = &starts[&a.round];
+                assert_eq!(
+                    (a.learning_rate, &a.steps, a.shift),
+                    (start.learning_rate, &start.steps, start.shift)
+                );
+            }
+            _ => {}
+        }
+    }
+    let ahead: u64 = ws.iter().map(|w| w.stats().steps_ahead).sum();
+    assert!(ahead >= 2, "{ahead} steps trained ahead");
+}
+
+#[test]
+fn batches_split_into_smaller_steps_and_head_starts_wait_for_the_second_epoch() {
+    let mut o = options();
+    o.prefetch = true;
+    o.train_ahead = true;
+    o.train_ahead_after = 1;
+    o.momentum_on = crate::strategy::MomentumOn::Workers;
+    o.split_steps = crate::strategy::StepSplit::Sqrt;
+    let (h, _) = two_workers_to_the_end(o);
+    let sent = sent_to(&h, 1);
+    // Prefetches of the first epoch come without a head start, later ones with.
+    let starts: Vec<bool> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Prefetch(p) => Some(p.head_start.is_some()),
+            _ => None,
+        })
+        .collect();
+    let first = starts.iter().position(|&s| s).expect("head starts later");
+    assert!(first > 0, "none in the first epoch: {starts:?}");
+    assert!(starts[first..].iter().all(|&s| s), "{starts:?}");
+    // Every assignment's steps split its samples, more steps than batches
+    // when both devices share the round.
+    let mut split = 0;
+    let mut samples_ahead = BTreeMap::new();
+    for m in &sent {
+        match m {
+            Message::Prefetch(p) => {
+                samples_ahead.insert(p.round, p.labels.len());
+            }
+            Message::Assign(a) => {
+                let samples = if a.prefetched {
+                    samples_ahead[&a.round]
+                } else {
+                    a.labels.len()
+                };
+                assert_eq!(a.steps.iter().sum::<u32>() as usize, samples);
+                assert!(a.steps.iter().all(|&n| n > 0));
+                let batches = samples.div_ceil(4);
+                assert!(a.steps.len() >= batches, "{:?}", a.steps);
+                split += usize::from(a.steps.len() > batches);
+            }
+            _ => {}
+        }
+    }
+    assert!(split >= 2, "{split} rounds split into smaller steps");
+}
+
+/// Images that went to `conn` in full: samples sent, and samples named.
+fn images_to(h: &Harness, conn: ConnId) -> (usize, usize) {
+    let (mut sent, mut named) = (0, 0);
+    for m in sent_to(h, conn) {
+        let (labels, cache) = match m {
+            Message::Assign(a) => (a.labels.len(), a.cache),
+            Message::Prefetch(p) => (p.labels.len(), p.cache),
+            _ => continue,
+        };
+        sent += labels;
+        named += cache.map_or(labels, |c| c.ids.len());
+    }
+    (sent, named)
+}
+
+#[test]
+fn devices_that_keep_samples_are_sent_each_image_about_once() {
+    for ahead in [false, true] {
+        let mut o = options();
+        (o.epochs, o.prefetch, o.train_ahead) = (3, ahead, ahead);
+        o.momentum_on = crate::strategy::MomentumOn::Workers;
+        let mut h = Harness::new(o, 50);
+        let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
+        run_to_end(&mut h, &mut ws);
+        every_sample_once(&h, 50, 3);
+        assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+        let (a, b) = (images_to(&h, 1), images_to(&h, 2));
+        assert_eq!(a.1 + b.1, 150, "3 epochs of 50 samples named");
+        // The first epoch sends all 50; later ones only what a device
+        // takes from the other's share.
+        assert!(a.0 + b.0 < 75, "sent {} and {}", a.0, b.0);
+    }
+    // A device that keeps nothing is sent every image, every epoch.
+    let mut o = options();
+    o.epochs = 3;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a-keeps", "b"]);
+    run_to_end(&mut h, &mut ws);
+    let (sent, named) = images_to(&h, 2);
+    assert_eq!(sent, named);
+}
+
+#[test]
+fn after_a_failed_round_the_kept_samples_start_over() {
+    let mut o = options();
+    (o.epochs, o.prefetch) = (3, true);
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
+    run_until(&mut h, &mut ws, |h| h.engine.state().epoch >= 2);
+    // Images sent ahead to b in the second epoch are lost: the coordinator
+    // counts them as kept, b does not have them. Its round fails, and both
+    // sides start over.
+    let mut lost = false;
+    for _ in 0..10_000 {
+        if lost || h.finished {
+            break;
+        }
+        h.now += Duration::from_millis(10);
+        // Time passed: images held back until now go out first.
+        h.feed(Input::Tick);
+        let frames = h.inbox.remove(&2).unwrap_or_default();
+        let before = frames.len();
+        let kept: Vec<Vec<u8>> = frames.into_iter().filter(|f| f[1] != 13).collect();
+        lost = kept.len() < before;
+        h.inbox.insert(2, kept);
+        h.exchange(2, &mut ws[1]);
+        h.exchange(1, &mut ws[0]);
+    }
+    assert!(lost, "a prefetch to b was dropped");
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 3);
+    let failed = h
+        .requeues()
+        .iter()
+        .filter(|(w, _, why)| w == "b-keeps" && matches!(why, Requeue::Failed(_)))
+        .count();
+    assert!(failed >= 1, "{:?}", h.requeues());
+    let resets = sent_to(&h, 2)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Assign(proto::Assign { cache: Some(c), .. }) | Message::Prefetch(proto::Prefetch { cache: Some(c), .. }) if c.reset))
+        .count();
+    assert!(resets >= 1, "the next images start b's cache over");
+}
+
+#[test]
+fn the_next_rounds_images_wait_until_the_assignments_have_crossed() {
+    let mut o = options();
+    o.prefetch = true;
+    // An epoch long enough that the next round always has images.
+    let mut h = Harness::new(o, 400);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_until(&mut h, &mut ws, |h| h.engine.state().round >= 3);
+    // The devices' speeds are known now: let the round in progress close.
+    let round = h.engine.state().round;
+    for _ in 0..100 {
+        if h.engine.state().round > round {
+            break;
+        }
+        h.now += Duration::from_millis(10);
+        h.exchange(1, &mut ws[0]);
+        h.exchange(2, &mut ws[1]);
+    }
+    assert!(h.engine.state().round > round, "a new round started");
+    let kinds = |h: &Harness| -> Vec<u8> {
+        h.inbox
+            .get(&1)
+            .map(|frames| frames.iter().map(|f| f[1]).collect())
+            .unwrap_or_default()
+    };
+    // Frames after a's assignment (kind 4): the images of the round after.
+    let after_assign = |h: &Harness| -> Vec<u8> {
+        let k = kinds(h);
+        let last = k.iter().rposition(|&k| k == 4).expect("a's assignment");
+        k[last + 1..].to_vec()
+    };
+    // At the round's start a's assignment goes out alone …
+    assert_eq!(after_assign(&h), Vec::<u8>::new(), "{:?}", kinds(&h));
+    // … and the next round's images follow once a quarter of its expected
+    // training time has passed.
+    h.now += Duration::from_millis(10);
+    h.feed(Input::Tick);
+    assert_eq!(after_assign(&h), vec![13], "{:?}", kinds(&h));
+}
