@@ -1,9 +1,9 @@
 //! Drives the round engine from the server: session events in, engine
-//! outputs carried out (frames to the sessions, evaluation in wasmtime,
+//! outputs carried out (frames to the sessions, scores from the scorer thread,
 //! notices to the observers), with a real clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -12,8 +12,9 @@ use hearth_runtime::ComponentModel;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::catalog::Catalog;
-use crate::engine::{ConnId, Engine, Evaluation, Input, Output};
+use crate::engine::{ConnId, Engine, Input, Output};
 use crate::observe::Observer;
+use crate::scorer::{self, Job, Scored};
 use crate::session::Event;
 use hearth_worker::ModelConfig;
 
@@ -41,16 +42,63 @@ pub struct Driver<'a> {
     pub clock: Duration,
 }
 
+/// Longest sleep between two looks for a score while one is awaited.
+const SCORE_POLL: Duration = Duration::from_millis(10);
+
 impl Driver<'_> {
     /// Runs `engine` until training is finished (or fails), then gives the
-    /// sessions a few seconds to deliver their goodbyes.
-    pub fn run(mut self, engine: &mut Engine) -> Result<()> {
+    /// sessions a few seconds to deliver their goodbyes. The test set is
+    /// scored in a thread of its own while the next epoch trains.
+    pub fn run(self, engine: &mut Engine) -> Result<()> {
+        let Driver {
+            events,
+            evaluator,
+            catalog,
+            config,
+            test,
+            mut observers,
+            clock,
+        } = self;
+        let (jobs_tx, jobs) = std::sync::mpsc::channel::<Job>();
+        let (scores_tx, scores) = std::sync::mpsc::channel::<Scored>();
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("scorer".into())
+                .spawn_scoped(s, move || scorer::serve(evaluator, test, &jobs, &scores_tx))
+                .context("starting the scoring thread")?;
+            let surroundings = Surroundings {
+                events,
+                catalog,
+                config,
+                observers: &mut observers,
+                jobs: jobs_tx,
+                scores,
+            };
+            // Dropping the surroundings drops the jobs' sender: the scorer ends.
+            surroundings.drive(engine, clock)
+        })
+    }
+}
+
+/// What the loop talks to: the sessions, the catalog, the scorer and the
+/// observers.
+struct Surroundings<'a, 'o> {
+    events: &'a Receiver<Event>,
+    catalog: &'a Catalog,
+    config: ModelConfig,
+    observers: &'a mut Vec<&'o mut dyn Observer>,
+    jobs: Sender<Job>,
+    scores: Receiver<Scored>,
+}
+
+impl Surroundings<'_, '_> {
+    fn drive(self, engine: &mut Engine, clock: Duration) -> Result<()> {
         let started = Instant::now();
-        let clock = self.clock;
         let now = move || clock + started.elapsed();
         let mut senders: HashMap<ConnId, UnboundedSender<Vec<u8>>> = HashMap::new();
         let mut open: HashSet<ConnId> = HashSet::new();
         let mut finished_at: Option<Instant> = None;
+        let mut scoring = 0usize;
         let mut outputs = engine.handle(now(), Input::Tick);
         loop {
             let mut queue = VecDeque::from(outputs);
@@ -67,9 +115,10 @@ impl Driver<'_> {
                         senders.remove(&conn);
                     }
                     Output::Evaluate { epoch, params } => {
-                        let score = self.evaluate(&params)?;
-                        let input = Input::Evaluated { epoch, score };
-                        queue.extend(engine.handle(now(), input));
+                        self.jobs
+                            .send(Job::Score { epoch, params })
+                            .map_err(|_| anyhow::anyhow!("the scoring thread stopped"))?;
+                        scoring += 1;
                     }
                     Output::Offer { conn, digest } => match self.catalog.offer(&digest) {
                         Some(frame) => {
@@ -84,7 +133,10 @@ impl Driver<'_> {
                     Output::UseComponent { digest } => {
                         match self.catalog.model(&digest, &self.config) {
                             Ok(model) => {
-                                *self.evaluator = model;
+                                // After the scores already asked for, in order.
+                                self.jobs
+                                    .send(Job::Use(Box::new(model)))
+                                    .map_err(|_| anyhow::anyhow!("the scoring thread stopped"))?;
                                 self.catalog.set_current(&digest);
                             }
                             Err(e) => tracing::warn!(%digest, error = %format!("{e:#}"),
@@ -115,13 +167,28 @@ impl Driver<'_> {
                     return Ok(());
                 }
             }
-            let wait = match finished_at {
+            if scoring > 0 {
+                match self.scores.try_recv() {
+                    Ok(scored) => {
+                        scoring -= 1;
+                        let (epoch, score) = scored.context("scoring the test set")?;
+                        outputs = engine.handle(now(), Input::Evaluated { epoch, score });
+                        continue;
+                    }
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => bail!("the scoring thread stopped"),
+                }
+            }
+            let mut wait = match finished_at {
                 Some(at) => GOODBYE_GRACE.saturating_sub(at.elapsed()),
                 None => engine
                     .next_deadline()
                     .map_or(MAX_WAIT, |d| d.saturating_sub(now()))
                     .min(MAX_WAIT),
             };
+            if scoring > 0 {
+                wait = wait.min(SCORE_POLL);
+            }
             let input = match self.events.recv_timeout(wait) {
                 Ok(event) => input(event, &mut senders, &mut open),
                 Err(RecvTimeoutError::Timeout) => Input::Tick,
@@ -129,21 +196,6 @@ impl Driver<'_> {
             };
             outputs = engine.handle(now(), input);
         }
-    }
-
-    fn evaluate(&mut self, params: &[f32]) -> Result<Evaluation> {
-        self.evaluator.set_params(params)?;
-        let labels = self
-            .test
-            .labels
-            .as_slice()
-            .context("test labels are not contiguous")?;
-        let e = self.evaluator.evaluate(self.test.pixels(), labels, false)?;
-        Ok(Evaluation {
-            loss_sum: e.loss_sum,
-            correct: e.correct.into(),
-            count: e.count.into(),
-        })
     }
 }
 

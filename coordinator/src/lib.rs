@@ -33,6 +33,7 @@ pub mod observe;
 pub mod options;
 pub mod pairing;
 pub mod run;
+pub mod scorer;
 pub mod server;
 pub mod session;
 pub mod strategy;

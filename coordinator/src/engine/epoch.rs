@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::notice::{EpochMetrics, Notice};
-use super::state::{ConnId, EpochProgress, Now, Phase};
+use super::state::{ConnId, EpochProgress, Now, PendingEvaluation, Phase};
 use super::{Engine, Evaluation, Output};
 use crate::ledger::Ledger;
 
@@ -47,35 +47,25 @@ impl Engine {
         self.notice(notice);
     }
 
-    pub(super) fn evaluated(&mut self, epoch: usize, score: Evaluation) {
-        let Phase::Evaluating { epoch: e, wall } = self.state.phase else {
-            return;
-        };
-        if e != epoch {
-            return;
-        }
-        self.finish_epoch(wall, Some(score));
-    }
-
-    pub(super) fn finish_epoch(&mut self, wall: Duration, score: Option<Evaluation>) {
+    /// The epoch's rounds are done after `wall`: its metrics wait for the
+    /// test-set score while the next epoch trains (a coordinator scoring
+    /// 10,000 images would otherwise hold every device idle: about 0.3 s
+    /// of an emulated Pi cluster's 3 s epoch, seconds on a Pi).
+    pub(super) fn end_epoch(&mut self, wall: Duration) {
         let Some(current) = self.state.current.take() else {
             return;
         };
         let (sent, received) = self.state.bytes();
         let t = &current.totals;
-        let score = score.unwrap_or(Evaluation {
-            loss_sum: f64::NAN,
-            correct: 0,
-            count: 0,
-        });
+        let epoch = self.state.epoch;
         let metrics = EpochMetrics {
-            epoch: self.state.epoch,
+            epoch,
             rounds: self.state.round - current.first_round,
             wall_seconds: wall.as_secs_f64(),
             train_loss: t.loss_sum / t.samples.max(1) as f64,
             train_accuracy: t.correct as f64 / t.samples.max(1) as f64,
-            test_loss: score.loss_sum / score.count.max(1) as f64,
-            test_accuracy: score.correct as f64 / score.count.max(1) as f64,
+            test_loss: f64::NAN,
+            test_accuracy: 0.0,
             workers: self.state.workers.len(),
             bytes_sent: sent - current.bytes_before.0,
             bytes_received: received - current.bytes_before.1,
@@ -92,10 +82,42 @@ impl Engine {
                 })
                 .collect(),
         };
+        match self.strategy.configure_evaluate(epoch, &self.state.global) {
+            Some(params) => {
+                self.out.push(Output::Evaluate {
+                    epoch,
+                    params: params.clone(),
+                });
+                self.state
+                    .evaluations
+                    .push(PendingEvaluation { metrics, params });
+            }
+            None => self.record(metrics),
+        }
+    }
+
+    /// The score of `epoch`, asked for by [`end_epoch`](Self::end_epoch).
+    pub(super) fn evaluated(&mut self, epoch: usize, score: Evaluation) {
+        let Some(i) = self
+            .state
+            .evaluations
+            .iter()
+            .position(|e| e.metrics.epoch == epoch)
+        else {
+            return;
+        };
+        let mut metrics = self.state.evaluations.remove(i).metrics;
+        metrics.test_loss = score.loss_sum / score.count.max(1) as f64;
+        metrics.test_accuracy = score.correct as f64 / score.count.max(1) as f64;
+        self.record(metrics);
+    }
+
+    /// A finished epoch's metrics: kept, told, and checkpointed at the
+    /// next round boundary.
+    fn record(&mut self, metrics: EpochMetrics) {
         self.state.history.push(metrics.clone());
         self.state.checkpoint_due = true;
         self.notice(Notice::EpochFinished(metrics));
-        self.state.phase = Phase::Idle;
     }
 
     /// Hands out the state if a checkpoint is due (called between rounds only).

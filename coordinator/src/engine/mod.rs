@@ -209,6 +209,7 @@ impl Engine {
             last_checkpoint: Now::ZERO,
             checkpoint_due: false,
             history: Vec::new(),
+            evaluations: Vec::new(),
             component: ComponentInfo::default(),
             components: Default::default(),
             rollout: None,
@@ -230,11 +231,20 @@ impl Engine {
         mut strategy: Box<dyn Strategy>,
     ) -> Result<Self, String> {
         strategy.restore(state.strategy.clone())?;
+        // Scores that were still awaited are asked for again.
+        let out = state
+            .evaluations
+            .iter()
+            .map(|e| Output::Evaluate {
+                epoch: e.metrics.epoch,
+                params: e.params.clone(),
+            })
+            .collect();
         Ok(Self {
             state,
             strategy,
             train,
-            out: Vec::new(),
+            out,
             prefetch_due: None,
         })
     }
@@ -386,7 +396,7 @@ impl Engine {
     fn advance(&mut self, now: Now) {
         loop {
             match self.state.phase {
-                Phase::Finished | Phase::Evaluating { .. } => return,
+                Phase::Finished => return,
                 Phase::Round => {
                     if self.state.workers.values().any(|w| w.busy.is_some()) {
                         return;
@@ -398,7 +408,10 @@ impl Engine {
                     self.rollout_step(now);
                     if self.state.current.is_none() {
                         if self.state.epoch >= self.state.options.epochs {
-                            self.finish();
+                            // The last epochs' scores come first.
+                            if self.state.evaluations.is_empty() {
+                                self.finish();
+                            }
                             return;
                         }
                         self.start_epoch(now);

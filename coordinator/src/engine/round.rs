@@ -10,7 +10,7 @@ use super::carry::{Images, images, round_steps};
 use super::guard::{self, Verdict};
 use super::notice::{Notice, Requeue, RoundReport};
 use super::state::{Busy, ConnId, Now, Phase, Prefetched, RoundProgress};
-use super::{Engine, Output, checks};
+use super::{Engine, checks};
 use crate::strategy::{FitInstruction, FitResult, RoundContext, WorkerView};
 
 /// How long a worker may take to answer a round of `images`: four times what
@@ -464,15 +464,8 @@ impl Engine {
             self.state.phase = Phase::Idle;
             return;
         }
-        let wall = now.saturating_sub(started);
-        let epoch = self.state.epoch;
-        match self.strategy.configure_evaluate(epoch, &self.state.global) {
-            Some(params) => {
-                self.state.phase = Phase::Evaluating { epoch, wall };
-                self.out.push(Output::Evaluate { epoch, params });
-            }
-            None => self.finish_epoch(wall, None),
-        }
+        self.state.phase = Phase::Idle;
+        self.end_epoch(now.saturating_sub(started));
     }
 }
 

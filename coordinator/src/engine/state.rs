@@ -34,13 +34,6 @@ pub enum Phase {
     },
     /// A round is in flight.
     Round,
-    /// The epoch's rounds are done; its evaluation was asked for.
-    Evaluating {
-        /// The epoch.
-        epoch: usize,
-        /// Its wall time up to the end of its last round.
-        wall: Duration,
-    },
     /// Every epoch is done.
     Finished,
 }
@@ -376,6 +369,15 @@ pub struct RoundProgress {
     pub model_norm: f64,
 }
 
+/// An epoch whose rounds are done, waiting for its test-set score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEvaluation {
+    /// Its metrics, all but the test loss and accuracy.
+    pub metrics: EpochMetrics,
+    /// The global parameters at its end, to score.
+    pub params: Vec<f32>,
+}
+
 /// Everything the engine knows: options, model, strategy state, schedule
 /// position, the epoch's ledger, the round in flight and the workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -420,6 +422,9 @@ pub struct RunState {
     pub checkpoint_due: bool,
     /// Every finished epoch's metrics.
     pub history: Vec<EpochMetrics>,
+    /// Epochs whose rounds are done and whose test-set score is awaited,
+    /// oldest first (the next epoch trains meanwhile).
+    pub evaluations: Vec<PendingEvaluation>,
     /// The component the coordinator scores with and its devices run (the
     /// last one rolled out past its canary).
     pub component: ComponentInfo,

@@ -222,6 +222,15 @@ pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
     WorkerSession::new(identity, trainer)
 }
 
+/// A fake test-set score that depends on the parameters' bits.
+pub(super) fn score(params: &[f32]) -> Evaluation {
+    Evaluation {
+        loss_sum: params.iter().map(|&p| p as f64).sum(),
+        correct: params.iter().map(|p| p.to_bits() as u64 % 7).sum(),
+        count: 100,
+    }
+}
+
 /// The engine with its surroundings faked: a clock, a mailbox per
 /// connection, every notice, and evaluations answered at once.
 pub(super) struct Harness {
@@ -240,6 +249,11 @@ pub(super) struct Harness {
     pub(super) used: Vec<String>,
     /// Components the engine banned.
     pub(super) banned: Vec<String>,
+    /// Evaluations are held (until [`release`](Self::release)) instead of
+    /// answered at once.
+    pub(super) hold_evaluations: bool,
+    /// Evaluations asked for and held.
+    pub(super) held: Vec<(usize, Vec<f32>)>,
 }
 
 impl Harness {
@@ -264,6 +278,18 @@ impl Harness {
             catalog: BTreeMap::new(),
             used: Vec::new(),
             banned: Vec::new(),
+            hold_evaluations: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Answers the held evaluations, oldest first.
+    pub(super) fn release(&mut self) {
+        for (epoch, params) in std::mem::take(&mut self.held) {
+            self.feed(Input::Evaluated {
+                epoch,
+                score: score(&params),
+            });
         }
     }
 
@@ -276,14 +302,11 @@ impl Harness {
                 Output::Close { conn } => {
                     self.closed.insert(conn);
                 }
+                Output::Evaluate { epoch, params } if self.hold_evaluations => {
+                    self.held.push((epoch, params));
+                }
                 Output::Evaluate { epoch, params } => {
-                    // A fake score that depends on the parameters' bits.
-                    let correct = params.iter().map(|p| p.to_bits() as u64 % 7).sum();
-                    let score = Evaluation {
-                        loss_sum: params.iter().map(|&p| p as f64).sum(),
-                        correct,
-                        count: 100,
-                    };
+                    let score = score(&params);
                     self.feed(Input::Evaluated { epoch, score });
                 }
                 Output::Offer { conn, digest } => {

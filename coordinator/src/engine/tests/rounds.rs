@@ -364,3 +364,57 @@ fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
     assert!(sizes.iter().take(5).all(|&n| n <= 8), "{sizes:?}");
     assert!(sizes.iter().any(|&n| n > 8), "{sizes:?}");
 }
+
+/// Epochs whose metrics `h` was told of.
+fn finished_epochs(h: &Harness) -> Vec<usize> {
+    h.notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::EpochFinished(m) => Some(m.epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_next_epoch_trains_while_the_last_one_is_scored() {
+    let mut h = Harness::new(options(), 50);
+    h.hold_evaluations = true;
+    let mut ws = workers(&mut h, &["a", "b"]);
+    // Epoch 2 has rounds done while epoch 1's score is still awaited.
+    run_until(&mut h, &mut ws, |h| {
+        h.engine.state().epoch == 2
+            && h.engine
+                .state()
+                .current
+                .as_ref()
+                .is_some_and(|c| c.ledger.pending() + 4 < c.ledger.batches())
+    });
+    assert_eq!(h.held.len(), 1);
+    assert_eq!(h.held[0].0, 1);
+    assert!(
+        finished_epochs(&h).is_empty(),
+        "no metrics before the score"
+    );
+    let scored = h.held[0].1.clone();
+    h.release();
+    assert_eq!(finished_epochs(&h), vec![1]);
+    let m = &h.engine.state().history[0];
+    assert_eq!(m.test_accuracy, score(&scored).correct as f64 / 100.0);
+    assert!(m.train_accuracy > 0.0 && m.wall_seconds > 0.0);
+    // The last epoch's rounds end; the run waits for its score, saved
+    // with the state, and a restored engine asks for it again.
+    run_until(&mut h, &mut ws, |h| !h.held.is_empty());
+    assert!(!h.finished, "the run ends with its last score");
+    let saved = RunState::from_bytes(&h.engine.state().to_bytes().unwrap()).unwrap();
+    assert_eq!(saved.evaluations.len(), 1);
+    let engine = Engine::restore(saved.resumed(), data(50), Box::new(FedAvgM::new(2, 0.9)));
+    let mut twin = Harness::around(engine.unwrap());
+    twin.hold_evaluations = true;
+    twin.feed(Input::Tick);
+    assert_eq!(twin.held, h.held, "asked again, for the same parameters");
+    h.release();
+    assert!(h.finished);
+    assert_eq!(finished_epochs(&h), vec![1, 2]);
+    every_sample_once(&h, 50, 2);
+}
