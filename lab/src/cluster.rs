@@ -93,9 +93,9 @@ pub struct DeviceUse {
     pub cpu_seconds: f64,
     /// Wall seconds of that window.
     pub window_seconds: f64,
-    /// The share of its quota it used in each epoch (CPU seconds between
-    /// the ends of the epoch before and this one, over the epoch's wall
-    /// time: the evaluation between epochs trains nothing).
+    /// The share of its quota it used in each epoch (CPU seconds in the
+    /// epoch's wall time, the epochs laid end to end back from the moment
+    /// the devices stopped training, over that time).
     pub per_epoch: Vec<f64>,
 }
 
@@ -217,9 +217,6 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         hosts.push((name, *profile, cores, pid, Samples::new()));
     }
     let started = Instant::now();
-    // When each epoch's line appeared in metrics.jsonl (seconds since start).
-    let mut epoch_ends: Vec<f64> = Vec::new();
-    let metrics = run_dir.join("metrics.jsonl");
     let outcome = loop {
         if STOP.load(Ordering::SeqCst) {
             break Err(anyhow::anyhow!("stopped by a signal"));
@@ -229,10 +226,6 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             if let Some(cpu) = Lab::cpu_seconds(host.3) {
                 host.4.push((t, cpu));
             }
-        }
-        let lines = std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count());
-        while epoch_ends.len() < lines {
-            epoch_ends.push(t);
         }
         if let Some(code) = lab.ended(coordinator) {
             break match code {
@@ -259,19 +252,21 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     let devices = hosts
         .into_iter()
         .map(|(name, profile, cores, _, samples)| {
-            let per_epoch = epochs
+            // Epochs follow each other without a gap (the test set is
+            // scored while the next one trains): each ends where the next
+            // begins, the last one at `finished`.
+            let mut end = finished;
+            let mut per_epoch: Vec<f64> = epochs
                 .iter()
-                .zip(&epoch_ends)
-                .enumerate()
-                .map(|(i, (e, &end))| {
-                    let start = if i == 0 {
-                        end - e.seconds
-                    } else {
-                        epoch_ends[i - 1]
-                    };
-                    used_between(&samples, start, end) / (cores * e.seconds).max(1e-9)
+                .rev()
+                .map(|e| {
+                    let start = end - e.seconds;
+                    let used = used_between(&samples, start, end);
+                    end = start;
+                    used / (cores * e.seconds).max(1e-9)
                 })
                 .collect();
+            per_epoch.reverse();
             DeviceUse {
                 name,
                 profile: profile.name,

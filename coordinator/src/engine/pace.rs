@@ -40,6 +40,11 @@ pub struct Pace {
     rounds: u32,
     /// Most workers of a round in the window.
     workers: usize,
+    /// The local steps have reached `--max-local-steps`: the link, not
+    /// the devices' drift, limits the run, and (with
+    /// `--train-ahead-when-grown`) devices train ahead from then on, even
+    /// if the rounds shrink again.
+    pub reached_max: bool,
 }
 
 impl Default for Pace {
@@ -50,6 +55,7 @@ impl Default for Pace {
             compute: 0.0,
             rounds: 0,
             workers: 0,
+            reached_max: false,
         }
     }
 }
@@ -119,6 +125,9 @@ impl Pace {
             return None;
         };
         self.growth = growth;
+        if local_steps * growth * 2 > max_steps && growth > 1 {
+            self.reached_max = true;
+        }
         Some(Grown { growth, busy })
     }
 }
@@ -154,6 +163,10 @@ mod tests {
         assert_eq!(g[7], 2, "half busy: doubled");
         assert_eq!(g[15], 4);
         assert_eq!(g[23], 4, "16 local steps at most");
+        assert!(p.reached_max);
+        let mut p = Pace::default();
+        assert!(run(&mut p, 12, 11, 0.5, 16).contains(&2));
+        assert!(!p.reached_max, "8 of 16 local steps");
         let mut p = Pace::default();
         assert!(run(&mut p, 24, 11, 0.75, 16).iter().all(|&g| g == 1));
         let mut p = Pace::default();
@@ -175,6 +188,7 @@ mod tests {
         p.restart();
         let g = run(&mut p, 24, 4, 1.0, 16);
         assert_eq!((g[7], g[15], g[23]), (2, 1, 1));
+        assert!(p.reached_max, "once reached, for the rest of the run");
     }
 
     #[test]

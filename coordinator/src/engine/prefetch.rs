@@ -109,7 +109,8 @@ impl Engine {
         // an epoch at 11 devices against 96 %): head starts only with
         // momentum on the devices, and not in the first epochs, where the
         // model changes fastest and an update one round old costs most.
-        let train_ahead = o.train_ahead
+        let grown = o.train_ahead_when_grown && self.state.pace.reached_max;
+        let train_ahead = (o.train_ahead || grown)
             && o.momentum_on == crate::strategy::MomentumOn::Workers
             && self.state.epoch > o.train_ahead_after;
         let (Some(current), Some(w)) = (

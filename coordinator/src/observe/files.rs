@@ -21,7 +21,7 @@ pub const CHECKPOINT: &str = "run-state.bin";
 const LEDGER: &str = "ledger.jsonl";
 const METRICS: &str = "metrics.jsonl";
 /// Format of `run-state.bin` (bumped when `RunState` changes shape).
-const FORMAT: u32 = 8;
+const FORMAT: u32 = 9;
 
 /// What `run-state.bin` holds.
 #[derive(Serialize, Deserialize)]

@@ -259,3 +259,38 @@ fn the_next_rounds_images_wait_until_the_assignments_have_crossed() {
     h.feed(Input::Tick);
     assert_eq!(after_assign(&h), vec![13], "{:?}", kinds(&h));
 }
+
+#[test]
+fn head_starts_begin_once_the_rounds_have_grown_to_their_maximum() {
+    let head_starts = |when_grown: bool| {
+        let mut o = options();
+        (o.epochs, o.train_ahead_after, o.max_local_steps) = (3, 1, 8);
+        (o.prefetch, o.train_ahead_when_grown) = (true, when_grown);
+        o.momentum_on = crate::strategy::MomentumOn::Workers;
+        let mut h = Harness::new(o, 400);
+        let mut ws = workers(&mut h, &["a", "b"]);
+        run_to_end(&mut h, &mut ws);
+        every_sample_once(&h, 400, 3);
+        assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+        let grown = h.engine.state().pace.reached_max;
+        let starts: Vec<bool> = sent_to(&h, 1)
+            .iter()
+            .filter_map(|m| match m {
+                Message::Prefetch(p) => Some(p.head_start.is_some()),
+                _ => None,
+            })
+            .collect();
+        (grown, starts)
+    };
+    // The fake devices look idle: the local steps double to 8 (2 × 4).
+    let (grown, starts) = head_starts(true);
+    assert!(grown);
+    let first = starts.iter().position(|&s| s).expect("head starts");
+    assert!(first > 0, "none before the rounds have grown: {starts:?}");
+    assert!(
+        starts[first..].iter().all(|&s| s),
+        "then for good: {starts:?}"
+    );
+    let (grown, starts) = head_starts(false);
+    assert!(grown && !starts.iter().any(|&s| s), "only when asked");
+}

@@ -70,6 +70,7 @@ pub(super) fn options() -> TrainingOptions {
         shift_after: 0,
         prefetch: false,
         train_ahead: false,
+        train_ahead_when_grown: false,
         warmup_epochs: 0.0,
         train_limit: None,
         test_limit: None,
