@@ -15,6 +15,7 @@
 
 mod carry;
 mod checks;
+mod downlink;
 mod epoch;
 mod guard;
 mod notice;
@@ -35,6 +36,7 @@ use hearth_protocol::{self as proto, Message, WorkerKind};
 use crate::options::TrainingOptions;
 use crate::strategy::Strategy;
 
+pub use downlink::Mirror;
 pub use guard::{GuardState, UpdateGuard, Verdict};
 pub use notice::{ComponentEvent, EpochMetrics, Notice, Requeue, RoundReport};
 pub use pace::{BUSY_ENOUGH, BUSY_TARGET};
@@ -178,6 +180,9 @@ pub struct Engine {
     /// have had the link to themselves (not part of the run state: they
     /// are only ever pending inside a round).
     prefetch_due: Option<prefetch::DuePrefetch>,
+    /// The changes sent down for the current version, once per copy (a
+    /// cache: not part of the run state).
+    downlinks: downlink::Memo,
 }
 
 impl Engine {
@@ -221,6 +226,7 @@ impl Engine {
             train,
             out: Vec::new(),
             prefetch_due: None,
+            downlinks: downlink::Memo::default(),
         }
     }
 
@@ -246,6 +252,7 @@ impl Engine {
             train,
             out,
             prefetch_due: None,
+            downlinks: downlink::Memo::default(),
         })
     }
 

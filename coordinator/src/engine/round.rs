@@ -238,8 +238,12 @@ impl Engine {
             images(&self.train, &current.ledger, &batches, w)
         };
         let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
-        let (params, params_encoding, params_base) =
-            w.downlink(&self.state.global, self.state.version);
+        let (params, params_encoding, params_base) = self.downlinks.downlink(
+            &mut w.mirror,
+            w.encoding,
+            &self.state.global,
+            self.state.version,
+        );
         let reply_encoding = w.encoding;
         let speed = match (w.images_per_second(), slowest) {
             (s, _) if s > 0.0 => s,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use hearth_protocol::{Encoding, UpdateKind, WorkerKind};
 use serde::{Deserialize, Serialize};
 
+use super::downlink::Mirror;
 use super::guard::GuardState;
 use super::notice::EpochMetrics;
 use super::rollout::{ComponentInfo, Rollout};
@@ -136,11 +137,11 @@ pub struct WorkerSlot {
     /// How vectors travel to and from it (the run's `--encoding` if it can
     /// read and write it, else f32).
     pub encoding: Encoding,
-    /// Its copy of the model as of the last assignment, and that version:
-    /// the next one sends the change from it. Never saved: a resumed run's
-    /// workers reconnect and get the whole model first.
+    /// Its copy of the model as of the last assignment: the next one sends
+    /// the change from it. Never saved: a resumed run's workers reconnect
+    /// and get the whole model first.
     #[serde(skip)]
-    pub mirror: Option<(u64, Vec<f32>)>,
+    pub mirror: Option<Mirror>,
     /// The training samples it keeps, mirrored message by message
     /// ([`hearth_protocol::samples`]). Never saved, like `mirror`.
     #[serde(skip)]
@@ -184,33 +185,6 @@ impl WorkerSlot {
             mirror: None,
             samples: hearth_protocol::SampleSet::default(),
             samples_reset: false,
-        }
-    }
-
-    /// The parameters to send it for `global` at `version`, their encoding
-    /// and the version they change: the whole model in f32 the first time
-    /// (or with f32 vectors), then the change from its copy, rounded as the
-    /// encoding will carry it, and its copy (the mirror) moved by exactly
-    /// that, so it stays equal to the worker's to the bit.
-    pub fn downlink(&mut self, global: &[f32], version: u64) -> (Vec<f32>, Encoding, Option<u64>) {
-        if !self.encoding.is_lossy() {
-            return (global.to_vec(), Encoding::F32, None);
-        }
-        match self.mirror.as_mut() {
-            Some((held, copy)) if copy.len() == global.len() => {
-                let mut change: Vec<f32> =
-                    global.iter().zip(copy.iter()).map(|(g, c)| g - c).collect();
-                self.encoding.round_trip(&mut change);
-                for (c, d) in copy.iter_mut().zip(&change) {
-                    *c += d;
-                }
-                let base = std::mem::replace(held, version);
-                (change, self.encoding, Some(base))
-            }
-            _ => {
-                self.mirror = Some((version, global.to_vec()));
-                (global.to_vec(), Encoding::F32, None)
-            }
         }
     }
 
