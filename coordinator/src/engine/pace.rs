@@ -71,7 +71,8 @@ pub struct Grown {
 
 impl Pace {
     /// Starts a new window at the next round's close (an epoch began: the
-    /// evaluation between epochs is not the link's fault).
+    /// first epoch's rounds, which also carry every image, say little
+    /// about the next ones).
     pub fn restart(&mut self) {
         self.start = None;
         self.compute = 0.0;
