@@ -105,8 +105,8 @@ pub struct TrainingOptions {
     /// Head starts (as `--train-ahead`) once the rounds have grown to
     /// `--max-local-steps`, for the rest of the run: the devices' link, not
     /// their drift, then limits it, as in a household of laptops and Pis
-    /// on 100 Mbit/s (pi3:6,pi4:3,laptop:2, 10 epochs: devices 80-95 %
-    /// busy from the third epoch instead of 70-85 %, 99.14 % final against
+    /// on 100 Mbit/s (pi3:6,pi4:3,laptop:2, 10 epochs: devices 81-99 %
+    /// busy from the fourth epoch instead of 69-88 %, 99.17 % final against
     /// 99.07 % synchronous). A household of Pi 3s grows to 8 local steps
     /// and never gets there.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -51,8 +51,8 @@ pub fn serve(
 /// is background work, and takes what the rounds leave. On a coordinator
 /// that shares its cores with devices (the lab's emulated household, or a
 /// Pi that coordinates and trains), scoring at full priority slowed the
-/// next epoch's first rounds (11 emulated Pi 3s: 1.37× the bound instead
-/// of 1.30×).
+/// next epoch's first rounds (11 emulated Pi 3s: a sweep at 1.37× the
+/// bound; at this priority, a run at 1.25×).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread's own id; a

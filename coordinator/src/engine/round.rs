@@ -464,12 +464,10 @@ impl Engine {
         };
         self.notice(Notice::RoundFinished(report));
         self.publish_workers();
-        if !complete {
-            self.state.phase = Phase::Idle;
-            return;
-        }
         self.state.phase = Phase::Idle;
-        self.end_epoch(now.saturating_sub(started));
+        if complete {
+            self.end_epoch(now.saturating_sub(started));
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use hearth_protocol::UpdateKind;
 use hearth_worker::OptimizerConfig;
 
 use super::aggregate::combine;
+use super::shares::shares;
 use super::{
     Aggregate, FitFailure, FitInstruction, FitResult, RoundContext, Strategy, StrategyState,
     WorkerView,
@@ -188,52 +189,6 @@ impl FedAvgM {
     }
 }
 
-impl FedAvgM {
-    /// Batches per worker: the run's `local_steps` for a worker whose speed
-    /// is not measured yet (every worker, in the first round), and
-    /// `local_steps × growth` per measured worker shared among those by
-    /// speed: one each, then every further batch to the worker that would
-    /// finish it soonest (the round ends with its slowest worker, and for
-    /// batches of one size this gives the shortest round; a newcomer does
-    /// not reset everyone's shares). Never more than `pending` in all.
-    fn shares(&self, workers: &[WorkerView], pending: usize, growth: usize) -> Vec<usize> {
-        let local_steps = self.local_steps * growth.max(1);
-        let speeds: Vec<f64> = workers
-            .iter()
-            .map(|w| w.images_per_second.max(0.0))
-            .collect();
-        let measured: Vec<usize> = (0..workers.len()).filter(|&i| speeds[i] > 0.0).collect();
-        let mut shares: Vec<usize> = speeds
-            .iter()
-            .map(|&s| if s > 0.0 { 1 } else { self.local_steps })
-            .collect();
-        let extra = (local_steps * measured.len()).saturating_sub(measured.len());
-        let room = pending.saturating_sub(shares.iter().sum());
-        for _ in 0..extra.min(room) {
-            let finish = |i: usize| (shares[i] + 1) as f64 / speeds[i];
-            let soonest = measured
-                .iter()
-                .copied()
-                .min_by(|&a, &b| finish(a).total_cmp(&finish(b)).then(a.cmp(&b)));
-            let Some(i) = soonest else {
-                break;
-            };
-            shares[i] += 1;
-        }
-        // Never hand out more than is pending; trim from the largest share.
-        while shares.iter().sum::<usize>() > pending {
-            let Some(i) = (0..shares.len())
-                .filter(|&i| shares[i] > 0)
-                .max_by_key(|&i| shares[i])
-            else {
-                break;
-            };
-            shares[i] -= 1;
-        }
-        shares
-    }
-}
-
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
@@ -265,7 +220,7 @@ impl Strategy for FedAvgM {
         round: &RoundContext,
         workers: &[WorkerView],
     ) -> Vec<FitInstruction> {
-        let shares = self.shares(workers, round.pending, round.growth);
+        let shares = shares(workers, self.local_steps, round.growth, round.pending);
         let total: usize = shares.iter().sum();
         let largest = shares.iter().copied().max().unwrap_or(1);
         let local = self.scale(total as f64, largest as f64) as f32;
@@ -343,22 +298,6 @@ mod tests {
             name: name.into(),
             images_per_second: speed,
         }
-    }
-
-    fn batches(s: &mut FedAvgM, workers: &[WorkerView], pending: usize) -> Vec<usize> {
-        let round = RoundContext {
-            round: 1,
-            pending,
-            learning_rate: 0.05,
-            peak_learning_rate: 0.05,
-            growth: 1,
-        };
-        let fit = s.configure_fit(&round, workers);
-        assert!(
-            fit.iter()
-                .all(|f| f.reply == UpdateKind::Delta && f.learning_rate == 0.05)
-        );
-        fit.iter().map(|f| f.batches).collect()
     }
 
     #[test]
@@ -441,61 +380,13 @@ mod tests {
             },
             &[view("pi3", 1000.0), view("laptop", 3000.0)],
         );
+        assert!(
+            fit.iter()
+                .all(|f| f.reply == UpdateKind::Delta && f.learning_rate == 0.05)
+        );
         // Shares 2 and 6: n_eff 8/6, 1.15 steps per batch.
         let steps: Vec<usize> = fit.iter().map(|f| f.steps).collect();
         assert_eq!(steps, vec![2, 7]);
-    }
-
-    #[test]
-    fn rounds_are_shared_by_speed_and_never_exceed_the_queue() {
-        let mut s = FedAvgM::new(4, 0.9);
-        // Speeds unknown: the run's local steps each.
-        assert_eq!(
-            batches(&mut s, &[view("a", 0.0), view("b", 0.0)], 100),
-            vec![4, 4]
-        );
-        // A newcomer takes the run's local steps; the others keep theirs.
-        let round = RoundContext {
-            round: 1,
-            pending: 100,
-            learning_rate: 0.05,
-            peak_learning_rate: 0.05,
-            growth: 4,
-        };
-        let fit = s.configure_fit(&round, &[view("a", 1000.0), view("new", 0.0)]);
-        let shares: Vec<usize> = fit.iter().map(|f| f.batches).collect();
-        assert_eq!(shares, vec![16, 4]);
-        // Shares add up to the round exactly.
-        assert_eq!(
-            batches(
-                &mut s,
-                &[view("a", 1000.0), view("b", 1000.0), view("c", 1000.0)],
-                100
-            ),
-            vec![4, 4, 4]
-        );
-        let mixed = [
-            view("pi3", 1917.0),
-            view("pi4", 4808.0),
-            view("laptop", 10143.0),
-            view("pi3b", 1917.0),
-        ];
-        let shares = batches(&mut s, &mixed, 100);
-        // One each, then each batch where it ends soonest: the round lasts
-        // 10 laptop batches (0.99 ms a sample here) where rounding each
-        // share to its speed (2, 4, 9, 1) would wait 2 Pi 3 batches (1.04).
-        assert_eq!(shares, vec![1, 4, 10, 1]);
-        assert_eq!(
-            batches(&mut s, &[view("pi3", 1000.0), view("laptop", 3000.0)], 100),
-            vec![2, 6]
-        );
-        assert_eq!(
-            batches(&mut s, &[view("a", 1.0), view("b", 1.0)], 3)
-                .iter()
-                .sum::<usize>(),
-            3
-        );
-        assert!(batches(&mut s, &[], 10).is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod fedavgm;
+mod shares;
 
 use std::collections::BTreeMap;
 

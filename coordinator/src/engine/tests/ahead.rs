@@ -6,13 +6,17 @@ use hearth_protocol::{self as proto, Message};
 
 use super::*;
 
-/// A run of two workers on 50 samples to its end, with every sample used
+/// A run of two workers on `n` samples to its end, with every sample used
 /// once per epoch and nothing refused.
-fn two_workers_to_the_end(o: TrainingOptions) -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
-    let mut h = Harness::new(o, 50);
+fn two_workers_to_the_end(
+    o: TrainingOptions,
+    n: usize,
+) -> (Harness, Vec<WorkerSession<FakeTrainer>>) {
+    let epochs = o.epochs;
+    let mut h = Harness::new(o, n);
     let mut ws = workers(&mut h, &["a", "b"]);
     run_to_end(&mut h, &mut ws);
-    every_sample_once(&h, 50, 2);
+    every_sample_once(&h, n as u32, epochs);
     assert!(h.refusals().is_empty(), "{:?}", h.refusals());
     (h, ws)
 }
@@ -21,7 +25,7 @@ fn two_workers_to_the_end(o: TrainingOptions) -> (Harness, Vec<WorkerSession<Fak
 fn with_prefetch_images_go_ahead_and_every_sample_is_still_used_once() {
     let mut o = options();
     o.prefetch = true;
-    let (h, _) = two_workers_to_the_end(o);
+    let (h, _) = two_workers_to_the_end(o, 50);
     let sent = sent_to(&h, 1);
     let ahead = sent
         .iter()
@@ -61,7 +65,7 @@ fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
     o.prefetch = true;
     o.train_ahead = true;
     o.momentum_on = crate::strategy::MomentumOn::Workers;
-    let (h, ws) = two_workers_to_the_end(o);
+    let (h, ws) = two_workers_to_the_end(o, 50);
     // Every head start is what the round's assignment then says.
     let sent = sent_to(&h, 1);
     let mut starts = BTreeMap::new();
@@ -96,7 +100,7 @@ fn batches_split_into_smaller_steps_and_head_starts_wait_for_the_second_epoch() 
     o.train_ahead_after = 1;
     o.momentum_on = crate::strategy::MomentumOn::Workers;
     o.split_steps = crate::strategy::StepSplit::Sqrt;
-    let (h, _) = two_workers_to_the_end(o);
+    let (h, _) = two_workers_to_the_end(o, 50);
     let sent = sent_to(&h, 1);
     // Prefetches of the first epoch come without a head start, later ones with.
     let starts: Vec<bool> = sent
@@ -267,11 +271,7 @@ fn head_starts_begin_once_the_rounds_have_grown_to_their_maximum() {
         (o.epochs, o.train_ahead_after, o.max_local_steps) = (3, 1, 8);
         (o.prefetch, o.train_ahead_when_grown) = (true, when_grown);
         o.momentum_on = crate::strategy::MomentumOn::Workers;
-        let mut h = Harness::new(o, 400);
-        let mut ws = workers(&mut h, &["a", "b"]);
-        run_to_end(&mut h, &mut ws);
-        every_sample_once(&h, 400, 3);
-        assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+        let (h, _) = two_workers_to_the_end(o, 400);
         let grown = h.engine.state().pace.reached_max;
         let starts: Vec<bool> = sent_to(&h, 1)
             .iter()
