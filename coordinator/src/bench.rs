@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hearth_protocol::auth::DeviceKey;
-use hearth_protocol::{self as proto, Message};
+use hearth_protocol::{self as proto, IMAGE_LEN, Message};
 use hearth_session::{Identity, Trainer, WorkerSession};
 use hearth_worker::ModelConfig;
 
@@ -234,6 +234,52 @@ fn round_overhead(args: &Args, base: RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// The change of LeNet-5 over one round of `k` SGD steps of `batch` MNIST
+/// images (the study's learning rate and momentum), after 20 steps of
+/// warm-up: what a device's update and the model's way down look like.
+fn model_change(data: &hearth_mnist::Mnist, batch: usize, k: usize) -> Result<Vec<f32>> {
+    const WARM_UP: usize = 20;
+    let mut model = hearth_worker::Model::new(&ModelConfig {
+        arch: "lenet5".into(),
+        seed: 1,
+        optimizer: hearth_worker::OptimizerConfig {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            ..Default::default()
+        },
+    })?;
+    let pixels = data
+        .train
+        .images
+        .as_slice()
+        .context("MNIST images are not contiguous")?;
+    let labels = data
+        .train
+        .labels
+        .as_slice()
+        .context("MNIST labels are not contiguous")?;
+    let mut before = Vec::new();
+    for step in 0..WARM_UP + k {
+        if step == WARM_UP {
+            before = model.params().to_vec();
+        }
+        let (from, to) = (step * batch, (step + 1) * batch);
+        let (Some(p), Some(l)) = (
+            pixels.get(from * IMAGE_LEN..to * IMAGE_LEN),
+            labels.get(from..to),
+        ) else {
+            anyhow::bail!("fewer than {} training images", to);
+        };
+        model.train_batch(p, l)?;
+    }
+    Ok(model
+        .params()
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect())
+}
+
 /// Bytes per epoch of full MNIST through the coordinator's link, per
 /// device, for each vector encoding, from real frames: real MNIST pixels
 /// (run-length coded), and a model that moves as training moves it (the
@@ -259,17 +305,14 @@ fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
     println!(
         "bytes per epoch per device, {devices} devices, K = {k} ({rounds} rounds, {per_device} images each); MXNet dist_sync moves about 45 MB per device:"
     );
+    let change = model_change(data, batch, k)?;
     for encoding in [
         proto::Encoding::F32,
         proto::Encoding::F16,
         proto::Encoding::Int8,
         proto::Encoding::Int4,
     ] {
-        let mut delta = vec![0.0f32; PARAMS];
-        // A spread of magnitudes like an SGD step's.
-        for (i, d) in delta.iter_mut().enumerate() {
-            *d = ((i * 7919 % 2001) as f32 - 1000.0) * 1e-6 * (1 + i % 17) as f32;
-        }
+        let delta = change.clone();
         let down = proto::encode(&Message::Assign(proto::Assign {
             params: delta.clone(),
             params_encoding: encoding,

@@ -160,8 +160,9 @@ pub struct TrainingOptions {
     #[arg(long, default_value_t = 0.5)]
     pub warmup_epochs: f32,
     /// How parameter vectors travel, both ways, to every device that can
-    /// read and write it (others get f32): int4 (about an eighth of f32's
-    /// bytes), int8 (about a quarter), f16 or f32. Lossy encodings keep
+    /// read and write it (others get f32): int4 (deflated: about a twelfth
+    /// of f32's bytes on a model's change), int8 (about a quarter), f16 or
+    /// f32. Lossy encodings keep
     /// error feedback, and the model goes down as the change from the
     /// device's own copy.
     #[arg(long, default_value_t = Encoding::Int4)]

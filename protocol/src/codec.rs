@@ -19,6 +19,8 @@ struct AssignHeader {
     reply: UpdateKind,
     /// Number of parameters in the payload.
     params_len: u32,
+    /// Bytes they take (deflated int4 varies).
+    params_bytes: u32,
     params_encoding: Encoding,
     params_base: Option<u64>,
     reply_encoding: Encoding,
@@ -150,6 +152,16 @@ pub fn encode(message: &Message) -> Vec<u8> {
         }
         Message::Assign(m) => {
             let coded = coded_pixels(&m.pixels);
+            // Deflated parameters are counted once encoded; the others
+            // go straight into the frame (no second copy of a large model).
+            let deflated = m.params_encoding.is_deflated().then(|| {
+                let mut params = Vec::new();
+                m.params_encoding.put(&mut params, &m.params);
+                params
+            });
+            let params_bytes = deflated
+                .as_ref()
+                .map_or(m.params_encoding.max_bytes(m.params.len()), Vec::len);
             let header = AssignHeader {
                 round: m.round,
                 params_version: m.params_version,
@@ -157,6 +169,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 steps: m.steps.clone(),
                 reply: m.reply,
                 params_len: m.params.len() as u32,
+                params_bytes: params_bytes as u32,
                 params_encoding: m.params_encoding,
                 params_base: m.params_base,
                 reply_encoding: m.reply_encoding,
@@ -167,12 +180,11 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 cache: m.cache.as_ref().map(RefsHeader::from),
                 component: m.component.clone(),
             };
-            let mut out = frame(
-                kind,
-                &header,
-                m.params_encoding.bytes(m.params.len()) + coded.len() + m.labels.len(),
-            );
-            m.params_encoding.put(&mut out, &m.params);
+            let mut out = frame(kind, &header, params_bytes + coded.len() + m.labels.len());
+            match &deflated {
+                Some(params) => out.extend_from_slice(params),
+                None => m.params_encoding.put(&mut out, &m.params),
+            }
             out.extend_from_slice(&coded);
             out.extend_from_slice(&m.labels);
             out
@@ -203,7 +215,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 encoding: m.encoding,
                 compute_seconds: m.compute_seconds,
             };
-            let mut out = frame(kind, &header, m.encoding.bytes(m.values.len()));
+            let mut out = frame(kind, &header, m.encoding.max_bytes(m.values.len()));
             m.encoding.put(&mut out, &m.values);
             out
         }
@@ -276,7 +288,17 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             if h.params_len as usize > MAX_FRAME {
                 return Err(ProtocolError::TooLarge(h.params_len as usize));
             }
-            let params_bytes = h.params_encoding.bytes(h.params_len as usize);
+            let params_bytes = h.params_bytes as usize;
+            let most = h.params_encoding.max_bytes(h.params_len as usize);
+            if params_bytes > most {
+                return Err(ProtocolError::Header {
+                    kind: name,
+                    reason: format!(
+                        "{params_bytes} bytes of {} {} parameters (at most {most})",
+                        h.params_len, h.params_encoding
+                    ),
+                });
+            }
             let samples = h.samples as usize;
             let cache = h.cache.map(|c| c.refs(name, samples)).transpose()?;
             // Prefetched samples are not sent again: the worker holds them.
@@ -292,6 +314,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 .ok_or(ProtocolError::TooLarge(usize::MAX))?;
             payload_is(expected)?;
             let (params, rest) = payload.split_at(params_bytes);
+            let params = h
+                .params_encoding
+                .get(params, h.params_len as usize)
+                .map_err(|reason| ProtocolError::Payload { kind: name, reason })?;
             let (pixels, labels) = images(name, rest, h.pixels_len as usize, samples)?;
             Ok(Message::Assign(Assign {
                 round: h.round,
@@ -299,7 +325,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 learning_rate: h.learning_rate,
                 steps: h.steps,
                 reply: h.reply,
-                params: h.params_encoding.get(params, h.params_len as usize),
+                params,
                 params_encoding: h.params_encoding,
                 params_base: h.params_base,
                 reply_encoding: h.reply_encoding,
@@ -337,8 +363,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
             if h.len as usize > MAX_FRAME {
                 return Err(ProtocolError::TooLarge(h.len as usize));
             }
-            let expected = h.encoding.bytes(h.len as usize);
-            payload_is(expected)?;
+            let most = h.encoding.max_bytes(h.len as usize);
+            if payload.len() > most {
+                return Err(ProtocolError::PayloadLength {
+                    kind: name,
+                    expected: most,
+                    found: payload.len(),
+                });
+            }
+            let values = h
+                .encoding
+                .get(payload, h.len as usize)
+                .map_err(|reason| ProtocolError::Payload { kind: name, reason })?;
             Ok(Message::Result(RoundResult {
                 round: h.round,
                 params_version: h.params_version,
@@ -346,7 +382,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
                 loss_sum: h.loss_sum,
                 correct: h.correct,
                 kind: h.kind,
-                values: h.encoding.get(payload, h.len as usize),
+                values,
                 encoding: h.encoding,
                 compute_seconds: h.compute_seconds,
             }))

@@ -1,6 +1,6 @@
 //! How a parameter vector travels: 32-bit floats, 16-bit floats, or 8-bit
 //! or 4-bit integers with a power-of-two scale per block of [`INT8_BLOCK`]
-//! values.
+//! values; int4's packed bytes are deflated on the wire.
 //!
 //! Both lossy encodings are *exact on their own output*: [`Encoding::round_trip`]
 //! turns a vector into the values the wire will carry, and encoding those
@@ -8,6 +8,15 @@
 //! round trip lost, added to the next vector) knows to the bit what the
 //! receiver decodes, and a coordinator that mirrors a device's copy of the
 //! model stays equal to it.
+//!
+//! Int4 is the slow link's encoding, and a model's change rounded to it is
+//! mostly small integers (a block's scale is set by its largest value): in
+//! a change of LeNet-5 after 50 rounds of 11 devices, 40 % of the nibbles
+//! were 0 and 72 % within ±1, 2.6 bits of information each. Deflating the
+//! packed bytes (raw deflate, its fastest level) took that change from
+//! 31,818 to 20,901 bytes in 0.16 ms, and inflating it back 0.12 ms, on
+//! one core of this machine: a third fewer bytes on a 100 Mbit/s link for
+//! less than a millisecond of a Pi's time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +31,10 @@ const INT8_MAX: f32 = 127.0;
 /// Largest magnitude of an int4 value (a nibble, two's complement; -8 is
 /// never written, so the range is symmetric).
 const INT4_MAX: f32 = 7.0;
+
+/// Deflate level of int4's packed bytes: the fastest (higher levels took
+/// 3 to 9 times longer for a few percent fewer bytes).
+const DEFLATE_LEVEL: u8 = 1;
 
 /// The exponent byte of an int8 block that held a non-finite value (it
 /// decodes to NaN, so the receiver's checks see it and refuse it).
@@ -41,8 +54,9 @@ pub enum Encoding {
     Int8,
     /// `q · 2^e` with `q` in -7..=7: two values a byte, low nibble first,
     /// and one exponent byte per [`INT8_BLOCK`] values (about 0.52 bytes a
-    /// value). Coarse: meant for error feedback, which sends what it
-    /// rounds away with the next vector.
+    /// value), deflated (about 0.34 bytes a value on a model's change).
+    /// Coarse: meant for error feedback, which sends what it rounds away
+    /// with the next vector.
     Int4,
 }
 
@@ -65,8 +79,27 @@ impl Encoding {
         self != Encoding::F32
     }
 
-    /// Bytes `len` values take.
-    pub fn bytes(self, len: usize) -> usize {
+    /// Whether its bytes are deflated (their number then depends on the
+    /// values; [`max_bytes`](Self::max_bytes) is a bound).
+    pub fn is_deflated(self) -> bool {
+        self == Encoding::Int4
+    }
+
+    /// Most bytes `len` values take on the wire (exactly this many, but
+    /// for int4, whose deflated bytes are usually fewer).
+    pub fn max_bytes(self, len: usize) -> usize {
+        let packed = self.packed_bytes(len);
+        if self.is_deflated() {
+            // Deflate's worst case: stored blocks of at most 65,535 bytes,
+            // 5 bytes of header each, and a final empty one.
+            packed + 5 * (packed / 65_535 + 2)
+        } else {
+            packed
+        }
+    }
+
+    /// Bytes `len` values take before any deflating.
+    fn packed_bytes(self, len: usize) -> usize {
         match self {
             Encoding::F32 => len * 4,
             Encoding::F16 => len * 2,
@@ -116,6 +149,20 @@ impl Encoding {
     /// Appends `values` in this encoding (values a round trip would change
     /// are rounded).
     pub fn put(self, out: &mut Vec<u8>, values: &[f32]) {
+        if self.is_deflated() {
+            let mut packed = Vec::with_capacity(self.packed_bytes(values.len()));
+            self.pack(&mut packed, values);
+            out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(
+                &packed,
+                DEFLATE_LEVEL,
+            ));
+        } else {
+            self.pack(out, values);
+        }
+    }
+
+    /// Appends `values` in this encoding, before any deflating.
+    fn pack(self, out: &mut Vec<u8>, values: &[f32]) {
         match self {
             Encoding::F32 => {
                 let start = out.len();
@@ -161,9 +208,32 @@ impl Encoding {
         }
     }
 
-    /// The `len` values in `bytes`, which must be [`Encoding::bytes`]`(len)`
-    /// long (the decoder checks that first).
-    pub fn get(self, bytes: &[u8], len: usize) -> Vec<f32> {
+    /// The `len` values in `bytes` (what [`put`](Self::put) wrote), or why
+    /// they are not.
+    pub fn get(self, bytes: &[u8], len: usize) -> Result<Vec<f32>, String> {
+        let packed = self.packed_bytes(len);
+        let inflated;
+        let bytes = if self.is_deflated() {
+            // Never more than `len` values' worth: a small frame cannot
+            // inflate into a large allocation.
+            inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(bytes, packed)
+                .map_err(|e| format!("{len} int4 values do not inflate: {e}"))?;
+            &inflated[..]
+        } else {
+            bytes
+        };
+        if bytes.len() != packed {
+            return Err(format!(
+                "{len} {self} values take {packed} bytes, not {}",
+                bytes.len()
+            ));
+        }
+        Ok(self.unpack(bytes, len))
+    }
+
+    /// The `len` values in `bytes`, which are exactly
+    /// [`packed_bytes`](Self::packed_bytes)`(len)` long.
+    fn unpack(self, bytes: &[u8], len: usize) -> Vec<f32> {
         match self {
             Encoding::F32 => bytes
                 .chunks_exact(4)
@@ -244,9 +314,14 @@ fn pow2(e: i32) -> f32 {
     }
 }
 
-/// `v / 2^e` rounded into `-levels..=levels`, given `inv = 2^-e`.
+/// `v / 2^e` rounded (half away from zero) into `-levels..=levels`, given
+/// `inv = 2^-e`. Adding a signed half and truncating rounds as
+/// [`f32::round`] does but for values a hair under a half, and needs no
+/// library call (`round` has no instruction on baseline x86-64), so the
+/// loops over a model vectorize: both ends use this one definition.
 fn quantize(v: f32, inv: f32, levels: f32) -> i8 {
-    (v * inv).round().clamp(-levels, levels) as i8
+    let x = (v * inv).clamp(-levels, levels);
+    (x + 0.5f32.copysign(x)) as i8
 }
 
 /// The smallest exponent `e` with `max |v| <= levels · 2^e` (so every
@@ -289,15 +364,21 @@ mod tests {
             let values = sample(61_706);
             let mut out = Vec::new();
             enc.put(&mut out, &values);
-            assert_eq!(out.len(), enc.bytes(values.len()), "{enc}");
+            assert!(out.len() <= enc.max_bytes(values.len()), "{enc}");
+            if !enc.is_deflated() {
+                assert_eq!(out.len(), enc.max_bytes(values.len()), "{enc}");
+            }
             let mut expected = values.clone();
             enc.round_trip(&mut expected);
             let got = enc.get(&out, values.len());
-            assert_eq!(got, expected, "{enc}");
+            assert_eq!(got.as_ref(), Ok(&expected), "{enc}");
             // Exact on its own output: encoding it again changes nothing.
             let mut again = Vec::new();
-            enc.put(&mut again, &got);
-            assert_eq!(enc.get(&again, got.len()), got, "{enc}");
+            enc.put(&mut again, &expected);
+            assert_eq!(enc.get(&again, expected.len()), Ok(expected), "{enc}");
+            // Bytes of another length are refused, not guessed at.
+            assert!(enc.get(&out[..out.len() - 1], values.len()).is_err());
+            assert!(enc.get(&out, values.len() + 2).is_err(), "{enc}");
         }
     }
 
@@ -326,7 +407,8 @@ mod tests {
         values[70] = f32::INFINITY;
         let mut out = Vec::new();
         Encoding::Int8.put(&mut out, &values);
-        let got = Encoding::Int8.get(&out, values.len());
+        let got = Encoding::Int8.get(&out, values.len()).unwrap_or_default();
+        assert_eq!(got.len(), values.len());
         assert!(got[..64].iter().all(|&v| v == 0.0));
         assert!(got[64..128].iter().all(|v| v.is_nan()), "the block is NaN");
         assert!(got[128..].iter().all(|&v| v == 0.0));
@@ -354,18 +436,54 @@ mod tests {
         // (its last byte half used) at scale 1/2.
         let values: Vec<f32> = (0..67).map(|i| (i % 15) as f32 - 7.0).collect();
         let mut out = Vec::new();
-        Encoding::Int4.put(&mut out, &values);
-        assert_eq!(out.len(), Encoding::Int4.bytes(values.len()));
+        Encoding::Int4.pack(&mut out, &values);
+        assert_eq!(out.len(), Encoding::Int4.packed_bytes(values.len()));
         assert_eq!(out.len(), (1 + 32) + (1 + 2));
-        assert_eq!(Encoding::Int4.get(&out, values.len()), values);
+        assert_eq!(Encoding::Int4.unpack(&out, values.len()), values);
+        let mut out = Vec::new();
+        Encoding::Int4.put(&mut out, &values);
+        assert_eq!(Encoding::Int4.get(&out, values.len()), Ok(values));
         // A non-finite value turns its block to NaN, and only its block.
         let mut values = vec![0.5f32; 130];
         values[3] = f32::NAN;
         let mut out = Vec::new();
         Encoding::Int4.put(&mut out, &values);
-        let got = Encoding::Int4.get(&out, values.len());
+        let got = Encoding::Int4.get(&out, values.len()).unwrap_or_default();
+        assert_eq!(got.len(), values.len());
         assert!(got[..64].iter().all(|v| v.is_nan()));
         assert!(got[64..].iter().all(|&v| v == 0.5));
+    }
+
+    #[test]
+    fn int4_deflates_a_change_of_small_integers_and_refuses_a_bomb() {
+        // Mostly zeros and ±1 in each block, as in a model's change.
+        let values: Vec<f32> = (0..61_706)
+            .map(|i| match (i * 7919) % 10 {
+                0..=3 => 0.0,
+                4..=5 => 0.01,
+                6..=7 => -0.01,
+                8 => 0.03,
+                _ => -0.07,
+            })
+            .collect();
+        let mut out = Vec::new();
+        Encoding::Int4.put(&mut out, &values);
+        let packed = Encoding::Int4.packed_bytes(values.len());
+        assert!(
+            out.len() < packed * 3 / 4,
+            "{} of {packed} bytes",
+            out.len()
+        );
+        let mut expected = values.clone();
+        Encoding::Int4.round_trip(&mut expected);
+        assert_eq!(Encoding::Int4.get(&out, values.len()), Ok(expected));
+        // A few bytes that inflate to far more than the values they claim.
+        let bomb = miniz_oxide::deflate::compress_to_vec(&vec![0u8; 1 << 20], DEFLATE_LEVEL);
+        assert!(Encoding::Int4.get(&bomb, 64).is_err());
+        assert!(
+            Encoding::Int4.get(&[0xff; 40], 64).is_err(),
+            "not deflate at all"
+        );
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub enum ProtocolError {
         /// Bytes present.
         found: usize,
     },
+    /// A payload whose bytes do not decode as the header says.
+    #[error("malformed {kind} payload: {reason}")]
+    Payload {
+        /// Message kind name.
+        kind: &'static str,
+        /// Decoder's explanation.
+        reason: String,
+    },
     /// Frame larger than [`crate::MAX_FRAME`] or a declared size that overflows.
     #[error("frame too large: {0} bytes")]
     TooLarge(usize),

@@ -30,8 +30,9 @@ pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (8: vectors
-/// may be in int4; 7: a worker
+/// Protocol version carried in the first byte of every frame (9: int4
+/// vectors are deflated, and an assignment says how many bytes its
+/// parameters take; 8: vectors may be in int4; 7: a worker
 /// keeps the samples it was sent, and later messages name them instead of
 /// sending them again; 6: images
 /// sent ahead may come with a head start, to train before the round's
@@ -41,7 +42,7 @@ pub use messages::*;
 /// components are offered and swapped at round boundaries; 3: no secret
 /// on the wire, a challenge-response admits a worker; 2: assignments name
 /// their local steps and the kind of update they want back).
-pub const VERSION: u8 = 8;
+pub const VERSION: u8 = 9;
 
 /// Largest frame a peer may send before it is admitted (a hello or a
 /// proof is a few hundred bytes; the coordinator stops reading a

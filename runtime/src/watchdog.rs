@@ -5,6 +5,9 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// How long the watching thread sleeps with no call in progress.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
 /// Deadlines of the calls in progress, and the thread that watches them.
 pub(crate) struct Watchdog {
     state: Mutex<State>,
@@ -12,11 +15,15 @@ pub(crate) struct Watchdog {
 }
 
 struct State {
-    /// Deadline of each call in progress, by call id.
     /// Calls in progress: id, deadline, budget.
     calls: Vec<(u64, Instant, Duration)>,
     next_id: u64,
     stop: bool,
+    /// When the watching thread wakes up on its own (none: it is awake and
+    /// will look at the calls before it sleeps again). A call due later
+    /// need not wake it: a training step is one call, and on a device
+    /// held to a fraction of a core every thread switch costs.
+    sleeping_until: Option<Instant>,
 }
 
 /// Clears its call's deadline when dropped (the call returned).
@@ -34,6 +41,7 @@ impl Watchdog {
                 calls: Vec::new(),
                 next_id: 0,
                 stop: false,
+                sleeping_until: None,
             }),
             changed: Condvar::new(),
         });
@@ -49,9 +57,13 @@ impl Watchdog {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let id = state.next_id;
         state.next_id += 1;
-        state.calls.push((id, Instant::now() + timeout, timeout));
+        let deadline = Instant::now() + timeout;
+        state.calls.push((id, deadline, timeout));
+        let wake = state.sleeping_until.is_some_and(|t| deadline < t);
         drop(state);
-        self.changed.notify_one();
+        if wake {
+            self.changed.notify_one();
+        }
         CallGuard {
             watchdog: self.clone(),
             id,
@@ -85,7 +97,8 @@ fn watch(watchdog: Weak<Watchdog>, on_overrun: fn(Duration) -> !) {
         let Some(dog) = watchdog.upgrade() else {
             return;
         };
-        let state = dog.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = dog.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.sleeping_until = None;
         if state.stop {
             return;
         }
@@ -97,6 +110,7 @@ fn watch(watchdog: Weak<Watchdog>, on_overrun: fn(Duration) -> !) {
                 on_overrun(budget);
             }
             Some((deadline, _)) => {
+                state.sleeping_until = Some(deadline);
                 let _ = dog
                     .changed
                     .wait_timeout(state, deadline - now)
@@ -105,11 +119,53 @@ fn watch(watchdog: Weak<Watchdog>, on_overrun: fn(Duration) -> !) {
             None => {
                 // Wake up now and then, so the thread notices when the
                 // runtime is gone even if nobody notifies it.
+                state.sleeping_until = Some(now + IDLE_WAKE);
                 let _ = dog
                     .changed
-                    .wait_timeout(state, Duration::from_secs(1))
+                    .wait_timeout(state, IDLE_WAKE)
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    static FIRED: AtomicBool = AtomicBool::new(false);
+
+    /// Records the overrun and parks the watching thread for good.
+    fn record(_: Duration) -> ! {
+        FIRED.store(true, Ordering::SeqCst);
+        loop {
+            thread::park();
+        }
+    }
+
+    #[test]
+    fn a_call_due_before_the_thread_wakes_wakes_it_and_one_due_later_does_not_need_to() {
+        let dog = Watchdog::start(record).expect("a thread");
+        // Let the thread fall asleep with no call in progress (for a second).
+        thread::sleep(Duration::from_millis(50));
+        // A call due later than that: nothing to do before it returns.
+        drop(dog.begin(Duration::from_secs(5)));
+        thread::sleep(Duration::from_millis(50));
+        assert!(!FIRED.load(Ordering::SeqCst));
+        // A call due well before the thread would wake on its own.
+        let started = Instant::now();
+        let _call = dog.begin(Duration::from_millis(100));
+        while !FIRED.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let took = started.elapsed();
+        assert!(FIRED.load(Ordering::SeqCst), "the overrun was seen");
+        // The thread would wake on its own about 0.9 s after the call began.
+        assert!(
+            took < Duration::from_millis(600),
+            "on time ({took:?}), not when the thread woke anyway"
+        );
     }
 }

@@ -376,6 +376,16 @@ impl Engine {
             w.timed_images += u64::from(busy.samples);
             self.state.pace.credit(computed);
         }
+        // Where a round's time goes (the lab's rounds, read from the log).
+        tracing::debug!(
+            worker = %w.name,
+            round = busy.round,
+            samples = busy.samples,
+            sent_ms = busy.sent.as_millis() as u64,
+            took_ms = (took * 1e3) as u64,
+            compute_ms = (computed * 1e3) as u64,
+            "result timing"
+        );
         let worker = w.name.clone();
         if took > 0.0 {
             self.hurry_newcomers(f64::from(busy.samples) / took);

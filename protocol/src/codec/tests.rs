@@ -137,6 +137,36 @@ fn samples() -> Vec<Message> {
             }),
             head_start: None,
         }),
+        // Int4 both ways: values an int4 round trip keeps (multiples of a
+        // block's power-of-two scale within 7 of it), deflated on the wire.
+        Message::Assign(Assign {
+            round: 9,
+            params_version: 4,
+            learning_rate: 0.05,
+            steps: vec![1],
+            reply: UpdateKind::Delta,
+            params: int4_exact(130),
+            params_encoding: crate::Encoding::Int4,
+            params_base: Some(3),
+            reply_encoding: crate::Encoding::Int4,
+            shift: 2,
+            prefetched: false,
+            pixels: vec![0; IMAGE_LEN],
+            labels: vec![7],
+            cache: None,
+            component: String::new(),
+        }),
+        Message::Result(RoundResult {
+            round: 9,
+            params_version: 4,
+            samples: 1,
+            loss_sum: 0.5,
+            correct: 1,
+            kind: UpdateKind::Delta,
+            values: int4_exact(67),
+            encoding: crate::Encoding::Int4,
+            compute_seconds: 0.25,
+        }),
         Message::Prefetch(Prefetch {
             round: 6,
             pixels: vec![0; 3 * IMAGE_LEN],
@@ -149,6 +179,12 @@ fn samples() -> Vec<Message> {
             }),
         }),
     ]
+}
+
+/// `n` values an int4 round trip keeps as they are (each block's largest
+/// is 7 quarters, so its scale is a quarter).
+fn int4_exact(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 5 % 15) as f32 - 7.0) / 4.0).collect()
 }
 
 /// The sample prefetch that comes with a head start.
@@ -178,6 +214,46 @@ fn every_message_round_trips() {
         assert_eq!(bytes[1], m.kind());
         assert_eq!(decode(&bytes), Ok(m));
     }
+}
+
+#[test]
+fn deflated_parameters_that_do_not_inflate_to_their_count_are_refused() {
+    let int4 =
+        |m: &Message| matches!(m, Message::Assign(a) if a.params_encoding == crate::Encoding::Int4);
+    let assign = samples().into_iter().find(int4).expect("an int4 sample");
+    let good = encode(&assign);
+    let header_len = u32::from_le_bytes([good[2], good[3], good[4], good[5]]) as usize;
+    // Flip a byte inside the deflated parameters (they come first).
+    let mut v = good.clone();
+    v[6 + header_len + 3] ^= 0x55;
+    assert!(
+        matches!(
+            decode(&v),
+            Err(ProtocolError::Payload { kind: "assign", .. })
+                | Err(ProtocolError::Header { kind: "assign", .. })
+        ),
+        "{:?}",
+        decode(&v)
+    );
+    // A result whose deflated values stop short.
+    let result = samples()
+        .into_iter()
+        .find(|m| matches!(m, Message::Result(r) if r.encoding == crate::Encoding::Int4))
+        .expect("an int4 result");
+    let mut v = encode(&result);
+    v.truncate(v.len() - 2);
+    assert!(matches!(
+        decode(&v),
+        Err(ProtocolError::Payload { kind: "result", .. })
+    ));
+    // Deflated bytes of more values than the header counts.
+    let mut more = Vec::new();
+    crate::Encoding::Int4.put(&mut more, &int4_exact(67 + 64));
+    let mut v = encode(&result);
+    let header_len = u32::from_le_bytes([v[2], v[3], v[4], v[5]]) as usize;
+    v.truncate(6 + header_len);
+    v.extend_from_slice(&more);
+    assert!(decode(&v).is_err(), "131 values where 67 were declared");
 }
 
 #[test]

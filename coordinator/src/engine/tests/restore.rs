@@ -66,9 +66,13 @@ fn a_restored_engine_continues_bit_for_bit() {
     every_sample_once(&h, 50, 2);
 }
 
+/// Samples of the crashed run: enough rounds in an epoch to crash in the
+/// middle of one.
+const SAMPLES: usize = 70;
+
 #[test]
 fn a_crashed_run_resumes_from_its_last_checkpoint_and_credits_every_sample_once() {
-    let mut h = Harness::new(options(), 50);
+    let mut h = Harness::new(options(), SAMPLES);
     let mut ws = workers(&mut h, &["a", "b"]);
     // Train into epoch 1 until a checkpoint has been handed out mid-epoch,
     // then a little more (work the crash will lose).
@@ -100,7 +104,7 @@ fn a_crashed_run_resumes_from_its_last_checkpoint_and_credits_every_sample_once(
         .unwrap()
         .resumed();
     assert!(resumed.workers.is_empty());
-    let engine = Engine::restore(resumed, data(50), Box::new(FedAvgM::new(2, 0.9))).unwrap();
+    let engine = Engine::restore(resumed, data(SAMPLES), Box::new(FedAvgM::new(2, 0.9))).unwrap();
     let mut after = Harness::around(engine);
     after.now = state.clock;
     let mut ws = workers(&mut after, &["a", "b"]);
@@ -117,9 +121,9 @@ fn a_crashed_run_resumes_from_its_last_checkpoint_and_credits_every_sample_once(
     notices.extend(after.notices.iter().cloned());
     let joined = Harness {
         notices,
-        ..Harness::new(options(), 50)
+        ..Harness::new(options(), SAMPLES)
     };
-    every_sample_once(&joined, 50, 2);
+    every_sample_once(&joined, SAMPLES as u32, 2);
     assert_eq!(after.engine.state().history.len(), 2);
 }
 
