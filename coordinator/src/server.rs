@@ -127,6 +127,7 @@ pub fn start(training: &TrainingOptions, endpoint: Endpoint) -> Result<Served> {
         catalog: catalog.clone(),
         browser_digest: hearth_protocol::digest(hearth_web_demo::MODULE),
         arch: training.arch.clone(),
+        params: arch.param_count,
         next_conn: AtomicU64::new(1),
         limits: endpoint.limits.clone(),
     });

@@ -64,6 +64,9 @@ pub struct Admission {
     pub browser_digest: String,
     /// The architecture of the run (a worker must be able to build it).
     pub arch: String,
+    /// Its parameters: no vector a worker sends may be longer (refused
+    /// before it is decoded).
+    pub params: usize,
     /// Next connection id.
     pub next_conn: AtomicU64,
     /// Timeouts and rates.
@@ -396,7 +399,7 @@ async fn run(mut socket: Socket, admission: Arc<Admission>, budget: Budget) {
                     break;
                 }
                 let event = match message {
-                    WsMessage::Binary(b) => match proto::decode(&b) {
+                    WsMessage::Binary(b) => match proto::decode_within(&b, admission.params) {
                         Ok(message) => Event::Input(Input::Frame { conn, bytes: b.len(), message }),
                         Err(e) => Event::Input(Input::Garbage { conn, bytes: b.len(), error: e.to_string() }),
                     },

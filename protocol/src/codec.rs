@@ -224,6 +224,15 @@ pub fn encode(message: &Message) -> Vec<u8> {
 
 /// Decodes one frame. Total: any input gives a message or an error.
 pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
+    decode_within(bytes, MAX_FRAME)
+}
+
+/// Decodes one frame whose vectors hold at most `max_values` values (a
+/// receiver that knows its model's size refuses a larger vector before
+/// it is decoded: a million deflated int4 zeros take 5 KB on the wire and
+/// 4 MB decoded). Total, as [`decode`].
+pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, ProtocolError> {
+    let max_values = max_values.min(MAX_FRAME);
     if bytes.len() > MAX_FRAME {
         return Err(ProtocolError::TooLarge(bytes.len()));
     }
@@ -285,9 +294,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         }
         4 => {
             let h: AssignHeader = parse(name, header)?;
-            if h.params_len as usize > MAX_FRAME {
-                return Err(ProtocolError::TooLarge(h.params_len as usize));
-            }
+            too_many(name, h.params_len, max_values)?;
             let params_bytes = h.params_bytes as usize;
             let most = h.params_encoding.max_bytes(h.params_len as usize);
             if params_bytes > most {
@@ -360,9 +367,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         }
         5 => {
             let h: ResultHeader = parse(name, header)?;
-            if h.len as usize > MAX_FRAME {
-                return Err(ProtocolError::TooLarge(h.len as usize));
-            }
+            too_many(name, h.len, max_values)?;
             let most = h.encoding.max_bytes(h.len as usize);
             if payload.len() > most {
                 return Err(ProtocolError::PayloadLength {
@@ -389,6 +394,17 @@ pub fn decode(bytes: &[u8]) -> Result<Message, ProtocolError> {
         }
         other => Err(ProtocolError::UnknownKind(other)),
     }
+}
+
+/// An error if a vector of `len` values is longer than `max_values`.
+fn too_many(kind: &'static str, len: u32, max_values: usize) -> Result<(), ProtocolError> {
+    if len as usize > max_values {
+        return Err(ProtocolError::Header {
+            kind,
+            reason: format!("{len} values where at most {max_values} are expected"),
+        });
+    }
+    Ok(())
 }
 
 /// `pixels` run-length coded.

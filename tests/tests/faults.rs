@@ -126,6 +126,23 @@ fn garbage_forgery_and_vanishing_never_corrupt_training() {
     expect_error(&mut m, "malformed");
     m.send(Ws::Text("{\"hello\": true}".into())).unwrap();
     expect_error(&mut m, "binary");
+    // A few kilobytes of deflated int4 that would decode to a million
+    // values: refused from the header, before anything is inflated.
+    send(
+        &mut m,
+        &Message::Result(proto::RoundResult {
+            round: a.round,
+            params_version: a.params_version,
+            samples: a.steps.iter().sum::<u32>(),
+            loss_sum: 1.0,
+            correct: 0,
+            kind: proto::UpdateKind::Delta,
+            values: vec![0.0; 1 << 20],
+            encoding: proto::Encoding::Int4,
+            compute_seconds: 0.0,
+        }),
+    );
+    expect_error(&mut m, "at most 61706");
     send(
         &mut m,
         &result(&a, a.round, proto::UpdateKind::Params, vec![1e30; n]),

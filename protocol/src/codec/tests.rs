@@ -257,6 +257,37 @@ fn deflated_parameters_that_do_not_inflate_to_their_count_are_refused() {
 }
 
 #[test]
+fn a_receiver_that_knows_its_model_refuses_longer_vectors_before_decoding_them() {
+    // A million deflated zeros: about 5 KB on the wire, 4 MB decoded.
+    let zeros = Message::Result(RoundResult {
+        round: 1,
+        params_version: 0,
+        samples: 1,
+        loss_sum: 0.0,
+        correct: 0,
+        kind: UpdateKind::Delta,
+        values: vec![0.0; 1 << 20],
+        encoding: crate::Encoding::Int4,
+        compute_seconds: 0.0,
+    });
+    let bytes = encode(&zeros);
+    assert!(bytes.len() < 8192, "{} bytes", bytes.len());
+    assert!(matches!(
+        crate::decode_within(&bytes, 61_706),
+        Err(ProtocolError::Header { kind: "result", .. })
+    ));
+    assert_eq!(crate::decode_within(&bytes, 1 << 20), Ok(zeros));
+    for m in samples() {
+        let bytes = encode(&m);
+        assert_eq!(
+            crate::decode_within(&bytes, 130),
+            Ok(m),
+            "small vectors pass"
+        );
+    }
+}
+
+#[test]
 fn bulk_data_is_raw_little_endian() {
     // A full LeNet-5 parameter vector costs exactly 4 bytes per parameter.
     let values: Vec<f32> = (0..61_706).map(|i| i as f32 * 0.5).collect();
