@@ -150,45 +150,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out.extend_from_slice(&m.component);
             out
         }
-        Message::Assign(m) => {
-            let coded = coded_pixels(&m.pixels);
-            // Deflated parameters are counted once encoded; the others
-            // go straight into the frame (no second copy of a large model).
-            let deflated = m.params_encoding.is_deflated().then(|| {
-                let mut params = Vec::new();
-                m.params_encoding.put(&mut params, &m.params);
-                params
-            });
-            let params_bytes = deflated
-                .as_ref()
-                .map_or(m.params_encoding.max_bytes(m.params.len()), Vec::len);
-            let header = AssignHeader {
-                round: m.round,
-                params_version: m.params_version,
-                learning_rate: m.learning_rate,
-                steps: m.steps.clone(),
-                reply: m.reply,
-                params_len: m.params.len() as u32,
-                params_bytes: params_bytes as u32,
-                params_encoding: m.params_encoding,
-                params_base: m.params_base,
-                reply_encoding: m.reply_encoding,
-                shift: m.shift,
-                prefetched: m.prefetched,
-                samples: m.labels.len() as u32,
-                pixels_len: coded.len() as u32,
-                cache: m.cache.as_ref().map(RefsHeader::from),
-                component: m.component.clone(),
-            };
-            let mut out = frame(kind, &header, params_bytes + coded.len() + m.labels.len());
-            match &deflated {
-                Some(params) => out.extend_from_slice(params),
-                None => m.params_encoding.put(&mut out, &m.params),
-            }
-            out.extend_from_slice(&coded);
-            out.extend_from_slice(&m.labels);
-            out
-        }
+        Message::Assign(m) => encode_assign(m, None),
         Message::Prefetch(m) => {
             let coded = coded_pixels(&m.pixels);
             let header = PrefetchHeader {
@@ -220,6 +182,56 @@ pub fn encode(message: &Message) -> Vec<u8> {
             out
         }
     }
+}
+
+/// Encodes an assignment; `params`, if given, are `m.params` already put
+/// in `m.params_encoding` (a coordinator that sends one model change to
+/// many devices encodes it once).
+pub fn encode_assign(m: &Assign, params: Option<&[u8]>) -> Vec<u8> {
+    let coded = coded_pixels(&m.pixels);
+    // Deflated parameters are counted once encoded; the others go
+    // straight into the frame (no second copy of a large model).
+    let encoded = match params {
+        Some(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+        None => m.params_encoding.is_deflated().then(|| {
+            let mut bytes = Vec::new();
+            m.params_encoding.put(&mut bytes, &m.params);
+            std::borrow::Cow::Owned(bytes)
+        }),
+    };
+    let params_bytes = encoded
+        .as_ref()
+        .map_or(m.params_encoding.max_bytes(m.params.len()), |p| p.len());
+    let header = AssignHeader {
+        round: m.round,
+        params_version: m.params_version,
+        learning_rate: m.learning_rate,
+        steps: m.steps.clone(),
+        reply: m.reply,
+        params_len: m.params.len() as u32,
+        params_bytes: params_bytes as u32,
+        params_encoding: m.params_encoding,
+        params_base: m.params_base,
+        reply_encoding: m.reply_encoding,
+        shift: m.shift,
+        prefetched: m.prefetched,
+        samples: m.labels.len() as u32,
+        pixels_len: coded.len() as u32,
+        cache: m.cache.as_ref().map(RefsHeader::from),
+        component: m.component.clone(),
+    };
+    let mut out = frame(
+        ASSIGN_KIND,
+        &header,
+        params_bytes + coded.len() + m.labels.len(),
+    );
+    match &encoded {
+        Some(bytes) => out.extend_from_slice(bytes),
+        None => m.params_encoding.put(&mut out, &m.params),
+    }
+    out.extend_from_slice(&coded);
+    out.extend_from_slice(&m.labels);
+    out
 }
 
 /// Decodes one frame. Total: any input gives a message or an error.
@@ -292,7 +304,7 @@ pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, Protoco
                 component: payload.to_vec(),
             }))
         }
-        4 => {
+        ASSIGN_KIND => {
             let h: AssignHeader = parse(name, header)?;
             too_many(name, h.params_len, max_values)?;
             let params_bytes = h.params_bytes as usize;

@@ -101,6 +101,9 @@ pub struct Reject {
     pub reason: String,
 }
 
+/// The kind byte of an [`Assign`].
+pub const ASSIGN_KIND: u8 = 4;
+
 /// Coordinator → worker: train on these samples from these parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assign {
@@ -312,7 +315,7 @@ impl Message {
             Message::Hello(_) => 1,
             Message::Welcome(_) => 2,
             Message::Reject(_) => 3,
-            Message::Assign(_) => 4,
+            Message::Assign(_) => ASSIGN_KIND,
             Message::Result(_) => 5,
             Message::Error(_) => 7,
             Message::Goodbye(_) => 8,

@@ -359,7 +359,11 @@ impl Engine {
 
     /// Encodes `message` for `conn`, counting its bytes.
     pub(super) fn send(&mut self, conn: ConnId, message: &Message) {
-        let frame = proto::encode(message);
+        self.send_frame(conn, proto::encode(message));
+    }
+
+    /// Sends an encoded frame to `conn`, counting its bytes.
+    pub(super) fn send_frame(&mut self, conn: ConnId, frame: Vec<u8>) {
         if let Some(w) = self.state.workers.get_mut(&conn) {
             w.bytes_out += frame.len() as u64;
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_protocol::{self as proto, Message, RoundResult};
+use hearth_protocol::{self as proto, RoundResult};
 
 use super::carry::{Images, images, round_steps};
 use super::guard::{self, Verdict};
@@ -238,7 +238,7 @@ impl Engine {
             images(&self.train, &current.ledger, &batches, w)
         };
         let samples = steps.iter().map(|&n| n as usize).sum::<usize>();
-        let (params, params_encoding, params_base) = self.downlinks.downlink(
+        let down = self.downlinks.downlink(
             &mut w.mirror,
             w.encoding,
             &self.state.global,
@@ -261,15 +261,15 @@ impl Engine {
             deadline: now + answer_deadline(speed, samples, limit),
             component: runs_on,
         });
-        let assign = Message::Assign(proto::Assign {
+        let assign = proto::Assign {
             round,
             params_version: self.state.version,
             learning_rate: fit.learning_rate,
             steps,
             reply: fit.reply,
-            params,
-            params_encoding,
-            params_base,
+            params: down.values,
+            params_encoding: down.encoding,
+            params_base: down.base,
             reply_encoding,
             shift,
             prefetched,
@@ -277,8 +277,8 @@ impl Engine {
             labels: carried.labels,
             cache: carried.cache,
             component: swap_to,
-        });
-        self.send(conn, &assign);
+        };
+        self.send_frame(conn, proto::encode_assign(&assign, Some(&down.wire)));
     }
 
     /// A result from `conn`: checked, then credited to the ledger and kept

@@ -288,6 +288,16 @@ fn a_receiver_that_knows_its_model_refuses_longer_vectors_before_decoding_them()
 }
 
 #[test]
+fn an_assignment_with_its_parameters_encoded_beforehand_is_the_same_frame() {
+    for m in samples() {
+        let Message::Assign(a) = &m else { continue };
+        let mut params = Vec::new();
+        a.params_encoding.put(&mut params, &a.params);
+        assert_eq!(crate::encode_assign(a, Some(&params)), encode(&m));
+    }
+}
+
+#[test]
 fn bulk_data_is_raw_little_endian() {
     // A full LeNet-5 parameter vector costs exactly 4 bytes per parameter.
     let values: Vec<f32> = (0..61_706).map(|i| i as f32 * 0.5).collect();
