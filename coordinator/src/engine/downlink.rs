@@ -21,8 +21,9 @@ use hearth_protocol::Encoding;
 pub struct Mirror {
     /// The version it was brought to.
     pub version: u64,
-    /// The copy, bit for bit as the device holds it.
-    pub copy: Vec<f32>,
+    /// The copy, bit for bit as the device holds it (shared by the mirrors
+    /// of every device that holds it).
+    pub copy: Arc<[f32]>,
     /// Which computation produced it (see the module's doc).
     pub lineage: u64,
 }
@@ -50,7 +51,7 @@ struct Step {
     encoding: Encoding,
     values: Vec<f32>,
     wire: Arc<[u8]>,
-    copy: Vec<f32>,
+    copy: Arc<[f32]>,
     lineage: u64,
 }
 
@@ -95,15 +96,18 @@ impl Memo {
         {
             Some(i) => i,
             None => {
-                let (values, copy) = match held {
+                let (values, copy): (Vec<f32>, Arc<[f32]>) = match held {
                     Some(m) => {
-                        let mut change: Vec<f32> =
-                            global.iter().zip(&m.copy).map(|(g, c)| g - c).collect();
+                        let mut change: Vec<f32> = global
+                            .iter()
+                            .zip(m.copy.iter())
+                            .map(|(g, c)| g - c)
+                            .collect();
                         encoding.round_trip(&mut change);
                         let copy = m.copy.iter().zip(&change).map(|(c, d)| c + d).collect();
                         (change, copy)
                     }
-                    None => (global.to_vec(), global.to_vec()),
+                    None => (global.to_vec(), global.into()),
                 };
                 self.next_lineage += 1;
                 // The whole model goes in f32 (see below).
@@ -188,8 +192,8 @@ mod tests {
                 let sent = memo.downlink(&mut mirrors[d], Encoding::Int4, &g, v);
                 let now = apply(devices[d].as_deref(), &sent);
                 assert_eq!(
-                    mirrors[d].as_ref().map(|m| &m.copy),
-                    Some(&now),
+                    mirrors[d].as_ref().map(|m| m.copy.to_vec()),
+                    Some(now.clone()),
                     "the mirror is the device's copy to the bit"
                 );
                 devices[d] = Some(now);
