@@ -327,13 +327,19 @@ fn quantize(v: f32, inv: f32, levels: f32) -> i8 {
 /// The smallest exponent `e` with `max |v| <= levels · 2^e` (so every
 /// value of the block fits its integer), or [`NOT_FINITE`].
 fn block_exponent(block: &[f32], levels: f32) -> i8 {
-    let mut max = 0.0f32;
-    for v in block {
-        if !v.is_finite() {
-            return NOT_FINITE;
-        }
-        max = max.max(v.abs());
+    // The largest magnitude by its bits: without the sign bit, finite
+    // floats order as their bits do, and infinities and NaNs come above
+    // every finite one. An integer maximum vectorizes; `f32::max` (with
+    // its NaN rule) made this loop half of a round trip's time.
+    let max_bits = block
+        .iter()
+        .map(|v| v.to_bits() & 0x7fff_ffff)
+        .max()
+        .unwrap_or(0);
+    if max_bits >= f32::INFINITY.to_bits() {
+        return NOT_FINITE;
     }
+    let max = f32::from_bits(max_bits);
     let mut e: i32 = -127;
     if max > 0.0 {
         // An estimate, then the exact smallest exponent.

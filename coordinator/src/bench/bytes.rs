@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use hearth_protocol::{self as proto, IMAGE_LEN, Message};
 use hearth_worker::ModelConfig;
 
-use super::{PARAMS, sample_assign, sample_result};
+use super::{PARAMS, median, sample_assign, sample_result};
 
 /// The change of LeNet-5 over one round of `k` SGD steps of `batch` MNIST
 /// images (the study's learning rate and momentum), after 20 steps of
@@ -79,6 +79,7 @@ pub(super) fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
         "bytes per epoch per device, {devices} devices, K = {k} ({rounds} rounds, {per_device} images each); MXNet dist_sync moves about 45 MB per device:"
     );
     let change = model_change(data, batch, k)?;
+    vector_times(&change);
     for encoding in [
         proto::Encoding::F32,
         proto::Encoding::F16,
@@ -154,4 +155,51 @@ pub(super) fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
         pixels_per_device / 1e6
     );
     Ok(())
+}
+
+/// Time to put `change` on the wire, read it back, and round it as error
+/// feedback does, for each lossy encoding (median of 101, one thread).
+fn vector_times(change: &[f32]) {
+    println!(
+        "vector encodings, a LeNet-5 change of {} values (median of 101):",
+        change.len()
+    );
+    for encoding in [
+        proto::Encoding::F16,
+        proto::Encoding::Int8,
+        proto::Encoding::Int4,
+    ] {
+        let time = |f: &mut dyn FnMut()| {
+            median(
+                (0..101)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        };
+        let mut bytes = Vec::new();
+        let put = time(&mut || {
+            bytes.clear();
+            encoding.put(&mut bytes, change);
+        });
+        let get = time(&mut || {
+            let _ = std::hint::black_box(encoding.get(&bytes, change.len()));
+        });
+        let mut scratch = change.to_vec();
+        let round_trip = time(&mut || {
+            scratch.copy_from_slice(change);
+            encoding.round_trip(&mut scratch);
+        });
+        println!(
+            "  {:<4}: {} bytes, put {:.3} ms, get {:.3} ms, round trip {:.3} ms",
+            encoding.name(),
+            bytes.len(),
+            put * 1e3,
+            get * 1e3,
+            round_trip * 1e3
+        );
+    }
 }
