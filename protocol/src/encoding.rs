@@ -317,8 +317,8 @@ fn pow2(e: i32) -> f32 {
 /// `v / 2^e` rounded (half away from zero) into `-levels..=levels`, given
 /// `inv = 2^-e`. Adding a signed half and truncating rounds as
 /// [`f32::round`] does but for values a hair under a half, and needs no
-/// library call (`round` has no instruction on baseline x86-64), so the
-/// loops over a model vectorize: both ends use this one definition.
+/// library call (`round` has no instruction on baseline x86-64); both
+/// ends use this one definition.
 fn quantize(v: f32, inv: f32, levels: f32) -> i8 {
     let x = (v * inv).clamp(-levels, levels);
     (x + 0.5f32.copysign(x)) as i8
