@@ -111,10 +111,11 @@ pub struct TrainingOptions {
     /// and never gets there.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub train_ahead_when_grown: bool,
-    /// When the devices train less than 70 % of the time (they wait on the
-    /// link), double the local steps, up to this many (a round's bytes cost
-    /// the same whatever its steps; longer rounds cost some accuracy), and
-    /// halve them again at 95 % or more; only after `--train-ahead-after`
+    /// When the devices train less than 70 % of the time (80 % once the
+    /// rounds have grown; they wait on the link), double the local steps,
+    /// up to this many (a round's bytes cost the same whatever its steps;
+    /// longer rounds cost some accuracy), and halve them again at 95 % or
+    /// more; only after `--train-ahead-after`
     /// epochs and with `--momentum-on workers`. `--local-steps` or less: never.
     #[arg(long, default_value_t = 16)]
     pub max_local_steps: usize,

@@ -211,11 +211,14 @@ pub enum Notice {
         worker: String,
     },
     /// The devices trained less than [`super::pace::BUSY_TARGET`] of the
-    /// time (they waited on the link): rounds now have more local steps; or
-    /// at least [`super::pace::BUSY_ENOUGH`] of it: fewer again.
+    /// time ([`super::pace::BUSY_TARGET_GROWN`] once grown; they waited on
+    /// the link): rounds now have more local steps; or at least
+    /// [`super::pace::BUSY_ENOUGH`] of it: fewer again.
     Paced {
         /// Local steps per device per round now (the run's, times the growth).
         local_steps: usize,
+        /// More than before (or fewer).
+        more: bool,
         /// The devices' busy share over the last window of rounds.
         busy: f64,
     },

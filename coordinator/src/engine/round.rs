@@ -448,6 +448,7 @@ impl Engine {
             let local_steps = o.local_steps * g.growth;
             self.notice(Notice::Paced {
                 local_steps,
+                more: g.more,
                 busy: g.busy,
             });
         }

@@ -91,9 +91,13 @@ impl Observer for Log {
                     tracing::info!(%worker, component = %label, %digest, %detail, "component {name}")
                 }
             }
-            Notice::Paced { local_steps, busy } => {
+            Notice::Paced {
+                local_steps,
+                more,
+                busy,
+            } => {
                 let busy_share = format!("{:.0} %", busy * 100.0);
-                if *busy < crate::engine::BUSY_TARGET {
+                if *more {
                     tracing::info!(
                         local_steps,
                         busy = busy_share,

@@ -345,8 +345,12 @@ fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
         .notices
         .iter()
         .filter_map(|n| match n {
-            Notice::Paced { local_steps, busy } => {
-                assert!(*busy < 0.8);
+            Notice::Paced {
+                local_steps,
+                more,
+                busy,
+            } => {
+                assert!(*busy < 0.8 && *more);
                 Some(*local_steps)
             }
             _ => None,
