@@ -291,14 +291,8 @@ impl Strategy for FedAvgM {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::tests::view;
     use hearth_worker::{IMAGE_LEN, Model, ModelConfig};
-
-    fn view(name: &str, speed: f64) -> WorkerView {
-        WorkerView {
-            name: name.into(),
-            images_per_second: speed,
-        }
-    }
 
     #[test]
     fn the_server_step_grows_with_the_round_after_a_warm_up() {

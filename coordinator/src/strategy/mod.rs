@@ -181,8 +181,16 @@ pub trait Strategy: Send {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A worker named `name` measured at `speed` images a second (0: not yet).
+    pub(crate) fn view(name: &str, speed: f64) -> WorkerView {
+        WorkerView {
+            name: name.into(),
+            images_per_second: speed,
+        }
+    }
 
     #[test]
     fn steps_split_their_samples_exactly() {

@@ -65,13 +65,7 @@ pub fn shares(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn view(name: &str, speed: f64) -> WorkerView {
-        WorkerView {
-            name: name.into(),
-            images_per_second: speed,
-        }
-    }
+    use crate::strategy::tests::view;
 
     /// Shares of a round of 4 local steps, not grown.
     fn batches(workers: &[WorkerView], pending: usize) -> Vec<usize> {
