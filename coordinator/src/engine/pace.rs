@@ -131,16 +131,17 @@ impl Pace {
         };
         self.restart();
         self.start = Some(now);
-        let doubled = self.growth * 2;
-        let target = if self.growth > 1 {
+        let before = self.growth;
+        let doubled = before * 2;
+        let target = if before > 1 {
             BUSY_TARGET_GROWN
         } else {
             BUSY_TARGET
         };
         let growth = if busy < target && local_steps * doubled <= max_steps {
             doubled
-        } else if busy >= BUSY_ENOUGH && self.growth > 1 {
-            self.growth / 2
+        } else if busy >= BUSY_ENOUGH && before > 1 {
+            before / 2
         } else {
             return None;
         };
@@ -150,7 +151,7 @@ impl Pace {
         }
         Some(Grown {
             growth,
-            more: growth > doubled / 2,
+            more: growth > before,
             busy,
         })
     }
