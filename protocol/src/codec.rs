@@ -363,6 +363,15 @@ pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, Protoco
             if let Some(start) = &h.head_start {
                 let total = cache.as_ref().map_or(samples, |c| c.ids.len());
                 check_steps(name, &start.steps, total)?;
+                if !(0.0..=1.0).contains(&start.own_share) {
+                    return Err(ProtocolError::Header {
+                        kind: name,
+                        reason: format!(
+                            "a worker's share of a round must be 0 to 1, not {}",
+                            start.own_share
+                        ),
+                    });
+                }
             }
             let expected = (h.pixels_len as usize)
                 .checked_add(samples)

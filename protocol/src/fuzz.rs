@@ -95,6 +95,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 learning_rate: 0.05,
                 steps: vec![2, 1],
                 shift: 0,
+                own_share: 0.5,
             }),
         }),
         Message::Result(RoundResult {
@@ -130,6 +131,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 learning_rate: 0.05,
                 steps: vec![1],
                 shift: 2,
+                own_share: 1.0,
             }),
         }),
         Message::Error(ErrorReport {

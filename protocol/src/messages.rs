@@ -220,6 +220,13 @@ pub struct HeadStart {
     pub steps: Vec<u32>,
     /// Largest random shift of an image, pixels (as [`Assign::shift`]).
     pub shift: u8,
+    /// This worker's share of the samples of the round it is training now,
+    /// 0 to 1. The next global model is the average of that round's
+    /// updates, so it is expected to carry this share of the worker's
+    /// progress: the head start trains from the worker's copy of the global
+    /// model plus this share of what it learned since (1, a worker alone:
+    /// exactly the next model; the others' progress is unknown to it).
+    pub own_share: f32,
 }
 
 /// Either side: a problem with one message; the session continues.

@@ -45,6 +45,11 @@ impl Compact {
         Ok(held)
     }
 
+    /// The copy of the global model held (that of the last assignment), if any.
+    pub fn held(&self) -> Option<&[f32]> {
+        self.held.as_ref().map(|(_, held)| held.as_slice())
+    }
+
     /// Puts `r`'s vector in `encoding`: a lossy delta carries the residual
     /// of the rounds before and keeps what this rounding loses.
     pub fn pack(&mut self, r: &mut RoundResult, encoding: Encoding) {

@@ -87,6 +87,7 @@ impl Engine {
         if self.state.round.checked_add(1) != Some(due.round) {
             return;
         }
+        let round_batches: usize = due.list.iter().map(|(_, fit)| fit.batches).sum();
         for (conn, fit) in &due.list {
             let busy = self
                 .state
@@ -94,15 +95,24 @@ impl Engine {
                 .get(conn)
                 .is_some_and(|w| w.busy.is_some());
             if busy {
-                self.prefetch(now, *conn, due.round, fit);
+                let own_share = fit.batches as f32 / round_batches.max(1) as f32;
+                self.prefetch(now, *conn, due.round, fit, own_share.min(1.0));
             }
         }
     }
 
     /// Takes as many batches as `fit` gave `conn` this round for its round
     /// `round` and sends their images now, with a head start at `fit`'s
-    /// learning rate if the run trains ahead.
-    fn prefetch(&mut self, now: Now, conn: ConnId, round: u64, fit: &FitInstruction) {
+    /// learning rate if the run trains ahead (`own_share`: `conn`'s share
+    /// of this round's batches).
+    fn prefetch(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        round: u64,
+        fit: &FitInstruction,
+        own_share: f32,
+    ) {
         let shift = self.shift();
         let o = &self.state.options;
         // Server momentum on updates one round old is unstable (74.9 % after
@@ -129,6 +139,7 @@ impl Engine {
             learning_rate: fit.learning_rate,
             steps,
             shift,
+            own_share,
         });
         w.prefetched = Some(Prefetched {
             round,

@@ -176,6 +176,7 @@ fn samples() -> Vec<Message> {
                 learning_rate: 0.07,
                 steps: vec![2, 1],
                 shift: 2,
+                own_share: 0.25,
             }),
         }),
     ]
@@ -385,6 +386,23 @@ fn malformed_frames_are_errors() {
                 ..
             })
         ));
+    }
+    // A share of the round that is not one.
+    for share in [-0.5, 1.5, f32::NAN, f32::INFINITY] {
+        let mut p = head_start_sample();
+        if let Some(h) = p.head_start.as_mut() {
+            h.own_share = share;
+        }
+        assert!(
+            matches!(
+                decode(&encode(&Message::Prefetch(p))),
+                Err(ProtocolError::Header {
+                    kind: "prefetch",
+                    ..
+                })
+            ),
+            "share {share}"
+        );
     }
     // A header length that points past the end.
     let mut v = encode(&samples()[9]);

@@ -19,7 +19,7 @@ pub(super) struct Early {
     pixels: Vec<u8>,
     /// Their labels.
     labels: Vec<u8>,
-    /// What its progress is measured from: the model the last round ended with.
+    /// What its progress is measured from: the model it was trained from.
     base: Vec<f32>,
     /// Its steps so far.
     steps: Steps,
@@ -93,7 +93,8 @@ impl<T: Trainer> WorkerSession<T> {
     }
 
     /// Gets the images just sent ahead ready to train before their
-    /// assignment, from the model the round just answered ended with, if
+    /// assignment, from the global model the round just answered started
+    /// from plus the head start's share of what that round learned, if
     /// the coordinator gave a head start and nothing stands in the way
     /// (the last round failed, or a swapped-to component is watched: then
     /// the assignment trains as usual).
@@ -111,9 +112,24 @@ impl<T: Trainer> WorkerSession<T> {
         {
             return;
         }
-        let Ok(base) = self.trainer.params() else {
+        let Ok(mut base) = self.trainer.params() else {
             return;
         };
+        // Train from the next global model as far as this worker can know
+        // it: its copy of the global model plus its share of its own
+        // progress (the others' is unknown; all of its own would be its
+        // drift, which the average cancels: at 11 devices, 99.00 % after 10
+        // epochs against 99.14 and 99.24 % from its share or the copy).
+        if start.own_share < 1.0
+            && let Some(held) = self.compact.held().filter(|h| h.len() == base.len())
+        {
+            for (b, h) in base.iter_mut().zip(held) {
+                *b = h + start.own_share * (*b - h);
+            }
+            if self.trainer.set_params(&base).is_err() {
+                return;
+            }
+        }
         let pixels = shifted(self.seed, p.round, start.shift, &p.pixels).into_owned();
         self.early = Some(Early {
             round: p.round,

@@ -244,8 +244,13 @@ fn a_coordinator_that_cannot_prove_the_key_is_not_trusted() {
 }
 
 /// Images of round `round` sent ahead (`steps` samples per step), with a
-/// head start at learning rate `lr` if given.
+/// head start at learning rate `lr` if given, for a worker alone.
 fn prefetch(round: u64, steps: Vec<u32>, lr: Option<f32>) -> Vec<u8> {
+    prefetch_shared(round, steps, lr, 1.0)
+}
+
+/// As [`prefetch`], for a worker that trained `own_share` of its round.
+fn prefetch_shared(round: u64, steps: Vec<u32>, lr: Option<f32>, own_share: f32) -> Vec<u8> {
     let n: u32 = steps.iter().sum();
     proto::encode(&Message::Prefetch(proto::Prefetch {
         round,
@@ -256,6 +261,7 @@ fn prefetch(round: u64, steps: Vec<u32>, lr: Option<f32>) -> Vec<u8> {
             learning_rate,
             steps,
             shift: 0,
+            own_share,
         }),
     }))
 }
@@ -327,6 +333,27 @@ fn a_head_start_trains_while_idle_and_its_change_goes_on_top_of_the_new_model() 
     assert!(s.handle(&prefetch(9, vec![1], Some(0.5))).is_none());
     s.work();
     assert_eq!(s.trainer.params, vec![11.0, 21.0, 31.0]);
+}
+
+#[test]
+fn a_head_start_shared_with_others_trains_from_the_copy_plus_its_share_of_its_progress() {
+    // Round 7 went from the global 1, 2, 3 to 1.5, 2.5, 3.5; a quarter of
+    // that round was this worker's: the next global model is expected at
+    // 1.125, 2.125, 3.125 as far as it knows.
+    let mut s = after_round_seven();
+    assert!(
+        s.handle(&prefetch_shared(8, vec![2], Some(0.5), 0.25))
+            .is_none()
+    );
+    s.work();
+    assert_eq!(s.trainer.params, vec![1.625, 2.625, 3.625]);
+    // What it learned ahead goes on top of the model that comes.
+    let global = vec![10.0, 20.0, 30.0];
+    let Message::Result(r) = decode(s.handle(&assign_prefetched(8, vec![2], 0.5, global))) else {
+        panic!("result expected")
+    };
+    assert_eq!(r.values, vec![0.5; 3]);
+    assert_eq!(s.trainer.params, vec![10.5, 20.5, 30.5]);
 }
 
 #[test]

@@ -90,6 +90,29 @@ fn trained_ahead_rounds_are_kept_and_every_sample_is_still_used_once() {
     }
     let ahead: u64 = ws.iter().map(|w| w.stats().steps_ahead).sum();
     assert!(ahead >= 2, "{ahead} steps trained ahead");
+    // Each says the worker's share of the round before: the two shares of
+    // a round in which both trained add up to the whole.
+    let mut shares: BTreeMap<u64, Vec<f32>> = BTreeMap::new();
+    for conn in [1, 2] {
+        for m in sent_to(&h, conn) {
+            if let Message::Prefetch(p) = m
+                && let Some(start) = p.head_start
+            {
+                assert!(start.own_share > 0.0 && start.own_share <= 1.0);
+                shares.entry(p.round).or_default().push(start.own_share);
+            }
+        }
+    }
+    let both: Vec<f32> = shares
+        .values()
+        .filter(|s| s.len() == 2)
+        .map(|s| s.iter().sum())
+        .collect();
+    assert!(!both.is_empty(), "{shares:?}");
+    assert!(
+        both.iter().all(|&sum| (sum - 1.0).abs() < 1e-6),
+        "{shares:?}"
+    );
 }
 
 #[test]
