@@ -98,9 +98,10 @@ pub struct TrainingOptions {
     /// it comes (delayed averaging). It trains them from its copy of the
     /// global model plus its share of the round it answered (the part of the
     /// next model it can know), not from its own model: 11 devices, 10
-    /// epochs, 99.14 and 99.24 % against 99.00 % from its own model and
-    /// 99.12-99.25 % with no head starts, in 1.14 instead of 1.33 times the
-    /// devices' training time per round. From `--train-ahead-after` on, and
+    /// epochs, 99.11-99.20 % over six runs, against 99.00 % from its own
+    /// model and 99.12-99.25 % with no head starts, in 1.12-1.17 instead of
+    /// 1.32-1.37 times the devices' training time per round. From
+    /// `--train-ahead-after` on, and
     /// only with `--momentum-on workers` (server momentum on updates one
     /// round old is unstable).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
