@@ -42,7 +42,7 @@ pub struct TrainingOptions {
     /// Learning-rate schedule over the run: cosine or constant.
     #[arg(long, default_value_t = LrSchedule::Cosine)]
     pub lr_schedule: LrSchedule,
-    /// Momentum, applied on the coordinator (as MXNet's parameter server does).
+    /// Momentum of SGD (on the devices or on the coordinator: `--momentum-on`).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
     /// Weight decay (not on biases).
