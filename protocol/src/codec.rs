@@ -184,15 +184,26 @@ pub fn encode(message: &Message) -> Vec<u8> {
     }
 }
 
-/// Encodes an assignment; `params`, if given, are `m.params` already put
-/// in `m.params_encoding` (a coordinator that sends one model change to
-/// many devices encodes it once).
-pub fn encode_assign(m: &Assign, params: Option<&[u8]>) -> Vec<u8> {
+/// A parameter vector already put in its encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedParams<'a> {
+    /// Its bytes, as [`Encoding::put`](crate::Encoding::put) wrote them.
+    pub bytes: &'a [u8],
+    /// How many values they hold.
+    pub len: usize,
+}
+
+/// Encodes an assignment. With `params`, those stand for its parameters
+/// in `m.params_encoding` and `m.params` is not read (it may be empty): a
+/// coordinator that sends one model change to many devices encodes it
+/// once and copies the values for none.
+pub fn encode_assign(m: &Assign, params: Option<EncodedParams>) -> Vec<u8> {
     let coded = coded_pixels(&m.pixels);
+    let params_len = params.map_or(m.params.len(), |p| p.len);
     // Deflated parameters are counted once encoded; the others go
     // straight into the frame (no second copy of a large model).
     let encoded = match params {
-        Some(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+        Some(p) => Some(std::borrow::Cow::Borrowed(p.bytes)),
         None => m.params_encoding.is_deflated().then(|| {
             let mut bytes = Vec::new();
             m.params_encoding.put(&mut bytes, &m.params);
@@ -201,14 +212,14 @@ pub fn encode_assign(m: &Assign, params: Option<&[u8]>) -> Vec<u8> {
     };
     let params_bytes = encoded
         .as_ref()
-        .map_or(m.params_encoding.max_bytes(m.params.len()), |p| p.len());
+        .map_or(m.params_encoding.max_bytes(params_len), |p| p.len());
     let header = AssignHeader {
         round: m.round,
         params_version: m.params_version,
         learning_rate: m.learning_rate,
         steps: m.steps.clone(),
         reply: m.reply,
-        params_len: m.params.len() as u32,
+        params_len: params_len as u32,
         params_bytes: params_bytes as u32,
         params_encoding: m.params_encoding,
         params_base: m.params_base,

@@ -25,7 +25,7 @@ mod messages;
 pub mod pixels;
 pub mod samples;
 
-pub use codec::{decode, decode_within, encode, encode_assign};
+pub use codec::{EncodedParams, decode, decode_within, encode, encode_assign};
 pub use digest::digest;
 pub use error::ProtocolError;
 pub use messages::*;

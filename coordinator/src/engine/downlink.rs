@@ -34,8 +34,9 @@ pub struct Mirror {
 /// What goes down to one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downlink {
-    /// The values (exact in `encoding`).
-    pub values: Vec<f32>,
+    /// The values (exact in `encoding`; shared by every device that gets
+    /// them).
+    pub values: Arc<[f32]>,
     /// Their encoding.
     pub encoding: Encoding,
     /// The version they change (none: the whole model).
@@ -52,7 +53,7 @@ pub struct Downlink {
 struct Step {
     from: Option<u64>,
     encoding: Encoding,
-    values: Vec<f32>,
+    values: Arc<[f32]>,
     wire: Arc<[u8]>,
     copy: Arc<[f32]>,
     lineage: u64,
@@ -80,7 +81,7 @@ impl Memo {
     ) -> Downlink {
         if !encoding.is_lossy() {
             return Downlink {
-                values: global.to_vec(),
+                values: global.into(),
                 encoding: Encoding::F32,
                 base: None,
                 wire: wire(Encoding::F32, global),
@@ -123,7 +124,7 @@ impl Memo {
                     from,
                     encoding,
                     wire: wire(sent_in, &values),
-                    values,
+                    values: values.into(),
                     copy,
                     lineage: self.next_lineage,
                 });
@@ -168,7 +169,7 @@ mod tests {
             .encoding
             .get(&sent.wire, sent.values.len())
             .unwrap_or_default();
-        assert_eq!(values, sent.values, "the wire carries the values");
+        assert_eq!(values, sent.values.to_vec(), "the wire carries the values");
         match (held, sent.base) {
             (Some(h), Some(_)) => h.iter().zip(&values).map(|(a, d)| a + d).collect(),
             _ => values,
@@ -214,7 +215,7 @@ mod tests {
         let mut plain = None;
         let sent = memo.downlink(&mut plain, Encoding::F32, &global(5), 5);
         assert_eq!(
-            (sent.values, sent.encoding, sent.base),
+            (sent.values.to_vec(), sent.encoding, sent.base),
             (global(5), Encoding::F32, None)
         );
         assert!(plain.is_none());

@@ -267,7 +267,8 @@ impl Engine {
             learning_rate: fit.learning_rate,
             steps,
             reply: fit.reply,
-            params: down.values,
+            // The bytes below stand for the values: no copy of them.
+            params: Vec::new(),
             params_encoding: down.encoding,
             params_base: down.base,
             reply_encoding,
@@ -278,7 +279,11 @@ impl Engine {
             cache: carried.cache,
             component: swap_to,
         };
-        self.send_frame(conn, proto::encode_assign(&assign, Some(&down.wire)));
+        let params = proto::EncodedParams {
+            bytes: &down.wire,
+            len: down.values.len(),
+        };
+        self.send_frame(conn, proto::encode_assign(&assign, Some(params)));
     }
 
     /// A result from `conn`: checked, then credited to the ledger and kept

@@ -294,7 +294,11 @@ fn an_assignment_with_its_parameters_encoded_beforehand_is_the_same_frame() {
         let Message::Assign(a) = &m else { continue };
         let mut params = Vec::new();
         a.params_encoding.put(&mut params, &a.params);
-        assert_eq!(crate::encode_assign(a, Some(&params)), encode(&m));
+        let encoded = crate::EncodedParams {
+            bytes: &params,
+            len: a.params.len(),
+        };
+        assert_eq!(crate::encode_assign(a, Some(encoded)), encode(&m));
     }
 }
 
