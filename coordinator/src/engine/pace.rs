@@ -14,8 +14,8 @@
 //! toward the run's (the link got faster, or the household smaller).
 //!
 //! The second mark is higher because a household that had to grow its
-//! rounds is limited by its link, and at the maximum its devices train
-//! ahead (`--train-ahead-when-grown`): the mixed household (pi3:6, pi4:3,
+//! rounds is limited by its link (measured with synchronous rounds, head
+//! starts only at the maximum): the mixed household (pi3:6, pi4:3,
 //! laptop:2) trained 70–72 % of the time at 8 local steps, and stopping
 //! there left its devices 71–96 % busy at 1.70–1.81 s per epoch, where a
 //! run that went on to 16 had them 77–106 % busy at 1.33–1.49 s. Eleven
