@@ -138,7 +138,10 @@ pub struct TrainingOptions {
     pub keep_samples: bool,
     /// Largest random shift of a training image, in pixels, drawn afresh
     /// every round on the device (0: none); the ledger's samples stay the same.
-    #[arg(long, default_value_t = 2)]
+    /// 1 beat 2 with one worker (99.30-99.47 % against 99.17-99.31 %, seeds
+    /// 1-5) and with 11 (99.14-99.36 % against 98.97-99.25 %, seeds 1-8):
+    /// 2 pixels is much of a digit's stroke.
+    #[arg(long, default_value_t = 1)]
     pub shift: u8,
     /// Epochs at the start trained without shifts (shifts slow the first
     /// epoch down and only help against overfitting later).

@@ -169,13 +169,15 @@ fn cluster(args: ClusterArgs) -> Result<()> {
         "torn down: namespaces, cgroups and processes of {} removed",
         outcome.lab_id
     );
-    println!("epoch  seconds  test accuracy");
+    println!("epoch  seconds  test accuracy  coordinator's link busy (busier direction)");
+    let link_bits = link.rate_kbit as f64 * 1000.0;
     for (i, e) in report::read_epochs(&outcome.run_dir)?.iter().enumerate() {
         println!(
-            "{:>5}  {:>7.2}  {:>12.2} %",
+            "{:>5}  {:>7.2}  {:>12.2} %  {:>6.1} %",
             i + 1,
             e.seconds * scale,
-            100.0 * e.test
+            100.0 * e.test,
+            100.0 * e.link_busy(link_bits, scale)
         );
     }
     println!("device      profile    quota  CPU used of its quota: the run, then each epoch");
