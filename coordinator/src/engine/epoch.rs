@@ -47,6 +47,19 @@ impl Engine {
         self.notice(notice);
     }
 
+    /// Starts the epoch's clock at its first round: the time an epoch
+    /// takes is its training, not the wait for the household to join
+    /// (processes starting, components compiling on slow devices) before
+    /// the run's first round.
+    pub(super) fn start_epoch_clock(&mut self, now: Now) {
+        let round = self.state.round;
+        if let Some(current) = self.state.current.as_mut()
+            && current.first_round == round
+        {
+            current.started = now;
+        }
+    }
+
     /// The epoch's rounds are done after `wall`: its metrics wait for the
     /// test-set score while the next epoch trains (a coordinator scoring
     /// 10,000 images would otherwise hold every device idle: about 0.3 s

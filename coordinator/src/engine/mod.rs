@@ -441,6 +441,7 @@ impl Engine {
                         }
                         return;
                     }
+                    self.start_epoch_clock(now);
                     if !self.start_round(now) {
                         // The strategy handed out nothing: wait for a change.
                         self.state.phase = Phase::Waiting { since: now };

@@ -318,7 +318,7 @@ impl Totals {
 pub struct EpochProgress {
     /// Its ledger: which batch went to whom.
     pub ledger: Ledger,
-    /// When it started.
+    /// When its first round started (its clock; until then, when it began).
     pub started: Now,
     /// Its first round.
     pub first_round: u64,

@@ -423,3 +423,30 @@ fn the_next_epoch_trains_while_the_last_one_is_scored() {
     assert_eq!(finished_epochs(&h), vec![1, 2]);
     every_sample_once(&h, 50, 2);
 }
+
+#[test]
+fn the_first_epoch_is_timed_from_its_first_round_not_from_the_wait_for_the_household() {
+    let mut h = Harness::new(options(), 50);
+    let mut a = session("a");
+    hello(&mut a);
+    h.join(1, "a");
+    // The second device takes 30 s to start (its component compiling).
+    h.now += Duration::from_secs(30);
+    h.feed(Input::Tick);
+    let mut b = session("b");
+    hello(&mut b);
+    h.join(2, "b");
+    let mut ws = vec![a, b];
+    run_to_end(&mut h, &mut ws);
+    let walls: Vec<f64> = h
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::EpochFinished(m) => Some(m.wall_seconds),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(walls.len(), 2);
+    // Each epoch's rounds take well under a second of the harness's clock.
+    assert!(walls.iter().all(|&w| w > 0.0 && w < 5.0), "{walls:?}");
+}
