@@ -26,9 +26,15 @@ impl Epoch {
     /// `seconds × scale` emulated seconds). Counted on the messages' bytes,
     /// not on TCP/IP's headers, so a saturated link shows a little below 1.
     pub fn link_busy(&self, link_bits: f64, scale: f64) -> f64 {
-        let bits = 8.0 * self.sent.max(self.received) as f64;
-        bits / (link_bits * self.seconds * scale).max(1e-9)
+        let busy = link_seconds(self.sent as f64, self.received as f64, link_bits);
+        busy / (self.seconds * scale).max(1e-9)
     }
+}
+
+/// Seconds the coordinator's link needs for `down` and `up` bytes at
+/// `link_bits` bit/s each way: its busier direction's.
+fn link_seconds(down: f64, up: f64, link_bits: f64) -> f64 {
+    8.0 * down.max(up) / link_bits.max(1.0)
 }
 
 /// The epochs of the run in `run_dir`.
@@ -151,7 +157,7 @@ impl Point {
     /// busier direction: each way carries its own 100 Mbit/s).
     pub fn link_bound(&self) -> f64 {
         let (down, up) = self.bytes_per_epoch();
-        8.0 * down.max(up) / self.link_bits.max(1.0)
+        link_seconds(down, up, self.link_bits)
     }
 
     /// Emulated seconds from the start until test accuracy first reached
