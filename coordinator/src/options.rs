@@ -36,6 +36,14 @@ pub struct TrainingOptions {
     /// more is FedAvg (fewer rounds, fewer bytes).
     #[arg(long, default_value_t = 4)]
     pub local_steps: usize,
+    /// Local steps per worker per round in the first, synchronous epochs
+    /// (`--train-ahead-after`): averaging more often while the model
+    /// changes fastest. At 11 devices, 2 instead of 4 raised the accuracy
+    /// after the first epoch from 96.85-97.76 % (mean 97.36) to
+    /// 97.33-97.97 % (mean 97.60), seeds 1-4, for twice the rounds (and
+    /// the models' bytes) in that epoch; the final accuracy did not move.
+    #[arg(long, default_value_t = 2)]
+    pub early_local_steps: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f32,
@@ -124,7 +132,7 @@ pub struct TrainingOptions {
     #[arg(long, default_value_t = 16)]
     pub max_local_steps: usize,
     /// Epochs at the start trained without head starts (synchronous
-    /// rounds) and at the run's local steps (rounds do not grow yet): early
+    /// rounds) and at `--early-local-steps` (rounds do not grow yet): early
     /// on the model changes fastest and an update one round old costs most
     /// (at 11 devices, 95-96 % after the first epoch with them, 97.6 %
     /// without).
@@ -207,6 +215,10 @@ impl TrainingOptions {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
         anyhow::ensure!(self.local_steps >= 1, "--local-steps must be at least 1");
+        anyhow::ensure!(
+            self.early_local_steps >= 1,
+            "--early-local-steps must be at least 1"
+        );
         anyhow::ensure!(self.shift <= 8, "--shift must be at most 8 pixels");
         anyhow::ensure!(
             self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,

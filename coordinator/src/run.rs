@@ -135,6 +135,7 @@ pub fn train(opts: RunOptions, mode: Mode) -> Result<Summary> {
     let start = Instant::now();
     let strategy = Box::new(
         FedAvgM::new(t.local_steps, t.momentum)
+            .with_early_local_steps(t.early_local_steps)
             .with_aggregate(t.aggregate)
             .with_momentum_on(t.momentum_on)
             .with_split(t.split_steps)

@@ -82,6 +82,7 @@ impl Engine {
             learning_rate: lr,
             peak_learning_rate: o.lr,
             growth: self.state.pace.growth,
+            early: self.state.epoch <= o.train_ahead_after,
         };
         let mut instructions = self.strategy.configure_fit(&context, &views);
         let suspects: Vec<bool> = views

@@ -39,6 +39,7 @@ const SEEN: &str = "samples_seen";
 /// more devices keep the rate up for longer.
 pub struct FedAvgM {
     local_steps: usize,
+    early_local_steps: usize,
     momentum: f32,
     rule: Aggregate,
     velocity: Vec<f32>,
@@ -148,6 +149,15 @@ impl FedAvgM {
         Self { split, ..self }
     }
 
+    /// The same strategy with `steps` batches per worker per round in the
+    /// run's first, synchronous epochs ([`RoundContext::early`]).
+    pub fn with_early_local_steps(self, steps: usize) -> Self {
+        Self {
+            early_local_steps: steps.max(1),
+            ..self
+        }
+    }
+
     /// The same strategy with momentum applied `on` the workers or the server.
     pub fn with_momentum_on(self, on: MomentumOn) -> Self {
         Self {
@@ -172,6 +182,7 @@ impl FedAvgM {
     pub fn new(local_steps: usize, momentum: f32) -> Self {
         Self {
             local_steps: local_steps.max(1),
+            early_local_steps: local_steps.max(1),
             momentum,
             rule: Aggregate::Mean,
             velocity: Vec::new(),
@@ -192,8 +203,14 @@ impl FedAvgM {
 impl Strategy for FedAvgM {
     fn name(&self) -> String {
         format!(
-            "fedavgm(local_steps={}, momentum={} on {:?}, aggregate={:?}, lr_scaling={:?}, split_steps={:?})",
-            self.local_steps, self.momentum, self.momentum_on, self.rule, self.scaling, self.split
+            "fedavgm(local_steps={} ({} early), momentum={} on {:?}, aggregate={:?}, lr_scaling={:?}, split_steps={:?})",
+            self.local_steps,
+            self.early_local_steps,
+            self.momentum,
+            self.momentum_on,
+            self.rule,
+            self.scaling,
+            self.split
         )
     }
 
@@ -220,7 +237,12 @@ impl Strategy for FedAvgM {
         round: &RoundContext,
         workers: &[WorkerView],
     ) -> Vec<FitInstruction> {
-        let shares = shares(workers, self.local_steps, round.growth, round.pending);
+        let local_steps = if round.early {
+            self.early_local_steps
+        } else {
+            self.local_steps
+        };
+        let shares = shares(workers, local_steps, round.growth, round.pending);
         let total: usize = shares.iter().sum();
         let largest = shares.iter().copied().max().unwrap_or(1);
         let local = self.scale(total as f64, largest as f64) as f32;
@@ -327,6 +349,7 @@ mod tests {
                 learning_rate: now,
                 peak_learning_rate: 0.05,
                 growth: 1,
+                early: false,
             };
             s.configure_fit(&round, &four)[0].learning_rate
         };
@@ -343,6 +366,7 @@ mod tests {
                 learning_rate: 0.02,
                 peak_learning_rate: 0.05,
                 growth: 1,
+                early: false,
             },
             &four[..1],
         );
@@ -371,6 +395,7 @@ mod tests {
                 learning_rate: 0.05,
                 peak_learning_rate: 0.05,
                 growth: 1,
+                early: false,
             },
             &[view("pi3", 1000.0), view("laptop", 3000.0)],
         );
@@ -381,6 +406,29 @@ mod tests {
         // Shares 2 and 6: n_eff 8/6, 1.15 steps per batch.
         let steps: Vec<usize> = fit.iter().map(|f| f.steps).collect();
         assert_eq!(steps, vec![2, 7]);
+    }
+
+    #[test]
+    fn the_first_synchronous_epochs_have_their_own_local_steps() {
+        let mut s = FedAvgM::new(4, 0.9).with_early_local_steps(2);
+        let two = [view("a", 0.0), view("b", 0.0)];
+        let batches = |s: &mut FedAvgM, early: bool| {
+            let round = RoundContext {
+                round: 1,
+                pending: 100,
+                learning_rate: 0.05,
+                peak_learning_rate: 0.05,
+                growth: 1,
+                early,
+            };
+            let fit = s.configure_fit(&round, &two);
+            fit.iter().map(|f| f.batches).collect::<Vec<_>>()
+        };
+        assert_eq!(batches(&mut s, true), vec![2, 2]);
+        assert_eq!(batches(&mut s, false), vec![4, 4]);
+        // Unless asked, the same in every epoch.
+        let mut plain = FedAvgM::new(4, 0.9);
+        assert_eq!(batches(&mut plain, true), vec![4, 4]);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct RoundContext {
     /// Local steps are the strategy's times this (the engine grows it when
     /// devices wait on the link; 1 otherwise).
     pub growth: usize,
+    /// One of the run's first, synchronous epochs (`--train-ahead-after`):
+    /// a strategy may average more often while the model changes fastest.
+    pub early: bool,
 }
 
 /// What one worker is asked to do in a round (Flower's `FitIns`). Per-worker

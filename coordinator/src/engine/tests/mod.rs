@@ -46,6 +46,7 @@ pub(super) fn options() -> TrainingOptions {
         epochs: 2,
         batch: 4,
         local_steps: 2,
+        early_local_steps: 2,
         lr: 0.5,
         lr_schedule: LrSchedule::Cosine,
         momentum: 0.9,
@@ -260,7 +261,9 @@ pub(super) struct Harness {
 impl Harness {
     pub(super) fn new(options: TrainingOptions, n: usize) -> Self {
         let strategy = Box::new(
-            FedAvgM::new(options.local_steps, options.momentum).with_split(options.split_steps),
+            FedAvgM::new(options.local_steps, options.momentum)
+                .with_early_local_steps(options.early_local_steps)
+                .with_split(options.split_steps),
         );
         let engine = Engine::new(options, data(n), strategy, vec![0.25; PARAMS]);
         Self::around(engine)

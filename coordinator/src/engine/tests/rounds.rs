@@ -41,6 +41,27 @@ fn two_epochs_use_every_sample_once_and_everyone_is_told_goodbye() {
 }
 
 #[test]
+fn the_first_synchronous_epochs_train_their_own_local_steps() {
+    let mut o = options();
+    (o.train_ahead_after, o.early_local_steps) = (1, 1);
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    let rounds: Vec<u64> = h
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::EpochFinished(m) => Some(m.rounds),
+            _ => None,
+        })
+        .collect();
+    // 13 batches: 2 a round (one each) in the first epoch, the last one
+    // joining the sixth; then 4 a round (2 each), as above.
+    assert_eq!(rounds, vec![6, 3]);
+}
+
+#[test]
 fn the_last_steps_of_a_cosine_schedule_move_nothing_and_still_count() {
     // 400 rounds: the last learning rate is about 4e-6 of the peak, and the
     // fake model's f32 parameters stop moving (an honest delta of exactly 0).
