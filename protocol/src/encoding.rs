@@ -32,9 +32,10 @@ const INT8_MAX: f32 = 127.0;
 /// never written, so the range is symmetric).
 const INT4_MAX: f32 = 7.0;
 
-/// Deflate level of int4's packed bytes: the fastest (higher levels took
-/// 3 to 9 times longer for a few percent fewer bytes).
-const DEFLATE_LEVEL: u8 = 1;
+/// Deflate level of int4's packed bytes and of image payloads: the
+/// fastest (higher levels took 3 to 9 times longer for a few percent
+/// fewer bytes).
+pub(crate) const DEFLATE_LEVEL: u8 = 1;
 
 /// The exponent byte of an int8 block that held a non-finite value (it
 /// decodes to NaN, so the receiver's checks see it and refuse it).

@@ -63,15 +63,19 @@ pub(super) fn bytes_per_epoch(data: &hearth_mnist::Mnist) -> Result<()> {
     let rounds = samples.div_ceil(devices * k * batch);
     let per_device = samples / devices;
     let raw = data.train.images.as_slice().map_or(0, |s| s.len());
+    // Coded as they travel: one device's share of a round at a time.
     let mut coded = Vec::new();
     if let Some(pixels) = data.train.images.as_slice() {
-        proto::pixels::put(&mut coded, pixels);
+        for share in pixels.chunks(k * batch * proto::IMAGE_LEN) {
+            proto::pixels::put(&mut coded, share);
+        }
     }
     println!(
-        "images: {samples} MNIST training images are {:.1} MB raw, {:.1} MB run-length coded ({:.2}x smaller)",
+        "images: {samples} MNIST training images are {:.1} MB raw, {:.1} MB coded ({:.2}x smaller; run-length coded, then deflated, {} images at a time)",
         raw as f64 / 1e6,
         coded.len() as f64 / 1e6,
-        raw as f64 / coded.len().max(1) as f64
+        raw as f64 / coded.len().max(1) as f64,
+        k * batch
     );
     // Pixels and one label byte per image.
     let pixels_per_device = (coded.len() + samples) as f64 / devices as f64;
