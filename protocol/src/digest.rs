@@ -5,10 +5,21 @@ use sha2::{Digest, Sha256};
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 of a parameter vector's little-endian bytes, in hex: the same
+/// on every platform for the same values, bit for bit.
+pub fn params_digest(params: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for p in params {
+        h.update(p.to_le_bytes());
+    }
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -19,5 +30,10 @@ mod tests {
             super::digest(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        // A vector's digest is that of its little-endian bytes.
+        let values = [1.0f32, -2.5, 0.0];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(super::params_digest(&values), super::digest(&bytes));
+        assert_ne!(super::params_digest(&[0.0]), super::params_digest(&[-0.0]));
     }
 }

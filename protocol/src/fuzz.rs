@@ -57,6 +57,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             seed: 1,
             optimizer: OptimizerConfig::default(),
             proof: vec![2; 32],
+            initial: None,
         }),
         Message::Reject(Reject {
             reason: "no".into(),

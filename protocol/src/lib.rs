@@ -26,12 +26,13 @@ pub mod pixels;
 pub mod samples;
 
 pub use codec::{EncodedParams, decode, decode_within, encode, encode_assign};
-pub use digest::digest;
+pub use digest::{digest, params_digest};
 pub use error::ProtocolError;
 pub use messages::*;
 
 /// Protocol version carried in the first byte of every frame (11: image
-/// payloads are deflated after their run-length coding; 10: a head
+/// payloads are deflated after their run-length coding, and a welcome
+/// names the initial model's digest; 10: a head
 /// start says the worker's share of the round it follows; 9: int4
 /// vectors are deflated, and an assignment says how many bytes its
 /// parameters take; 8: vectors may be in int4; 7: a worker

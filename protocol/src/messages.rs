@@ -77,6 +77,11 @@ pub struct Welcome {
     /// The coordinator's proof that it knows the device's key
     /// ([`crate::auth::DeviceKey::coordinator_proof`]).
     pub proof: Vec<u8>,
+    /// The [`params_digest`](crate::params_digest) of the run's initial
+    /// model, while no round has changed it: a worker whose freshly built
+    /// model has this digest holds it as version 0, and its first
+    /// assignment is the (empty) change from it instead of the whole model.
+    pub initial: Option<String>,
 }
 
 /// Coordinator → worker: prove you hold your device key.

@@ -45,6 +45,12 @@ impl Compact {
         Ok(held)
     }
 
+    /// Holds `params` as the copy of version `version` (the initial model
+    /// the worker built, when the coordinator names it in its welcome).
+    pub fn hold(&mut self, version: u64, params: Vec<f32>) {
+        self.held = Some((version, params));
+    }
+
     /// The copy of the global model held (that of the last assignment), if any.
     pub fn held(&self) -> Option<&[f32]> {
         self.held.as_ref().map(|(_, held)| held.as_slice())

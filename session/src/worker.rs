@@ -372,6 +372,21 @@ impl<T: Trainer> WorkerSession<T> {
         }
     }
 
+    /// Holds the model just built as version 0 if it is the run's initial
+    /// model `initial` names (the first assignment then sends only the
+    /// change from it); otherwise the coordinator's first assignment to
+    /// it fails, and the next one brings the whole model.
+    fn hold_initial(&mut self, initial: Option<&str>) {
+        let Some(initial) = initial else {
+            return;
+        };
+        if let Ok(params) = self.trainer.params()
+            && proto::params_digest(&params) == initial
+        {
+            self.compact.hold(0, params);
+        }
+    }
+
     /// Counts a round's result and sends it.
     fn answered_with(&mut self, result: proto::RoundResult) -> Message {
         self.stats.rounds += 1;
@@ -417,6 +432,7 @@ impl<T: Trainer> WorkerSession<T> {
                     Ok(()) => {
                         self.phase = Phase::Training;
                         self.seed = w.seed;
+                        self.hold_initial(w.initial.as_deref());
                         self.note = format!("joined (session {}): training {}", w.session, w.arch);
                         if let Some((digest, reason)) = self.trainer.pending_rollback() {
                             let status = Message::ComponentStatus(proto::ComponentStatus {

@@ -31,6 +31,25 @@ pub struct Mirror {
     pub lineage: u64,
 }
 
+impl Mirror {
+    /// The run's initial model `global` (version 0), as a device that was
+    /// told its digest in the welcome builds it from the seed and holds
+    /// it: its first assignment is then the change from it (nothing), not
+    /// the whole model in f32. If the device's model differs, that
+    /// assignment fails and the next brings the whole model.
+    pub fn initial(global: &[f32]) -> Self {
+        Self {
+            version: 0,
+            copy: global.into(),
+            lineage: INITIAL_LINEAGE,
+        }
+    }
+}
+
+/// The lineage of the initial model every device builds (a [`Memo`]'s
+/// own lineages start at 1).
+const INITIAL_LINEAGE: u64 = 0;
+
 /// What goes down to one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Downlink {

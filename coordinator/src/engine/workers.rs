@@ -4,6 +4,7 @@
 
 use hearth_protocol::{self as proto, Message};
 
+use super::downlink::Mirror;
 use super::notice::{Notice, Requeue};
 use super::state::{ConnId, Now, Phase, WorkerSlot};
 use super::{Admitted, Engine, Output};
@@ -28,25 +29,33 @@ impl Engine {
         } else {
             0
         };
-        let welcome = Message::Welcome(proto::Welcome {
-            session: conn,
-            arch: o.arch.clone(),
-            seed: o.seed,
-            optimizer: self.strategy.worker_optimizer(o.optimizer()),
-            proof: worker.proof.clone(),
-        });
-        self.notice(Notice::Joined {
-            worker: worker.name.clone(),
-            kind: worker.kind,
-        });
         // The run's encoding if the device can read and write it.
         let encoding = if worker.encodings.contains(&wanted) {
             wanted
         } else {
             proto::Encoding::F32
         };
+        // No round has changed the model yet: the device builds the same,
+        // and a lossy encoding then sends only the change from it.
+        let initial = (self.state.version == 0 && encoding.is_lossy())
+            .then(|| Mirror::initial(&self.state.global));
+        let welcome = Message::Welcome(proto::Welcome {
+            session: conn,
+            arch: o.arch.clone(),
+            seed: o.seed,
+            optimizer: self.strategy.worker_optimizer(o.optimizer()),
+            proof: worker.proof.clone(),
+            initial: initial
+                .as_ref()
+                .map(|_| proto::params_digest(&self.state.global)),
+        });
+        self.notice(Notice::Joined {
+            worker: worker.name.clone(),
+            kind: worker.kind,
+        });
         let mut slot = WorkerSlot::new(worker.name, worker.kind, worker.component, encoding);
         slot.samples = proto::SampleSet::new(keeps as usize);
+        slot.mirror = initial;
         self.state.workers.insert(conn, slot);
         self.send(conn, &welcome);
         self.publish_workers();

@@ -30,6 +30,7 @@ fn samples() -> Vec<Message> {
                 weight_decay: 1e-4,
             },
             proof: vec![1; 32],
+            initial: Some("cd".repeat(32)),
         }),
         Message::Challenge(Challenge { nonce: vec![3; 16] }),
         Message::Proof(Proof { mac: vec![4; 32] }),

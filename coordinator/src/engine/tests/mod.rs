@@ -100,6 +100,8 @@ pub(super) struct FakeTrainer {
     pub(super) committed: Vec<String>,
     /// It cannot take components at all (a device that trusts no key).
     unable: bool,
+    /// It builds a model other than the harness's initial one.
+    pub(super) builds_another: bool,
 }
 
 impl Trainer for FakeTrainer {
@@ -107,7 +109,11 @@ impl Trainer for FakeTrainer {
     fn architectures(&mut self) -> Result<Vec<String>, String> {
         Ok(vec!["toy".into()])
     }
+    /// The harness's initial model, as every device builds it from the
+    /// seed (or another one, if asked).
     fn build(&mut self, _: &ModelConfig) -> Result<(), String> {
+        let value = if self.builds_another { 0.5 } else { 0.25 };
+        self.params = vec![value; PARAMS];
         Ok(())
     }
     fn set_params(&mut self, params: &[f32]) -> Result<(), String> {
@@ -216,9 +222,11 @@ pub(super) fn session(name: &str) -> WorkerSession<FakeTrainer> {
         memory_mib: 0,
         sample_cache: cache_of(name),
     };
-    // A worker named `…-no-trust` cannot take components.
+    // A worker named `…-no-trust` cannot take components; one named
+    // `…-other` builds another initial model.
     let trainer = FakeTrainer {
         unable: name.ends_with("-no-trust"),
+        builds_another: name.ends_with("-other"),
         ..FakeTrainer::default()
     };
     WorkerSession::new(identity, trainer)

@@ -256,7 +256,7 @@ fn a_missed_deadline_requeues_and_the_late_result_is_not_averaged() {
 }
 
 #[test]
-fn int8_sends_the_model_once_then_its_changes_and_trains_like_f32() {
+fn int8_sends_only_changes_from_the_model_each_device_built_and_trains_like_f32() {
     let mut o = options();
     o.encoding = proto::Encoding::Int8;
     let mut h = Harness::new(o, 50);
@@ -269,6 +269,9 @@ fn int8_sends_the_model_once_then_its_changes_and_trains_like_f32() {
         let frames = h.inbox.get(&1).cloned().unwrap_or_default();
         for f in &frames {
             if let Ok(Message::Assign(a)) = proto::decode(f) {
+                if sent.is_empty() {
+                    assert!(a.params.iter().all(|&p| p == 0.0), "{:?}", a.params);
+                }
                 sent.push((a.params_encoding, a.params_base, a.reply_encoding));
             }
         }
@@ -277,14 +280,14 @@ fn int8_sends_the_model_once_then_its_changes_and_trains_like_f32() {
             h.exchange(i as ConnId + 1, w);
         }
     }
+    // The first round: the change from the initial model the welcome
+    // named and the device built (nothing), not the whole model.
     assert_eq!(
         sent.first(),
-        Some(&(proto::Encoding::F32, None, proto::Encoding::Int8)),
-        "the whole model first"
+        Some(&(proto::Encoding::Int8, Some(0), proto::Encoding::Int8)),
     );
     assert!(
-        sent[1..]
-            .iter()
+        sent.iter()
             .all(|s| s.0 == proto::Encoding::Int8 && s.1.is_some()),
         "{sent:?}"
     );
@@ -303,6 +306,58 @@ fn int8_sends_the_model_once_then_its_changes_and_trains_like_f32() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(worst < 0.02, "int8 and f32 runs differ by {worst}");
+}
+
+#[test]
+fn a_device_that_built_another_initial_model_gets_the_whole_model_after_one_failed_round() {
+    let mut o = options();
+    o.encoding = proto::Encoding::Int8;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b-other"]);
+    let welcomes: Vec<Option<String>> = [1, 2]
+        .into_iter()
+        .flat_map(|c| sent_to(&h, c))
+        .filter_map(|m| match m {
+            Message::Welcome(w) => Some(w.initial),
+            _ => None,
+        })
+        .collect();
+    let digest = proto::params_digest(&[0.25; PARAMS]);
+    assert_eq!(welcomes, vec![Some(digest.clone()), Some(digest)]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 50, 2);
+    let bases: Vec<Option<u64>> = sent_to(&h, 2)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Assign(a) => Some(a.params_base),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bases[..2], [Some(0), None], "{bases:?}");
+    assert!(bases[2..].iter().all(Option::is_some), "{bases:?}");
+    let failed: Vec<_> = h
+        .requeues()
+        .into_iter()
+        .filter(|(w, _, _)| w == "b-other")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    // A device that joins once a round has changed the model is named no
+    // initial model.
+    let mut o = options();
+    o.encoding = proto::Encoding::Int8;
+    let mut h = Harness::new(o, 50);
+    let mut ws = workers(&mut h, &["a", "b"]);
+    run_until(&mut h, &mut ws, |h| {
+        h.notices
+            .iter()
+            .any(|n| matches!(n, Notice::RoundFinished(_)))
+    });
+    h.join(9, "late");
+    let late = h.take(9);
+    assert!(
+        matches!(late.first(), Some(Message::Welcome(w)) if w.initial.is_none()),
+        "{late:?}"
+    );
 }
 
 #[test]
@@ -343,7 +398,8 @@ fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
     every_sample_once(&h, 50, 2);
     let failed: Vec<_> = h.requeues()[before..]
         .iter()
-        .filter(|r| matches!(&r.2, Requeue::Failed(why) if why.contains("holds none")))
+        // It holds the initial model it built again, not the copy named.
+        .filter(|r| matches!(&r.2, Requeue::Failed(why) if why.contains("holds version 0")))
         .cloned()
         .collect();
     assert_eq!(

@@ -75,6 +75,7 @@ fn welcome_with(arch: &str, proof: Vec<u8>) -> Vec<u8> {
         seed: 9,
         optimizer: hearth_worker::OptimizerConfig::default(),
         proof,
+        initial: None,
     }))
 }
 
