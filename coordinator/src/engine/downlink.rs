@@ -1,5 +1,7 @@
-//! The model on its way down: the whole model in f32 the first time, then
-//! the change from the copy the device holds, rounded as its encoding will
+//! The model on its way down: the whole model in f32 the first time (unless
+//! the device holds the run's initial model, built from the seed and named
+//! by its digest in the welcome: [`Mirror::initial`]), then the change from
+//! the copy the device holds, rounded as its encoding will
 //! carry it, with the coordinator's mirror of that copy moved by exactly
 //! that so it stays equal to the device's to the bit.
 //!
