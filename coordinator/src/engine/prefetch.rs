@@ -122,7 +122,7 @@ impl Engine {
         let grown = o.train_ahead_when_grown && self.state.pace.reached_max;
         let train_ahead = (o.train_ahead || grown)
             && o.momentum_on == crate::strategy::MomentumOn::Workers
-            && self.state.epoch > o.train_ahead_after;
+            && !self.state.synchronous_epoch();
         let (Some(current), Some(w)) = (
             self.state.current.as_mut(),
             self.state.workers.get_mut(&conn),

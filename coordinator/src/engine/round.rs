@@ -82,7 +82,7 @@ impl Engine {
             learning_rate: lr,
             peak_learning_rate: o.lr,
             growth: self.state.pace.growth,
-            early: self.state.epoch <= o.train_ahead_after,
+            early: self.state.synchronous_epoch(),
         };
         let mut instructions = self.strategy.configure_fit(&context, &views);
         let suspects: Vec<bool> = views
@@ -442,7 +442,7 @@ impl Engine {
         // (they keep the steps the accuracy was measured with), and only
         // with momentum on the devices: server momentum on the change of
         // many local steps overshoots (3 hosts at 16 steps ended below 95 %).
-        if self.state.epoch > o.train_ahead_after
+        if !self.state.synchronous_epoch()
             && o.momentum_on == crate::strategy::MomentumOn::Workers
             && let Some(g) = self.state.pace.round_closed(
                 now,

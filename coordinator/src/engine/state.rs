@@ -411,6 +411,12 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// One of the run's first `--train-ahead-after` epochs: synchronous
+    /// rounds at `--early-local-steps`, no head starts, no growth.
+    pub fn synchronous_epoch(&self) -> bool {
+        self.epoch <= self.options.train_ahead_after
+    }
+
     /// The state in a compact binary form (floats stored bit for bit).
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         postcard::to_allocvec(self).map_err(|e| format!("encoding the run state: {e}"))

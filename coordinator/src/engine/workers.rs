@@ -45,9 +45,7 @@ impl Engine {
             seed: o.seed,
             optimizer: self.strategy.worker_optimizer(o.optimizer()),
             proof: worker.proof.clone(),
-            initial: initial
-                .as_ref()
-                .map(|_| proto::params_digest(&self.state.global)),
+            initial: initial.as_ref().map(|m| proto::params_digest(&m.copy)),
         });
         self.notice(Notice::Joined {
             worker: worker.name.clone(),

@@ -19,14 +19,7 @@ fn two_epochs_use_every_sample_once_and_everyone_is_told_goodbye() {
             .all(|w| w.phase() == hearth_session::Phase::Finished)
     );
     assert_eq!(h.closed, BTreeSet::from([1, 2]));
-    let epochs: Vec<_> = h
-        .notices
-        .iter()
-        .filter_map(|n| match n {
-            Notice::EpochFinished(m) => Some(m.clone()),
-            _ => None,
-        })
-        .collect();
+    let epochs = epoch_metrics(&h);
     assert_eq!(epochs.len(), 2);
     // 13 batches of 4 (the last has 2), 2 workers × 2 local steps per
     // round; the last batch (a quarter of a round) joins the third.
@@ -55,14 +48,7 @@ fn the_first_synchronous_epochs_train_their_own_local_steps() {
     let mut ws = workers(&mut h, &["a", "b"]);
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, 50, 2);
-    let rounds: Vec<u64> = h
-        .notices
-        .iter()
-        .filter_map(|n| match n {
-            Notice::EpochFinished(m) => Some(m.rounds),
-            _ => None,
-        })
-        .collect();
+    let rounds: Vec<u64> = epoch_metrics(&h).iter().map(|m| m.rounds).collect();
     // 13 batches: 2 a round (one each) in the first epoch, the last one
     // joining the sixth; then 4 a round (2 each), as above.
     assert_eq!(rounds, vec![6, 3]);
@@ -347,11 +333,7 @@ fn a_device_that_built_another_initial_model_gets_the_whole_model_after_one_fail
     o.encoding = proto::Encoding::Int8;
     let mut h = Harness::new(o, 50);
     let mut ws = workers(&mut h, &["a", "b"]);
-    run_until(&mut h, &mut ws, |h| {
-        h.notices
-            .iter()
-            .any(|n| matches!(n, Notice::RoundFinished(_)))
-    });
+    run_until(&mut h, &mut ws, |h| rounds_finished(h) >= 1);
     h.join(9, "late");
     let late = h.take(9);
     assert!(
@@ -369,13 +351,7 @@ fn a_worker_that_lost_its_copy_gets_the_whole_model_again() {
     // A round or two, then worker a forgets its copy (a restarted process
     // on the same connection would): its next round fails, then it is
     // sent the whole model and trains on.
-    run_until(&mut h, &mut ws, |h| {
-        h.notices
-            .iter()
-            .filter(|n| matches!(n, Notice::RoundFinished(_)))
-            .count()
-            >= 2
-    });
+    run_until(&mut h, &mut ws, |h| rounds_finished(h) >= 2);
     let mut fresh = session("a");
     hello(&mut fresh);
     // Only its copy is gone: it is welcomed as the engine welcomed a.
@@ -454,15 +430,28 @@ fn rounds_grow_when_devices_wait_and_only_after_the_synchronous_epochs() {
     assert!(sizes.iter().any(|&n| n > 8), "{sizes:?}");
 }
 
-/// Epochs whose metrics `h` was told of.
-fn finished_epochs(h: &Harness) -> Vec<usize> {
+/// The metrics of every epoch `h` was told had finished.
+fn epoch_metrics(h: &Harness) -> Vec<EpochMetrics> {
     h.notices
         .iter()
         .filter_map(|n| match n {
-            Notice::EpochFinished(m) => Some(m.epoch),
+            Notice::EpochFinished(m) => Some(m.clone()),
             _ => None,
         })
         .collect()
+}
+
+/// Epochs whose metrics `h` was told of.
+fn finished_epochs(h: &Harness) -> Vec<usize> {
+    epoch_metrics(h).iter().map(|m| m.epoch).collect()
+}
+
+/// Rounds `h` was told had finished.
+fn rounds_finished(h: &Harness) -> usize {
+    h.notices
+        .iter()
+        .filter(|n| matches!(n, Notice::RoundFinished(_)))
+        .count()
 }
 
 #[test]
@@ -522,14 +511,7 @@ fn the_first_epoch_is_timed_from_its_first_round_not_from_the_wait_for_the_house
     h.join(2, "b");
     let mut ws = vec![a, b];
     run_to_end(&mut h, &mut ws);
-    let walls: Vec<f64> = h
-        .notices
-        .iter()
-        .filter_map(|n| match n {
-            Notice::EpochFinished(m) => Some(m.wall_seconds),
-            _ => None,
-        })
-        .collect();
+    let walls: Vec<f64> = epoch_metrics(&h).iter().map(|m| m.wall_seconds).collect();
     assert_eq!(walls.len(), 2);
     // Each epoch's rounds take well under a second of the harness's clock.
     assert!(walls.iter().all(|&w| w > 0.0 && w < 5.0), "{walls:?}");
