@@ -80,7 +80,7 @@ impl Engine {
             round: self.state.round + 1,
             pending: current.ledger.pending(),
             learning_rate: lr,
-            peak_learning_rate: o.lr,
+            max_learning_rate: o.lr_max(),
             growth: self.state.pace.growth,
             early: self.state.synchronous_epoch(),
         };

@@ -20,9 +20,9 @@ use crate::engine::{Notice, RunState};
 pub const CHECKPOINT: &str = "run-state.bin";
 const LEDGER: &str = "ledger.jsonl";
 const METRICS: &str = "metrics.jsonl";
-/// Format of `run-state.bin` (bumped when `RunState` changes shape; 10: a
-/// head start sent ahead says the device's share of the round).
-const FORMAT: u32 = 10;
+/// Format of `run-state.bin` (bumped when `RunState` changes shape; 11:
+/// the options carry `--lr-max`).
+const FORMAT: u32 = 11;
 
 /// What `run-state.bin` holds.
 #[derive(Serialize, Deserialize)]

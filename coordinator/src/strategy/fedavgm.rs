@@ -34,7 +34,7 @@ const SEEN: &str = "samples_seen";
 /// by a warm-up): the workers' learning rate is scaled by `√n_eff` (or
 /// `n_eff`), where `n_eff` is the round's batches over its largest share,
 /// ramped from 1 over the first `warmup_samples` samples of the run, and
-/// never past the run's peak rate ([`RoundContext::peak_learning_rate`]):
+/// never past the run's largest rate ([`RoundContext::max_learning_rate`]):
 /// early on every device steps at the peak, and as the schedule decays,
 /// more devices keep the rate up for longer.
 pub struct FedAvgM {
@@ -101,10 +101,11 @@ pub enum LrScaling {
     Linear,
 }
 
-/// A scaled learning rate, never past the run's peak (the largest rate one
-/// device steps at; a scaled rate still decays with the schedule, later).
+/// A scaled learning rate, never past the run's largest (by default the
+/// rate one device steps at at its peak; a scaled rate still decays with
+/// the schedule, later).
 fn capped(rate: f32, round: &RoundContext) -> f32 {
-    rate.min(round.peak_learning_rate.max(round.learning_rate))
+    rate.min(round.max_learning_rate.max(round.learning_rate))
 }
 
 /// The devices a round of `samples` samples (or batches) counts as when its
@@ -334,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scaled_learning_rate_never_passes_the_runs_peak() {
+    fn a_scaled_learning_rate_never_passes_the_runs_largest() {
         let mut s = FedAvgM::new(4, 0.9).with_scaling(LrScaling::Sqrt, 0.0);
         let four = [
             view("a", 0.0),
@@ -342,29 +343,32 @@ mod tests {
             view("c", 0.0),
             view("d", 0.0),
         ];
-        let rate = |s: &mut FedAvgM, now: f32| {
+        let rate = |s: &mut FedAvgM, now: f32, max: f32| {
             let round = RoundContext {
                 round: 1,
                 pending: 100,
                 learning_rate: now,
-                peak_learning_rate: 0.05,
+                max_learning_rate: max,
                 growth: 1,
                 early: false,
             };
             s.configure_fit(&round, &four)[0].learning_rate
         };
         // At the peak: √4 = 2 would double it; it stays at the peak.
-        assert_eq!(rate(&mut s, 0.05), 0.05);
+        assert_eq!(rate(&mut s, 0.05, 0.05), 0.05);
         // Later in the schedule: doubled, up to the peak.
-        assert_eq!(rate(&mut s, 0.02), 0.04);
-        assert_eq!(rate(&mut s, 0.03), 0.05);
+        assert_eq!(rate(&mut s, 0.02, 0.05), 0.04);
+        assert_eq!(rate(&mut s, 0.03, 0.05), 0.05);
+        // A larger maximum (`--lr-max`) lets it grow past the peak, to there.
+        assert_eq!(rate(&mut s, 0.05, 0.08), 0.08);
+        assert_eq!(rate(&mut s, 0.03, 0.08), 0.06);
         // One device: the schedule's own rate.
         let one = s.configure_fit(
             &RoundContext {
                 round: 1,
                 pending: 100,
                 learning_rate: 0.02,
-                peak_learning_rate: 0.05,
+                max_learning_rate: 0.05,
                 growth: 1,
                 early: false,
             },
@@ -393,7 +397,7 @@ mod tests {
                 round: 1,
                 pending: 100,
                 learning_rate: 0.05,
-                peak_learning_rate: 0.05,
+                max_learning_rate: 0.05,
                 growth: 1,
                 early: false,
             },
@@ -417,7 +421,7 @@ mod tests {
                 round: 1,
                 pending: 100,
                 learning_rate: 0.05,
-                peak_learning_rate: 0.05,
+                max_learning_rate: 0.05,
                 growth: 1,
                 early,
             };

@@ -47,9 +47,9 @@ pub struct RoundContext {
     pub pending: usize,
     /// The run's learning rate for this round (from its schedule).
     pub learning_rate: f32,
-    /// The run's peak learning rate (`--lr`): a strategy that scales the
-    /// learning rate with the devices never goes past it.
-    pub peak_learning_rate: f32,
+    /// The largest rate a strategy that scales the learning rate with the
+    /// devices may give (`--lr-max`; by default the run's peak, `--lr`).
+    pub max_learning_rate: f32,
     /// Local steps are the strategy's times this (the engine grows it when
     /// devices wait on the link; 1 otherwise).
     pub growth: usize,

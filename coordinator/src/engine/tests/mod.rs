@@ -49,6 +49,7 @@ pub(super) fn options() -> TrainingOptions {
         early_local_steps: 2,
         lr: 0.5,
         lr_schedule: LrSchedule::Cosine,
+        lr_max: None,
         momentum: 0.9,
         wd: 0.0,
         seed: 7,
