@@ -144,7 +144,10 @@ pub struct TrainingOptions {
     /// rounds) and at `--early-local-steps` (rounds do not grow yet): early
     /// on the model changes fastest and an update one round old costs most
     /// (at 11 devices, 95-96 % after the first epoch with them, 97.6 %
-    /// without).
+    /// without). Only among devices alike in speed: when the devices'
+    /// measured training rates differ by more than twice, the fast ones
+    /// would wait for the slow ones, and their rounds train ahead and grow
+    /// from the start (`engine::UNLIKE_RATES`).
     #[arg(long, default_value_t = 1)]
     pub train_ahead_after: usize,
     /// Let each device keep the images it is sent (as many as it says it

@@ -41,7 +41,7 @@ pub use guard::{GuardState, UpdateGuard, Verdict};
 pub use notice::{ComponentEvent, EpochMetrics, Notice, Requeue, RoundReport};
 pub use pace::{BUSY_ENOUGH, BUSY_TARGET};
 pub use rollout::{CANARY_ROUNDS, ComponentInfo, Rollout, Stage};
-pub use state::{ConnId, Now, Phase, RunState, WorkerReport, WorkerSlot};
+pub use state::{ConnId, Now, Phase, RunState, UNLIKE_RATES, WorkerReport, WorkerSlot};
 
 /// A worker the transport admitted.
 #[derive(Debug, Clone)]

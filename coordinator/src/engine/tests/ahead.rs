@@ -317,3 +317,33 @@ fn head_starts_begin_once_the_rounds_have_grown_to_their_maximum() {
     let (grown, starts) = head_starts(false);
     assert!(grown && !starts.iter().any(|&s| s), "only when asked");
 }
+
+#[test]
+fn the_first_epochs_are_synchronous_only_among_devices_alike_in_speed() {
+    let mut o = options();
+    o.train_ahead_after = 1;
+    let mut h = Harness::new(o, 50);
+    let _ws = workers(&mut h, &["pi", "laptop"]);
+    let mut state = h.engine.state();
+    assert_eq!(state.epoch, 1);
+    let mut rates = |pi: f64, laptop: f64| {
+        for (slot, rate) in state.workers.values_mut().zip([pi, laptop]) {
+            slot.timed_images = 1000;
+            slot.compute_seconds = if rate > 0.0 { 1000.0 / rate } else { 0.0 };
+        }
+        (state.unlike_devices(), state.synchronous_epoch())
+    };
+    // Not measured yet, or one measured: alike.
+    assert_eq!(rates(0.0, 0.0), (false, true));
+    assert_eq!(rates(0.0, 5000.0), (false, true));
+    // Within UNLIKE_RATES of each other: alike, synchronous.
+    assert_eq!(rates(1000.0, 1900.0), (false, true));
+    // A laptop five times a Pi's speed: unlike, head starts at once.
+    assert_eq!(rates(1000.0, 5000.0), (true, false));
+    // After the first epochs every household trains ahead.
+    state.epoch = 2;
+    for slot in state.workers.values_mut() {
+        slot.compute_seconds = 1.0;
+    }
+    assert!(!state.unlike_devices() && !state.synchronous_epoch());
+}
