@@ -424,8 +424,9 @@ impl RunState {
     /// 97.78 and 97.22 % after the first epoch on seeds 1 and 3, against
     /// 97.28 and 96.47 % with head starts), but a household of unlike
     /// devices (`pi3:6,pi4:3,laptop:2`) kept them 44-67 % busy in it, and
-    /// 66-82 % with head starts (1.73 s for the epoch instead of 2.90 s,
-    /// 97.44 % after it and 99.23 % after 10 epochs, against 99.25 %).
+    /// 54-71 % training ahead once their rates were measured (1.86 s for
+    /// the epoch instead of 2.90 s, 96.94 % after it, 99.25 % after 10
+    /// epochs as before; 66-82 % and 1.73 s training ahead from the start).
     pub fn synchronous_epoch(&self) -> bool {
         self.epoch <= self.options.train_ahead_after && !self.unlike_devices()
     }
