@@ -218,6 +218,44 @@ impl Ledger {
             .find(|&i| owner(i) == Some(busiest as u16))
     }
 
+    /// Pending batches `worker` keeps (or was stocked with), which
+    /// [`assign`](Self::assign) gives it first.
+    pub fn kept_pending(&self, worker: &str) -> usize {
+        let Some(me) = self.keepers.iter().position(|k| k == worker) else {
+            return 0;
+        };
+        self.queue
+            .iter()
+            .filter(|&&b| self.owner[b as usize] == Some(me as u16))
+            .count()
+    }
+
+    /// Makes up to `count` pending batches that nobody keeps `worker`'s,
+    /// as if it kept them (it is about to be sent their images, ahead of
+    /// the round that takes them); returns them. If it goes away, the
+    /// others take them last, as any keeper's.
+    pub fn reserve(&mut self, worker: &str, count: usize) -> Vec<BatchId> {
+        let me = match self.keepers.iter().position(|k| k == worker) {
+            Some(me) => me,
+            None if self.keepers.len() < usize::from(u16::MAX) => {
+                self.keepers.push(worker.to_string());
+                self.keepers.len() - 1
+            }
+            None => return Vec::new(),
+        };
+        let free: Vec<BatchId> = self
+            .queue
+            .iter()
+            .copied()
+            .filter(|&b| self.owner[b as usize].is_none())
+            .take(count)
+            .collect();
+        for &b in &free {
+            self.owner[b as usize] = Some(me as u16);
+        }
+        free
+    }
+
     /// Takes up to `count` batches from the queue for `worker` in `round`:
     /// in queue order, the batches of samples it keeps first.
     pub fn assign(&mut self, worker: &str, round: u64, count: usize) -> Vec<BatchId> {
@@ -384,6 +422,31 @@ mod tests {
         let own = l.assign("a", 2, 10);
         assert_eq!(own.len(), 4, "a gets the rest of its own");
         assert!(samples(&l, &own).iter().all(|&i| i < 40));
+    }
+
+    #[test]
+    fn reserved_batches_go_to_their_worker_first_and_to_the_others_last() {
+        let mut l = Ledger::new(1, 640, 64, 5);
+        assert_eq!(l.kept_pending("a"), 0);
+        let reserved = l.reserve("a", 3);
+        assert_eq!(reserved.len(), 3);
+        assert_eq!(l.kept_pending("a"), 3);
+        // A second reservation takes other batches.
+        let more = l.reserve("b", 2);
+        assert!(more.iter().all(|m| !reserved.contains(m)));
+        // b takes its own first, then nobody's; never a's while others are left.
+        let got = l.assign("b", 1, 7);
+        assert_eq!(&got[..2], &more[..]);
+        assert!(got.iter().all(|g| !reserved.contains(g)));
+        assert_eq!(l.kept_pending("b"), 0);
+        // a takes its reserved batches first.
+        let got = l.assign("a", 1, 2);
+        assert_eq!(got, reserved[..2].to_vec());
+        assert_eq!(l.kept_pending("a"), 1);
+        // Nothing left but a's last: another worker takes it (a went away).
+        assert_eq!(l.reserve("c", 5), Vec::<BatchId>::new());
+        assert_eq!(l.assign("c", 2, 5), vec![reserved[2]]);
+        assert_eq!(l.pending(), 0);
     }
 
     #[test]

@@ -97,6 +97,14 @@ struct PrefetchHeader {
     head_start: Option<HeadStart>,
 }
 
+/// Control fields of [`Stock`] (coded pixels, then labels, follow).
+#[derive(Serialize, Deserialize)]
+struct StockHeader {
+    samples: u32,
+    pixels_len: u32,
+    cache: RefsHeader,
+}
+
 /// Control fields of [`Offer`] (the component's bytes follow as payload).
 #[derive(Serialize, Deserialize)]
 struct OfferHeader {
@@ -159,6 +167,18 @@ pub fn encode(message: &Message) -> Vec<u8> {
                 pixels_len: coded.len() as u32,
                 cache: m.cache.as_ref().map(RefsHeader::from),
                 head_start: m.head_start.clone(),
+            };
+            let mut out = frame(kind, &header, coded.len() + m.labels.len());
+            out.extend_from_slice(&coded);
+            out.extend_from_slice(&m.labels);
+            out
+        }
+        Message::Stock(m) => {
+            let coded = coded_pixels(&m.pixels);
+            let header = StockHeader {
+                samples: m.labels.len() as u32,
+                pixels_len: coded.len() as u32,
+                cache: RefsHeader::from(&m.cache),
             };
             let mut out = frame(kind, &header, coded.len() + m.labels.len());
             out.extend_from_slice(&coded);
@@ -395,6 +415,27 @@ pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, Protoco
                 labels,
                 cache,
                 head_start: h.head_start,
+            }))
+        }
+        14 => {
+            let h: StockHeader = parse(name, header)?;
+            let samples = h.samples as usize;
+            let cache = h.cache.refs(name, samples)?;
+            if cache.sent() != cache.ids.len() {
+                return Err(ProtocolError::Header {
+                    kind: name,
+                    reason: "a stock names samples as held: it only brings new ones".into(),
+                });
+            }
+            let expected = (h.pixels_len as usize)
+                .checked_add(samples)
+                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+            payload_is(expected)?;
+            let (pixels, labels) = images(name, payload, h.pixels_len as usize, samples)?;
+            Ok(Message::Stock(Stock {
+                pixels,
+                labels,
+                cache,
             }))
         }
         5 => {

@@ -146,6 +146,17 @@ pub fn seeds() -> Vec<Vec<u8>> {
             signature: "{}".into(),
             component: vec![0, 0x61, 0x73, 0x6d, 13, 0, 1, 0],
         }),
+        Message::Stock(Stock {
+            pixels: (0..2 * IMAGE_LEN)
+                .map(|i| if i % 4 == 0 { 200 } else { 0 })
+                .collect(),
+            labels: vec![3, 5],
+            cache: SampleRefs {
+                ids: vec![10, 20],
+                held: vec![false, false],
+                reset: false,
+            },
+        }),
         Message::ComponentStatus(ComponentStatus {
             digest: "cd".repeat(32),
             state: ComponentState::RolledBack,

@@ -30,7 +30,8 @@ pub use digest::{digest, params_digest};
 pub use error::ProtocolError;
 pub use messages::*;
 
-/// Protocol version carried in the first byte of every frame (11: image
+/// Protocol version carried in the first byte of every frame (12: images
+/// may be stocked a round before they are needed; 11: image
 /// payloads are deflated after their run-length coding, and a welcome
 /// names the initial model's digest; 10: a head
 /// start says the worker's share of the round it follows; 9: int4
@@ -45,7 +46,7 @@ pub use messages::*;
 /// components are offered and swapped at round boundaries; 3: no secret
 /// on the wire, a challenge-response admits a worker; 2: assignments name
 /// their local steps and the kind of update they want back).
-pub const VERSION: u8 = 11;
+pub const VERSION: u8 = 12;
 
 /// Largest frame a peer may send before it is admitted (a hello or a
 /// proof is a few hundred bytes; the coordinator stops reading a

@@ -214,6 +214,23 @@ pub struct Prefetch {
     pub head_start: Option<HeadStart>,
 }
 
+/// Coordinator → worker: images to keep for a round after the next one,
+/// sent while the link has them to spare (every sample in full, none held
+/// yet). When every image must cross the coordinator's link (the first
+/// epoch), a device that gets its images only one round ahead waits for
+/// them whenever the link is behind; stocked a round earlier, the link
+/// works ahead of the devices. The worker keeps them by
+/// [`crate::SampleSet`]'s rule, and a later message names them as held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stock {
+    /// `samples × 784` pixels.
+    pub pixels: Vec<u8>,
+    /// One label per sample, 0..=9.
+    pub labels: Vec<u8>,
+    /// Which samples they are (none held).
+    pub cache: SampleRefs,
+}
+
 /// How to train a round's images before its [`Assign`] comes: what that
 /// assignment will say. If it says otherwise (or swaps the component), the
 /// worker trains the round again as it says.
@@ -316,6 +333,8 @@ pub enum Message {
     Offer(Offer),
     /// Coordinator → worker: the next round's images, ahead.
     Prefetch(Prefetch),
+    /// See [`Stock`].
+    Stock(Stock),
     /// See [`ComponentStatus`].
     ComponentStatus(ComponentStatus),
 }
@@ -336,6 +355,7 @@ impl Message {
             Message::Offer(_) => 11,
             Message::ComponentStatus(_) => 12,
             Message::Prefetch(_) => 13,
+            Message::Stock(_) => 14,
         }
     }
 
@@ -354,6 +374,7 @@ impl Message {
             11 => "offer",
             12 => "component status",
             13 => "prefetch",
+            14 => "stock",
             _ => "unknown",
         }
     }

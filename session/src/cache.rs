@@ -64,6 +64,13 @@ impl SampleCache {
         expanded
     }
 
+    /// Keeps samples sent ahead of the round that will name them (a
+    /// [`hearth_protocol::Stock`]), by the same rule as
+    /// [`expand`](Self::expand) (whose copy of the images it drops).
+    pub fn keep(&mut self, refs: &SampleRefs, pixels: &[u8], labels: &[u8]) -> Result<(), String> {
+        self.expand(refs, pixels, labels).map(|_| ())
+    }
+
     fn expand_inner(
         &mut self,
         refs: &SampleRefs,
@@ -135,6 +142,28 @@ mod tests {
         let (p, _) = cache.expand(&refs, &image(3), &[3]).unwrap();
         assert_eq!(p, [image(3), image(1)].concat());
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn stocked_samples_are_kept_for_the_round_that_names_them() {
+        let mut mirror = SampleSet::new(4);
+        let mut cache = SampleCache::new(4);
+        let refs = mirror.refer(&[7, 8], false);
+        cache
+            .keep(&refs, &[image(7), image(8)].concat(), &[7, 8])
+            .unwrap();
+        assert_eq!(cache.len(), 2);
+        let refs = mirror.refer(&[8, 9, 7], false);
+        assert_eq!(refs.held, vec![true, false, true]);
+        let (p, l) = cache.expand(&refs, &image(9), &[9]).unwrap();
+        assert_eq!(
+            (p, l),
+            ([image(8), image(9), image(7)].concat(), vec![8, 9, 7])
+        );
+        // A stock whose images do not fit what it names keeps nothing.
+        let bad = mirror.refer(&[1, 2], false);
+        assert!(cache.keep(&bad, &image(1), &[1]).is_err());
+        assert_eq!(cache.len(), 0, "emptied, as after any bad images");
     }
 
     #[test]

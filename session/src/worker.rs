@@ -496,6 +496,18 @@ impl<T: Trainer> WorkerSession<T> {
                 self.start_ahead();
                 None
             }
+            Message::Stock(stock) => {
+                if self.phase != Phase::Training {
+                    return Some(self.error(None, "images before the welcome".into()));
+                }
+                // Kept for a later round, which names them as held; if they
+                // cannot be, that round finds no images and fails, and the
+                // coordinator starts the cache over.
+                match self.cache.keep(&stock.cache, &stock.pixels, &stock.labels) {
+                    Ok(()) => None,
+                    Err(reason) => Some(self.error(None, reason)),
+                }
+            }
             Message::Offer(offer) => {
                 let digest = proto::digest(&offer.component);
                 if self.phase != Phase::Training {

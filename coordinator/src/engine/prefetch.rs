@@ -155,6 +155,49 @@ impl Engine {
             head_start,
         });
         self.send(conn, &message);
+        self.stock(conn, fit.batches);
+    }
+
+    /// Tops up `conn`'s stock to `batches` pending batches it keeps: it is
+    /// sent the images of pending batches nobody keeps, which become its
+    /// own (the ledger gives them to it first), to keep for the round after
+    /// the one just prefetched. Where every image crosses the link (the
+    /// first epoch), the link then works a round ahead of the devices
+    /// instead of in step with them. Only to a device that keeps samples
+    /// and has room for these.
+    fn stock(&mut self, conn: ConnId, batches: usize) {
+        let batch = self.state.options.batch.max(1);
+        let (Some(current), Some(w)) = (
+            self.state.current.as_mut(),
+            self.state.workers.get_mut(&conn),
+        ) else {
+            return;
+        };
+        let room = w.samples.capacity().saturating_sub(w.samples.len()) / batch;
+        let wanted = batches.saturating_sub(current.ledger.kept_pending(&w.name));
+        if wanted.min(room) == 0 {
+            return;
+        }
+        let reserved = current.ledger.reserve(&w.name, wanted.min(room));
+        // A sample it holds (of a batch that came back) is not sent again.
+        let ids: Vec<u32> = reserved
+            .iter()
+            .flat_map(|&b| current.ledger.samples(b).iter().copied())
+            .filter(|&id| !w.samples.holds(id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let cache = w.samples.refer(&ids, std::mem::take(&mut w.samples_reset));
+        let sent: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        self.train.gather(&sent, &mut pixels, &mut labels);
+        let message = Message::Stock(proto::Stock {
+            pixels,
+            labels,
+            cache,
+        });
+        self.send(conn, &message);
     }
 
     /// Puts `conn`'s images sent ahead back in the queue; returns how many

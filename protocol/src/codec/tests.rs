@@ -99,6 +99,15 @@ fn samples() -> Vec<Message> {
             round: None,
             reason: String::new(),
         }),
+        Message::Stock(Stock {
+            pixels: (0..3 * IMAGE_LEN).map(|i| (i % 11) as u8).collect(),
+            labels: vec![0, 9, 4],
+            cache: SampleRefs {
+                ids: vec![7, 70, 700],
+                held: vec![false; 3],
+                reset: true,
+            },
+        }),
         Message::Prefetch(Prefetch {
             round: 5,
             pixels: (0..2 * IMAGE_LEN).map(|i| (i % 7) as u8).collect(),
@@ -485,4 +494,25 @@ fn sample_references_must_fit_what_is_sent() {
     assert!(e.to_string().contains("bitmap"), "{e}");
     let e = decode(&assign(vec![1, 2], vec![true, false, true], 1, vec![2])).unwrap_err();
     assert!(e.to_string().contains("past the last"), "{e}");
+}
+
+#[test]
+fn a_stock_brings_every_sample_it_names() {
+    let stock = |held: Vec<bool>, sent: usize| {
+        encode(&Message::Stock(Stock {
+            pixels: vec![0; sent * IMAGE_LEN],
+            labels: vec![1; sent],
+            cache: SampleRefs {
+                ids: (0..held.len() as u32).collect(),
+                held,
+                reset: false,
+            },
+        }))
+    };
+    assert!(decode(&stock(vec![false, false], 2)).is_ok());
+    // A stock that names a sample as held would add nothing for it.
+    let e = decode(&stock(vec![false, true], 1)).unwrap_err();
+    assert!(e.to_string().contains("only brings new ones"), "{e}");
+    // Labels that do not match the samples named.
+    assert!(decode(&stock(vec![false, false], 1)).is_err());
 }

@@ -170,6 +170,11 @@ fn images_to(h: &Harness, conn: ConnId) -> (usize, usize) {
         let (labels, cache) = match m {
             Message::Assign(a) => (a.labels.len(), a.cache),
             Message::Prefetch(p) => (p.labels.len(), p.cache),
+            // Stocked images are named by the round that takes them.
+            Message::Stock(s) => {
+                sent += s.labels.len();
+                continue;
+            }
             _ => continue,
         };
         sent += labels;
@@ -203,6 +208,54 @@ fn devices_that_keep_samples_are_sent_each_image_about_once() {
     run_to_end(&mut h, &mut ws);
     let (sent, named) = images_to(&h, 2);
     assert_eq!(sent, named);
+}
+
+#[test]
+fn devices_that_keep_samples_are_stocked_a_round_ahead_and_sent_each_image_once() {
+    let mut o = options();
+    (o.epochs, o.prefetch) = (2, true);
+    let mut h = Harness::new(o, 400);
+    let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
+    run_to_end(&mut h, &mut ws);
+    every_sample_once(&h, 400, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+    // The workers kept what the coordinator counted on: no round failed.
+    assert!(h.requeues().is_empty(), "{:?}", h.requeues());
+    for conn in [1, 2] {
+        let sent = sent_to(&h, conn);
+        let stocked: Vec<u32> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Message::Stock(s) => Some(s.cache.ids.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(!stocked.is_empty(), "worker {conn} was stocked");
+        // Each stocked sample is then named as held by a round.
+        let held: std::collections::HashSet<u32> = sent
+            .iter()
+            .filter_map(|m| match m {
+                Message::Assign(proto::Assign { cache: Some(c), .. })
+                | Message::Prefetch(proto::Prefetch { cache: Some(c), .. }) => Some(
+                    c.ids
+                        .iter()
+                        .zip(&c.held)
+                        .filter(|(_, h)| **h)
+                        .map(|(&i, _)| i)
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let unused = stocked.iter().filter(|i| !held.contains(i)).count();
+        assert_eq!(unused, 0, "worker {conn}: stocked samples never named");
+    }
+    // Every image crossed once: in the first epoch.
+    let (a, b) = (images_to(&h, 1), images_to(&h, 2));
+    assert_eq!(a.1 + b.1, 800, "2 epochs of 400 samples named");
+    assert!(a.0 + b.0 <= 400 + 64, "sent {} and {}", a.0, b.0);
 }
 
 #[test]
