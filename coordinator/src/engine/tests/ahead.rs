@@ -259,6 +259,27 @@ fn devices_that_keep_samples_are_stocked_a_round_ahead_and_sent_each_image_once(
 }
 
 #[test]
+fn a_worker_leaving_with_a_stock_leaves_its_batches_to_the_others() {
+    let mut o = options();
+    o.prefetch = true;
+    let mut h = Harness::new(o, 400);
+    let mut ws = workers(&mut h, &["a-keeps", "b-keeps", "c-keeps"]);
+    let stocked = |h: &Harness| {
+        h.engine
+            .state()
+            .current
+            .as_ref()
+            .is_some_and(|c| c.ledger.kept_pending("c-keeps") > 0)
+    };
+    run_until(&mut h, &mut ws, stocked);
+    h.feed(Input::Left { conn: 3 });
+    let mut rest: Vec<_> = ws.drain(..2).collect();
+    run_to_end(&mut h, &mut rest);
+    every_sample_once(&h, 400, 2);
+    assert!(h.refusals().is_empty(), "{:?}", h.refusals());
+}
+
+#[test]
 fn after_a_failed_round_the_kept_samples_start_over() {
     let mut o = options();
     (o.epochs, o.prefetch) = (3, true);
