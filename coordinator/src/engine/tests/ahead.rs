@@ -281,14 +281,23 @@ fn a_worker_leaving_with_a_stock_leaves_its_batches_to_the_others() {
 
 #[test]
 fn after_a_failed_round_the_kept_samples_start_over() {
+    // Lost images sent ahead (kind 13) or a lost stock (kind 14).
+    for lost_kind in [13u8, 14] {
+        lost_images_fail_a_round_and_the_cache_starts_over(lost_kind);
+    }
+}
+
+fn lost_images_fail_a_round_and_the_cache_starts_over(lost_kind: u8) {
     let mut o = options();
     (o.epochs, o.prefetch) = (3, true);
     let mut h = Harness::new(o, 50);
     let mut ws = workers(&mut h, &["a-keeps", "b-keeps"]);
-    run_until(&mut h, &mut ws, |h| h.engine.state().epoch >= 2);
-    // Images sent ahead to b in the second epoch are lost: the coordinator
-    // counts them as kept, b does not have them. Its round fails, and both
-    // sides start over.
+    // Stocks go out where images still have to cross (the first epoch).
+    let epoch = if lost_kind == 14 { 1 } else { 2 };
+    run_until(&mut h, &mut ws, |h| h.engine.state().epoch >= epoch);
+    // Images sent ahead to b are lost: the coordinator counts them as
+    // kept, b does not have them. Its round fails, and both sides start
+    // over.
     let mut lost = false;
     for _ in 0..10_000 {
         if lost || h.finished {
@@ -299,13 +308,13 @@ fn after_a_failed_round_the_kept_samples_start_over() {
         h.feed(Input::Tick);
         let frames = h.inbox.remove(&2).unwrap_or_default();
         let before = frames.len();
-        let kept: Vec<Vec<u8>> = frames.into_iter().filter(|f| f[1] != 13).collect();
+        let kept: Vec<Vec<u8>> = frames.into_iter().filter(|f| f[1] != lost_kind).collect();
         lost = kept.len() < before;
         h.inbox.insert(2, kept);
         h.exchange(2, &mut ws[1]);
         h.exchange(1, &mut ws[0]);
     }
-    assert!(lost, "a prefetch to b was dropped");
+    assert!(lost, "a frame of kind {lost_kind} to b was dropped");
     run_to_end(&mut h, &mut ws);
     every_sample_once(&h, 50, 3);
     let failed = h
