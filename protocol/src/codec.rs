@@ -404,11 +404,7 @@ pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, Protoco
                     });
                 }
             }
-            let expected = (h.pixels_len as usize)
-                .checked_add(samples)
-                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
-            payload_is(expected)?;
-            let (pixels, labels) = images(name, payload, h.pixels_len as usize, samples)?;
+            let (pixels, labels) = image_payload(name, payload, h.pixels_len as usize, samples)?;
             Ok(Message::Prefetch(Prefetch {
                 round: h.round,
                 pixels,
@@ -427,11 +423,7 @@ pub fn decode_within(bytes: &[u8], max_values: usize) -> Result<Message, Protoco
                     reason: "a stock names samples as held: it only brings new ones".into(),
                 });
             }
-            let expected = (h.pixels_len as usize)
-                .checked_add(samples)
-                .ok_or(ProtocolError::TooLarge(usize::MAX))?;
-            payload_is(expected)?;
-            let (pixels, labels) = images(name, payload, h.pixels_len as usize, samples)?;
+            let (pixels, labels) = image_payload(name, payload, h.pixels_len as usize, samples)?;
             Ok(Message::Stock(Stock {
                 pixels,
                 labels,
@@ -507,6 +499,27 @@ fn coded_pixels(pixels: &[u8]) -> Vec<u8> {
 
 /// The pixels and labels of `samples` images from `bytes` (`coded_len`
 /// bytes of coded pixels, then the labels; the caller checked the length).
+/// The images of a payload that holds nothing else (`coded_len` bytes of
+/// coded pixels, then `samples` labels), which must be exactly that long.
+fn image_payload(
+    kind: &'static str,
+    payload: &[u8],
+    coded_len: usize,
+    samples: usize,
+) -> Result<(Vec<u8>, Vec<u8>), ProtocolError> {
+    let expected = coded_len
+        .checked_add(samples)
+        .ok_or(ProtocolError::TooLarge(usize::MAX))?;
+    if payload.len() != expected {
+        return Err(ProtocolError::PayloadLength {
+            kind,
+            expected,
+            found: payload.len(),
+        });
+    }
+    images(kind, payload, coded_len, samples)
+}
+
 fn images(
     kind: &'static str,
     bytes: &[u8],

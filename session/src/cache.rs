@@ -54,43 +54,60 @@ impl SampleCache {
         pixels: &[u8],
         labels: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), String> {
-        if refs.reset {
-            self.clear();
-        }
-        let expanded = self.expand_inner(refs, pixels, labels);
-        if expanded.is_err() {
-            self.clear();
-        }
-        expanded
+        self.admit(refs, pixels, labels, true)
     }
 
     /// Keeps samples sent ahead of the round that will name them (a
     /// [`hearth_protocol::Stock`]), by the same rule as
-    /// [`expand`](Self::expand) (whose copy of the images it drops).
+    /// [`expand`](Self::expand), without copying the images out.
     pub fn keep(&mut self, refs: &SampleRefs, pixels: &[u8], labels: &[u8]) -> Result<(), String> {
-        self.expand(refs, pixels, labels).map(|_| ())
+        self.admit(refs, pixels, labels, false).map(|_| ())
     }
 
-    fn expand_inner(
+    /// Keeps the sent samples by the rule, and with `copy` returns the
+    /// whole round's images; empties the cache first on a reset, and on
+    /// an error.
+    fn admit(
         &mut self,
         refs: &SampleRefs,
         pixels: &[u8],
         labels: &[u8],
+        copy: bool,
+    ) -> Result<(Vec<u8>, Vec<u8>), String> {
+        if refs.reset {
+            self.clear();
+        }
+        let admitted = self.admit_inner(refs, pixels, labels, copy);
+        if admitted.is_err() {
+            self.clear();
+        }
+        admitted
+    }
+
+    fn admit_inner(
+        &mut self,
+        refs: &SampleRefs,
+        pixels: &[u8],
+        labels: &[u8],
+        copy: bool,
     ) -> Result<(Vec<u8>, Vec<u8>), String> {
         if refs.ids.len() != refs.held.len() || pixels.len() != labels.len() * IMAGE_LEN {
             return Err("sample references that do not fit the images sent".into());
         }
         let n = refs.ids.len();
-        let (mut out_pixels, mut out_labels) = (Vec::with_capacity(n * IMAGE_LEN), Vec::new());
+        let room = if copy { n * IMAGE_LEN } else { 0 };
+        let (mut out_pixels, mut out_labels) = (Vec::with_capacity(room), Vec::new());
         let mut sent = 0;
         for (&id, &held) in refs.ids.iter().zip(&refs.held) {
             if held {
                 let slot = self.set.slot(id).ok_or_else(|| {
                     format!("sample {id} was named as held, but this device has not kept it")
                 })? as usize;
-                out_pixels
-                    .extend_from_slice(&self.pixels[slot * IMAGE_LEN..(slot + 1) * IMAGE_LEN]);
-                out_labels.push(self.labels[slot]);
+                if copy {
+                    out_pixels
+                        .extend_from_slice(&self.pixels[slot * IMAGE_LEN..(slot + 1) * IMAGE_LEN]);
+                    out_labels.push(self.labels[slot]);
+                }
                 continue;
             }
             let (Some(image), Some(&label)) = (
@@ -104,8 +121,10 @@ impl SampleCache {
                 self.pixels.extend_from_slice(image);
                 self.labels.push(label);
             }
-            out_pixels.extend_from_slice(image);
-            out_labels.push(label);
+            if copy {
+                out_pixels.extend_from_slice(image);
+                out_labels.push(label);
+            }
         }
         if sent != labels.len() {
             return Err(format!("{} samples sent, {sent} named", labels.len()));
